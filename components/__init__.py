@@ -1,0 +1,1 @@
+"""sophia-infra components: settings, cluster, platform and the Sophia AI workloads."""

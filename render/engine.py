@@ -1,0 +1,152 @@
+"""Runs the real `__main__.py` under the Pulumi SDK's mock engine and records what it registers.
+
+The recording is what the engine would receive: each resource's type, name, parent, the URNs it
+waits on (dependencies and property dependencies) and its inputs, with every secret value replaced
+by `[secret]` before anything is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import runpy
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi.runtime.config as pulumi_config
+from google.protobuf import json_format
+from pulumi.runtime import mocks
+from pulumi.runtime.settings import ROOT, SETTINGS
+from pulumi.runtime.stack import run_in_stack
+from pulumi.runtime.sync_await import _sync_await
+
+from render.stack import PROJECT_DIR, StackConfig
+
+SECRET = "[secret]"
+UNKNOWN = "[unknown]"
+_SIG = "4dabf18193072939515e22adb298388d"
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+_RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
+_UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+
+def redact(value: Any) -> Any:
+    """Engine wire values as plain JSON, secrets replaced, resource references as URNs."""
+    if isinstance(value, dict):
+        sig = value.get(_SIG)
+        if sig == _SECRET_SIG:
+            return SECRET
+        if sig == _RESOURCE_SIG:
+            return value.get("urn", "")
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if value == _UNKNOWN:
+        return UNKNOWN
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Registration:
+    urn: str
+    type: str
+    name: str
+    parent: str | None
+    custom: bool
+    provider: str | None
+    dependencies: tuple[str, ...]
+    inputs: dict[str, Any]
+
+
+@dataclass
+class Recording:
+    registrations: list[Registration] = field(default_factory=list)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Outputs each component registered, by URN; the stack's own are its exports."""
+
+
+class RecordingMonitor(mocks.MockMonitor):
+    """The SDK's mock monitor, keeping every registration request as the engine would see it."""
+
+    def __init__(self, mocks_: mocks.Mocks, recording: Recording) -> None:
+        super().__init__(mocks_)
+        self.recording = recording
+        self._lock = threading.Lock()
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)
+        deps = set(request.dependencies)
+        for prop in request.propertyDependencies.values():
+            deps.update(prop.urns)
+        registration = Registration(
+            urn=response.urn,
+            type=request.type,
+            name=request.name,
+            parent=request.parent or None,
+            custom=bool(request.custom),
+            # A provider reference is `<provider URN>::<provider ID>`.
+            provider=request.provider.rsplit("::", 1)[0] if request.provider else None,
+            dependencies=tuple(sorted(deps)),
+            inputs=redact(json_format.MessageToDict(request.object)),
+        )
+        with self._lock:
+            self.recording.registrations.append(registration)
+        return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        with self._lock:
+            self.recording.outputs[request.urn] = redact(json_format.MessageToDict(request.outputs))
+        return super().RegisterResourceOutputs(request)
+
+
+def _fake(kind: str, name: str) -> str:
+    return f"{kind}-{hashlib.sha256(name.encode()).hexdigest()[:20]}"
+
+
+class StandInCloud(mocks.Mocks):
+    """What the providers would answer, made up deterministically from each resource's name."""
+
+    def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        state = dict(args.inputs)
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            state["result"] = _fake("rendered-random", args.name)
+        elif args.typ == "command:remote:Command":
+            state.setdefault("stdout", f"rendered stdout of {args.name}")
+            state.setdefault("stderr", "")
+        return f"{args.name}-id", state
+
+    def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+def run_program(stack: StackConfig, program: Path = PROJECT_DIR / "__main__.py") -> Recording:
+    """Run the program once for `stack`; raises whatever the program raises (ConfigError included)."""
+    recording = Recording()
+    SETTINGS.rpc_manager.clear()
+    SETTINGS.outputs.clear()
+    monitor = RecordingMonitor(StandInCloud(), recording)
+    # set_mocks makes (and at once finishes) a root stack of its own when there is none; the program
+    # must run in a stack that registers its exports at the end, as `pulumi up` runs it, so
+    # set_mocks is shown a stand-in root and `run_in_stack` below makes the real one.
+    ROOT.set(pulumi.CustomResource.__new__(pulumi.CustomResource))
+    mocks.set_mocks(StandInCloud(), project=stack.project, stack=stack.stack, preview=False, monitor=monitor)
+    ROOT.set(None)
+    pulumi_config.set_all_config(dict(stack.config), sorted(stack.secret_keys))
+    if str(program.parent) not in sys.path:
+        sys.path.insert(0, str(program.parent))
+
+    def main() -> None:
+        runpy.run_path(str(program), run_name="__main__")
+
+    _sync_await(run_in_stack(main))
+    return recording
+
+
+def registrations_by_urn(recording: Recording) -> Mapping[str, Registration]:
+    return {r.urn: r for r in recording.registrations}
