@@ -18,7 +18,7 @@ from typing import Any
 
 import pulumi
 import pulumi.runtime.config as pulumi_config
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from pulumi.runtime import mocks
 from pulumi.runtime.settings import ROOT, SETTINGS
 from pulumi.runtime.stack import run_in_stack
@@ -34,12 +34,23 @@ _RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
 _UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 
+def _blank(value: Any) -> Any:
+    """A secret value with its shape kept (the keys of a secret map are names, not secrets)."""
+    if isinstance(value, dict) and value.get(_SIG) == _SECRET_SIG:
+        return _blank(value.get("value"))
+    if isinstance(value, dict) and _SIG not in value:
+        return {k: _blank(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_blank(v) for v in value]
+    return SECRET
+
+
 def redact(value: Any) -> Any:
     """Engine wire values as plain JSON, secrets replaced, resource references as URNs."""
     if isinstance(value, dict):
         sig = value.get(_SIG)
         if sig == _SECRET_SIG:
-            return SECRET
+            return _blank(value.get("value"))
         if sig == _RESOURCE_SIG:
             return value.get("urn", "")
         return {k: redact(v) for k, v in value.items()}
@@ -80,18 +91,30 @@ class RecordingMonitor(mocks.MockMonitor):
         self._lock = threading.Lock()
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        # The engine, not the SDK, makes `additionalSecretOutputs` secret; the SDK mock does not.
+        for key in request.additionalSecretOutputs:
+            if key in response.object.fields:
+                plain = struct_pb2.Value()
+                plain.CopyFrom(response.object.fields[key])
+                wrapped = struct_pb2.Struct()
+                wrapped.fields[_SIG].string_value = _SECRET_SIG
+                wrapped.fields["value"].CopyFrom(plain)
+                response.object.fields[key].struct_value.CopyFrom(wrapped)
         deps = set(request.dependencies)
         for prop in request.propertyDependencies.values():
             deps.update(prop.urns)
+        # A resource also waits for its provider: `dependencies` here are everything the engine waits on.
+        provider = request.provider.rsplit("::", 1)[0] if request.provider else None
+        if provider:
+            deps.add(provider)
         registration = Registration(
             urn=response.urn,
             type=request.type,
             name=request.name,
             parent=request.parent or None,
             custom=bool(request.custom),
-            # A provider reference is `<provider URN>::<provider ID>`.
-            provider=request.provider.rsplit("::", 1)[0] if request.provider else None,
+            provider=provider,
             dependencies=tuple(sorted(deps)),
             inputs=redact(json_format.MessageToDict(request.object)),
         )
@@ -102,10 +125,11 @@ class RecordingMonitor(mocks.MockMonitor):
     def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
         with self._lock:
             self.recording.outputs[request.urn] = redact(json_format.MessageToDict(request.outputs))
-        return super().RegisterResourceOutputs(request)
+        return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
 
 
-def _fake(kind: str, name: str) -> str:
+def stand_in_value(kind: str, name: str) -> str:
+    """The made-up value a provider output gets in the render; searched for in the output."""
     return f"{kind}-{hashlib.sha256(name.encode()).hexdigest()[:20]}"
 
 
@@ -115,7 +139,7 @@ class StandInCloud(mocks.Mocks):
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
-            state["result"] = _fake("rendered-random", args.name)
+            state["result"] = stand_in_value("rendered-random", args.name)
         elif args.typ == "command:remote:Command":
             state.setdefault("stdout", f"rendered stdout of {args.name}")
             state.setdefault("stderr", "")

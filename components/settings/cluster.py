@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from components.settings.reader import LABEL_KEY, LABEL_VALUE, Value
 
@@ -16,12 +16,12 @@ SSH_HOST_KEY = re.compile(
 CRON = re.compile(r"^(\S+\s+){4}\S+$")
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     SERVER = "server"
     AGENT = "agent"
 
 
-class Arch(str, Enum):
+class Arch(StrEnum):
     AMD64 = "amd64"
     ARM64 = "arm64"
 
@@ -151,7 +151,9 @@ def _read_node(value: Value, default_user: str, default_port: int) -> Node:
     arch = Arch(arch_text) if arch_text else None
     user_value = section.optional("sshUser")
     port_value = section.optional("sshPort")
-    host_key = section.required("hostKey").string(pattern=SSH_HOST_KEY, what="an SSH public host key ('<type> <base64>')")
+    host_key = section.required("hostKey").string(
+        pattern=SSH_HOST_KEY, what="an SSH public host key ('<type> <base64>')"
+    )
     gpu_value = section.optional("gpu")
     labels_value = section.optional("labels")
     taints_value = section.optional("taints")

@@ -146,7 +146,8 @@ class Value:
             return str(ipaddress.ip_address(text))
         except ValueError:
             pass
-        if not DNS_NAME.fullmatch(text):
+        # An all-digit last label is a mistyped IP address (`999.1.1.1`), not a name.
+        if not DNS_NAME.fullmatch(text) or text.rsplit(".", 1)[-1].isdigit():
             self.fail(f"must be an IP address or a DNS name, got {text!r}")
             return ""
         return text

@@ -9,20 +9,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import pulumi
 
 from components.settings.reader import Problems
 
 
-class SecretKind(str, Enum):
+class SecretKind(StrEnum):
     API_TOKEN = "api-token"
     PASSWORD = "password"
     SSH_PRIVATE_KEY = "ssh-private-key"
 
 
-class SecretKey(str, Enum):
+class SecretKey(StrEnum):
     """Config keys (in the `sophia-infra` namespace) of the secrets ESC provides."""
 
     SSH_PRIVATE_KEY = "sshPrivateKey"
@@ -64,7 +64,9 @@ PLACEHOLDER = re.compile(
     r"^\s*$|^<.*>$|^\$\{.*\}$|^x+$|^\*+$|^(?i:changeme|change[-_ ]me|placeholder|todo|tbd|fixme|secret|password"
     r"|none|null|dummy|example|test|redacted)$|^(?i:your|replace|insert|fill)[-_ ]",
 )
-PEM_PRIVATE_KEY = re.compile(r"^-----BEGIN ([A-Z]+ )?PRIVATE KEY-----\n.+\n-----END ([A-Z]+ )?PRIVATE KEY-----\n?$", re.S)
+PEM_PRIVATE_KEY = re.compile(
+    r"^-----BEGIN ([A-Z]+ )?PRIVATE KEY-----\n.+\n-----END ([A-Z]+ )?PRIVATE KEY-----\n?$", re.S
+)
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,10 @@ def check_secret(spec: SecretSpec, value: str) -> str | None:
     """What is wrong with a secret value, or None. The value itself never appears in the message."""
     if PLACEHOLDER.search(value):
         return "is empty or a placeholder; set the real value in the ESC environment"
-    if len(value.strip()) < MIN_LENGTH[spec.kind]:
-        return f"is too short for {spec.kind.value} (at least {MIN_LENGTH[spec.kind]} characters)"
     if spec.kind is SecretKind.SSH_PRIVATE_KEY and not PEM_PRIVATE_KEY.match(value):
         return "must be a PEM/OpenSSH private key ('-----BEGIN ... PRIVATE KEY-----')"
+    if len(value.strip()) < MIN_LENGTH[spec.kind]:
+        return f"is too short for {spec.kind.value} (at least {MIN_LENGTH[spec.kind]} characters)"
     if spec.kind is not SecretKind.SSH_PRIVATE_KEY and any(c.isspace() for c in value):
         return "must not contain white space"
     return None

@@ -1,0 +1,96 @@
+"""`make render`: the whole desired state of a stack, offline, written out and validated.
+
+Exit codes: 0 valid; 1 validation failed (one violation a line); 2 configuration error
+(one `error: <key path>: <message>` line a problem, and nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from components.settings import ConfigError
+from render.checks import CheckResult, Context, run_checks
+from render.engine import run_program
+from render.model import Rendered, build
+from render.stack import PROJECT_DIR, StackConfig, StackFileError, load_stack
+from render.write import write
+
+
+def render(stack: StackConfig, out: Path) -> tuple[Rendered, list[CheckResult]]:
+    """Render `stack` into `out` (replaced whole, never left half-written) and check it.
+
+    Raises ConfigError, before anything is written, when the configuration is wrong.
+    """
+    recording = run_program(stack)
+    rendered = build(stack.stack, recording)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        write(rendered, staging)
+        results = run_checks(Context(rendered, stack, staging))
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    rendered.out_dir = out
+    return rendered, results
+
+
+def _top_component(rendered: Rendered, urn: str) -> str:
+    by_urn = {r.urn: r for r in rendered.registrations}
+    current = by_urn[urn]
+    while current.parent in by_urn and by_urn[current.parent].type != "pulumi:pulumi:Stack":
+        current = by_urn[current.parent]
+    return f"{current.type} {current.name}" if current.urn != urn or not current.custom else "(stack)"
+
+
+def summary(rendered: Rendered, results: list[CheckResult]) -> str:
+    counts = Counter(
+        (_top_component(rendered, r.urn), r.type) for r in rendered.registrations if r.type != "pulumi:pulumi:Stack"
+    )
+    width = max((len(c) for c, _ in counts), default=10)
+    lines = [f"{'component':<{width}}  {'type':<52} {'count':>5}"]
+    for (component, type_), n in sorted(counts.items()):
+        lines.append(f"{component:<{width}}  {type_:<52} {n:>5}")
+    lines.append(f"{'total':<{width}}  {'':<52} {sum(counts.values()):>5}")
+    lines.append("")
+    for result in results:
+        verdict = "ok" if not result.violations else f"FAILED ({len(result.violations)})"
+        lines.append(f"check: {result.name}: {verdict}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m render", description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", default="production")
+    parser.add_argument("--out", type=Path, help="default: build/<stack>")
+    parser.add_argument("--stack-file", type=Path, help="a Pulumi.<stack>.yaml elsewhere (tests, benchmarks)")
+    args = parser.parse_args(argv)
+    out: Path = args.out or PROJECT_DIR / "build" / args.stack
+    try:
+        stack = load_stack(args.stack, stack_file=args.stack_file)
+        rendered, results = render(stack, out)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except StackFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(summary(rendered, results))
+    violations = [f"violation: {r.name}: {v}" for r in results for v in r.violations]
+    for line in violations:
+        print(line, file=sys.stderr)
+    print(f"\nrendered {len(rendered.resources)} resources into {out}")
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""What a render must satisfy before it is called valid. Each check returns its violations."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import referencing
+from kubernetes_validate.utils import all_versions, major_minor
+
+from render.crds import CUSTOM_RESOURCE_SCHEMAS
+from render.engine import stand_in_value
+from render.model import Rendered
+from render.stack import StackConfig
+
+
+@dataclass(frozen=True)
+class Context:
+    rendered: Rendered
+    stack: StackConfig
+    out_dir: Path
+
+    @property
+    def kubernetes_version(self) -> str:
+        """The Kubernetes minor of the pinned K3s release (`1.35` for `v1.35.5+k3s1`)."""
+        cluster = json.loads(self.stack.config["sophia-infra:cluster"])
+        return str(major_minor(str(cluster["k3sVersion"]).lstrip("v")))
+
+
+Check = Callable[[Context], list[str]]
+
+
+def _label(manifest: dict[str, Any]) -> str:
+    metadata = manifest.get("metadata") or {}
+    namespace = metadata.get("namespace")
+    return f"{manifest.get('kind')} {namespace + '/' if namespace else ''}{metadata.get('name', '?')}"
+
+
+@functools.cache
+def _schema_dir(version: str) -> Path:
+    usable = [v for v in all_versions() if major_minor(v) <= version]
+    if not usable:
+        raise ValueError(f"kubernetes-validate has no schemas for Kubernetes {version}")
+    ref = resources.files(kubernetes_validate) / "kubernetes-json-schema" / f"v{usable[-1]}-local-strict"
+    return Path(str(ref))
+
+
+@functools.cache
+def _validator(version: str, api_version: str, kind: str) -> jsonschema.protocols.Validator | None:
+    """kubernetes-validate's strict schema for one kind, loaded once (its own `validate` reloads per object)."""
+    folder = _schema_dir(version)
+    short = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    path = folder / f"{kind.lower()}-{short}.json"
+    if not path.exists():
+        return None
+    schema = json.loads(path.read_text())
+    definitions = json.loads((folder / "_definitions.json").read_text())
+    registry: referencing.Registry[Any] = referencing.Registry()
+    registry = referencing.Resource.from_contents(schema) @ registry
+    registry = referencing.Resource.from_contents(definitions) @ registry
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+def _errors(validator: jsonschema.protocols.Validator, manifest: dict[str, Any]) -> list[str]:
+    return [
+        f"{'.'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"
+        for error in sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+
+
+def kubernetes_schemas(context: Context) -> list[str]:
+    """Every object passes strict schema validation: built-in kinds for the pinned Kubernetes, CRs by their CRD."""
+    version = context.kubernetes_version
+    violations = []
+    for manifest in context.rendered.manifests:
+        api_version, kind = str(manifest.get("apiVersion")), str(manifest.get("kind"))
+        validator = _validator(version, api_version, kind)
+        if validator is None:
+            schema = CUSTOM_RESOURCE_SCHEMAS.get((api_version, kind))
+            if schema is None:
+                violations.append(f"{_label(manifest)}: no schema for {api_version} {kind} in Kubernetes {version}")
+                continue
+            validator = jsonschema.Draft202012Validator(schema)
+        for error in _errors(validator, manifest):
+            violations.append(f"{_label(manifest)}: {error}")
+    return violations
+
+
+def explicit_names(context: Context) -> list[str]:
+    """Every Kubernetes object has an explicit, stable name (service DNS depends on it)."""
+    return [
+        f"{_label(m)}: metadata.name is not set"
+        for m in context.rendered.manifests
+        if not (m.get("metadata") or {}).get("name")
+    ]
+
+
+def _shellcheck() -> str:
+    found = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+    return found
+
+
+def node_scripts_pass_shellcheck(context: Context) -> list[str]:
+    """Every script a machine will run passes shellcheck."""
+    scripts = sorted((context.out_dir / "nodes").glob("*/*.sh"))
+    if not scripts:
+        return []
+    result = subprocess.run(
+        [_shellcheck(), "--format=gcc", "--shell=bash", *map(str, scripts)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode not in (0, 1):
+        return [f"shellcheck could not run: {result.stderr.strip()}"]
+    root = str(context.out_dir) + "/"
+    return [line.replace(root, "") for line in result.stdout.splitlines() if line.strip()]
+
+
+def no_secret_in_output(context: Context) -> list[str]:
+    """No ESC secret value, and no generated secret, appears in any rendered file."""
+    needles = dict(context.stack.stand_ins)
+    for resource in context.rendered.registrations:
+        if resource.type == "random:index/randomPassword:RandomPassword":
+            needles[f"random password {resource.name}"] = stand_in_value("rendered-random", resource.name)
+    violations = []
+    for path in sorted(p for p in context.out_dir.rglob("*") if p.is_file()):
+        text = path.read_text(errors="replace")
+        for key, value in needles.items():
+            probe = value.strip().splitlines()[1] if "\n" in value.strip() else value
+            if probe in text:
+                violations.append(f"{path.relative_to(context.out_dir)}: contains the value of {key}")
+    return violations
+
+
+CHECKS: list[tuple[str, Check]] = [
+    ("kubernetes objects pass strict schema validation", kubernetes_schemas),
+    ("kubernetes objects have explicit names", explicit_names),
+    ("node scripts pass shellcheck", node_scripts_pass_shellcheck),
+    ("no secret value in the render", no_secret_in_output),
+]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    violations: list[str]
+
+
+def run_checks(context: Context) -> list[CheckResult]:
+    return [CheckResult(name, check(context)) for name, check in CHECKS]

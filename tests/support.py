@@ -1,0 +1,41 @@
+"""Stack configurations for tests: the production one, and variations of it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.settings import ConfigError, Settings, load_settings
+from render.stack import PROJECT_DIR, StackConfig, load_stack
+
+
+def production_document() -> dict[str, Any]:
+    """Pulumi.production.yaml as data, a fresh copy each call."""
+    return copy.deepcopy(yaml.safe_load((PROJECT_DIR / "Pulumi.production.yaml").read_text()))
+
+
+def write_stack(directory: Path, document: dict[str, Any], stack: str = "production") -> Path:
+    path = directory / f"Pulumi.{stack}.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def stack_from(directory: Path, document: dict[str, Any]) -> StackConfig:
+    return load_stack("production", stack_file=write_stack(directory, document))
+
+
+def settings_from(directory: Path, document: dict[str, Any]) -> Settings:
+    stack = stack_from(directory, document)
+    return load_settings(stack.stack, stack.config, stack.secret_keys)
+
+
+def problems_of(directory: Path, document: dict[str, Any]) -> list[str]:
+    """The `<key>: <message>` lines a configuration fails with (empty when it is valid)."""
+    try:
+        settings_from(directory, document)
+    except ConfigError as error:
+        return [str(p) for p in error.problems]
+    return []

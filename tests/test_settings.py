@@ -1,0 +1,237 @@
+"""Bad configuration fails before anything is touched, with one line naming the key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.settings import ConfigError
+from components.settings.cluster import Arch, Role
+from tests.support import problems_of, production_document, settings_from
+
+Doc = dict[str, Any]
+
+
+def cluster(doc: Doc) -> Doc:
+    return doc["config"]["sophia-infra:cluster"]  # type: ignore[no-any-return]
+
+
+def node(doc: Doc, i: int) -> Doc:
+    return cluster(doc)["nodes"][i]  # type: ignore[no-any-return]
+
+
+def test_the_production_stack_is_valid(tmp_path: Path) -> None:
+    settings = settings_from(tmp_path, production_document())
+    assert [n.name for n in settings.cluster.nodes] == [
+        "sophia-production-instance",
+        "sophia-ai-core",
+        "sophia-mcp-orchestrator",
+        "sophia-data-pipeline",
+        "sophia-development",
+    ]
+    assert settings.cluster.first_server.name == "sophia-production-instance"
+    assert settings.cluster.first_server.role is Role.SERVER
+    gh200 = settings.cluster.nodes[1]
+    assert gh200.arch is Arch.ARM64
+    assert gh200.gpu is not None
+    assert gh200.gpu.model.label == "gh200"
+    assert [str(t) for t in gh200.taints] == ["nvidia.com/gpu=true:NoSchedule"]
+    assert settings.cluster.kubernetes_minor == "1.35"
+    assert settings.network.ingress_address == "192.222.58.232"
+    assert settings.images.registry == "docker.io/scoobyjava15"
+    assert settings.gitops.branch == "main"
+
+
+def _set(path: str, value: object) -> Callable[[Doc], None]:
+    """A mutation setting `config.<path>` (dots and [i]) to `value`; `...` deletes the key."""
+
+    def mutate(doc: Doc) -> None:
+        target: Any = doc["config"]
+        parts = path.replace("[", ".[").split(".")
+        for part in parts[:-1]:
+            target = target[int(part[1:-1])] if part.startswith("[") else target[part]
+        last = parts[-1]
+        key: Any = int(last[1:-1]) if last.startswith("[") else last
+        if value is ...:
+            del target[key]
+        else:
+            target[key] = value
+
+    return mutate
+
+
+CASES: list[tuple[str, Callable[[Doc], None], str]] = [
+    ("unknown top-level key", _set("sophia-infra:colour", "blue"), "sophia-infra:colour: unknown key"),
+    (
+        "unknown nested key",
+        _set("sophia-infra:cluster.nodes[0].colour", "blue"),
+        "sophia-infra:cluster.nodes[0].colour: unknown key",
+    ),
+    ("missing section", _set("sophia-infra:network", ...), "sophia-infra:network: is required"),
+    ("missing key", _set("sophia-infra:cluster.k3sVersion", ...), "sophia-infra:cluster.k3sVersion: is required"),
+    (
+        "wrong type",
+        _set("sophia-infra:cluster.nodes[1].sshPort", "22"),
+        "sophia-infra:cluster.nodes[1].sshPort: must be a whole number, got a string",
+    ),
+    (
+        "boolean for a number",
+        _set("sophia-infra:cluster.nodes[1].sshPort", True),
+        "sophia-infra:cluster.nodes[1].sshPort: must be a whole number, got a boolean",
+    ),
+    (
+        "invalid host",
+        _set("sophia-infra:cluster.nodes[2].host", "999.1.1.1"),
+        "sophia-infra:cluster.nodes[2].host: must be an IP address or a DNS name, got '999.1.1.1'",
+    ),
+    (
+        "invalid private IP",
+        _set("sophia-infra:cluster.nodes[2].privateIp", "10.0.0.300"),
+        "sophia-infra:cluster.nodes[2].privateIp: must be an IP address, got '10.0.0.300'",
+    ),
+    (
+        "invalid CIDR",
+        _set("sophia-infra:network.loadBalancerAddresses", ["192.222.58.232/33"]),
+        "sophia-infra:network.loadBalancerAddresses[0]: must be an IP address block as a CIDR (192.0.2.10/32)"
+        " or a range (a-b), got '192.222.58.232/33'",
+    ),
+    (
+        "invalid domain",
+        _set("sophia-infra:network.domain", "sophia_ai.example"),
+        "sophia-infra:network.domain: must be a DNS name, got 'sophia_ai.example'",
+    ),
+    (
+        "duplicate node name",
+        _set("sophia-infra:cluster.nodes[3].name", "sophia-ai-core"),
+        "sophia-infra:cluster.nodes[1].name: duplicate name 'sophia-ai-core'",
+    ),
+    (
+        "duplicate host",
+        _set("sophia-infra:cluster.nodes[4].host", "192.0.2.10"),
+        "sophia-infra:cluster.nodes[4].host: duplicate host '192.0.2.10'",
+    ),
+    (
+        "no server",
+        _set("sophia-infra:cluster.nodes[0].role", "agent"),
+        "sophia-infra:cluster.nodes: needs at least one node with role server",
+    ),
+    (
+        "even number of servers",
+        _set("sophia-infra:cluster.nodes[2].role", "server"),
+        "sophia-infra:cluster.nodes: has 2 servers; etcd needs an odd number of servers to keep quorum (1, 3, 5, ...)",
+    ),
+    (
+        "unknown role",
+        _set("sophia-infra:cluster.nodes[2].role", "master"),
+        "sophia-infra:cluster.nodes[2].role: must be one of server, agent, got 'master'",
+    ),
+    (
+        "unknown arch",
+        _set("sophia-infra:cluster.nodes[2].arch", "x86_64"),
+        "sophia-infra:cluster.nodes[2].arch: must be one of amd64, arm64, got 'x86_64'",
+    ),
+    (
+        "unknown GPU type",
+        _set("sophia-infra:cluster.nodes[2].gpu.type", "rtx4090"),
+        "sophia-infra:cluster.nodes[2].gpu.type: must be one of a10, a100, a6000, b200, gh200, h100, rtx6000,"
+        " got 'rtx4090'",
+    ),
+    (
+        "GPU count below one",
+        _set("sophia-infra:cluster.nodes[2].gpu.count", 0),
+        "sophia-infra:cluster.nodes[2].gpu.count: must be between 1 and 16, got 0",
+    ),
+    (
+        "GPU model on the wrong architecture",
+        _set("sophia-infra:cluster.nodes[1].arch", "amd64"),
+        "sophia-infra:cluster.nodes[1].gpu.type: NVIDIA GH200 machines are arm64, but the node's arch is amd64",
+    ),
+    (
+        "malformed K3s version",
+        _set("sophia-infra:cluster.k3sVersion", "1.35.5"),
+        "sophia-infra:cluster.k3sVersion: must be a K3s release such as v1.35.5+k3s1, got '1.35.5'",
+    ),
+    (
+        "malformed host key",
+        _set("sophia-infra:cluster.nodes[0].hostKey", "AAAAC3NzaC1lZDI1NTE5"),
+        "sophia-infra:cluster.nodes[0].hostKey: must be an SSH public host key ('<type> <base64>'),"
+        " got 'AAAAC3NzaC1lZDI1NTE5'",
+    ),
+    (
+        "load-balancer address is a node's",
+        _set("sophia-infra:network.loadBalancerAddresses", ["192.0.2.8/29"]),
+        "sophia-infra:network.loadBalancerAddresses[0]: 192.0.2.8/29 includes 192.0.2.10, the address of node"
+        " sophia-production-instance",
+    ),
+    (
+        "image tag latest",
+        _set("sophia-infra:images.tags", {"sophia-backend": "latest"}),
+        "sophia-infra:images.tags.sophia-backend: must be a pinned tag, not 'latest'",
+    ),
+    (
+        "empty image tag",
+        _set("sophia-infra:images.tags", {"sophia-backend": ""}),
+        "sophia-infra:images.tags.sophia-backend: must not be empty",
+    ),
+    (
+        "empty node list",
+        _set("sophia-infra:cluster.nodes", []),
+        "sophia-infra:cluster.nodes: must have at least 1 entry, got 0",
+    ),
+    (
+        "GitOps repository not https",
+        _set("sophia-infra:gitops.repoUrl", "git@github.com:ai-cherry/sophia-main.git"),
+        "sophia-infra:gitops.repoUrl: must be an https URL of a Git repository,"
+        " got 'git@github.com:ai-cherry/sophia-main.git'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutate", "line"), [(m, line) for _, m, line in CASES], ids=[c[0] for c in CASES])
+def test_each_problem_is_one_line_naming_the_key(tmp_path: Path, mutate: Callable[[Doc], None], line: str) -> None:
+    doc = production_document()
+    mutate(doc)
+    assert line in problems_of(tmp_path, doc)
+
+
+def test_all_problems_are_reported_together(tmp_path: Path) -> None:
+    doc = production_document()
+    node(doc, 0)["host"] = "not an address"
+    node(doc, 3)["arch"] = "sparc"
+    doc["config"]["sophia-infra:network"]["acmeEmail"] = "nobody"
+    problems = problems_of(tmp_path, doc)
+    assert [p.split(":")[1] for p in problems] == [
+        "cluster.nodes[0].host",
+        "cluster.nodes[3].arch",
+        "network.acmeEmail",
+    ]
+
+
+def test_a_config_error_is_a_clean_pulumi_run_error(tmp_path: Path) -> None:
+    import pulumi
+
+    doc = production_document()
+    del cluster(doc)["k3sVersion"]
+    with pytest.raises(ConfigError) as caught:
+        settings_from(tmp_path, doc)
+    assert isinstance(caught.value, pulumi.RunError)
+    assert str(caught.value) == "sophia-infra:cluster.k3sVersion: is required"
+
+
+def test_three_servers_keep_quorum(tmp_path: Path) -> None:
+    doc = production_document()
+    node(doc, 1)["role"] = "server"
+    node(doc, 2)["role"] = "server"
+    settings = settings_from(tmp_path, doc)
+    assert [n.name for n in settings.cluster.servers] == [
+        "sophia-production-instance",
+        "sophia-ai-core",
+        "sophia-mcp-orchestrator",
+    ]
+
+
+def test_the_api_endpoint_defaults_to_the_first_server(tmp_path: Path) -> None:
+    assert settings_from(tmp_path, production_document()).cluster.api_endpoint == "192.0.2.10"
