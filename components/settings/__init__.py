@@ -15,10 +15,12 @@ from typing import TypeVar
 
 import pulumi.runtime.config as pulumi_config
 
+from components.settings.apps import AppsSettings, check_apps, read_apps
 from components.settings.cluster import ClusterSettings, read_cluster
 from components.settings.errors import ConfigError, Problem
 from components.settings.gitops import GitOpsSettings, read_gitops
 from components.settings.images import ImageSettings, read_images
+from components.settings.llm_gateway import LlmGatewaySettings, read_llm_gateway
 from components.settings.network import NetworkSettings, read_network
 from components.settings.reader import MISSING, Problems, Value
 from components.settings.secrets import SECRET_SPECS, Secrets, read_secrets
@@ -28,7 +30,7 @@ NAMESPACE = "sophia-infra"
 T = TypeVar("T")
 
 # The top-level keys of the `sophia-infra` namespace besides the secrets; one reader each below.
-SECTION_KEYS = ("cluster", "network", "images", "gitops")
+SECTION_KEYS = ("cluster", "network", "images", "gitops", "apps", "llmGateway")
 
 __all__ = ["NAMESPACE", "ConfigError", "Problem", "Settings", "load_settings", "stack_config"]
 
@@ -40,6 +42,8 @@ class Settings:
     network: NetworkSettings
     images: ImageSettings
     gitops: GitOpsSettings
+    apps: AppsSettings
+    llm_gateway: LlmGatewaySettings
     secrets: Secrets
 
 
@@ -98,7 +102,10 @@ def load_settings(stack: str, raw: Mapping[str, str], secret_keys: frozenset[str
     network = section("network", read_network)
     images = section("images", read_images)
     gitops = section("gitops", read_gitops)
+    apps = section("apps", read_apps)
+    llm_gateway = section("llmGateway", read_llm_gateway)
     secrets = read_secrets(NAMESPACE, raw, secret_keys, problems)
     _check_addresses(cluster, network, problems)
+    check_apps(NAMESPACE, apps, cluster, images, problems)
     problems.raise_if_any()
-    return Settings(stack, cluster, network, images, gitops, secrets)
+    return Settings(stack, cluster, network, images, gitops, apps, llm_gateway, secrets)

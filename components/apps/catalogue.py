@@ -1,0 +1,268 @@
+"""The Sophia AI services: one typed entry per service, the facts of each in one place.
+
+Facts only (ports, health paths, which secrets a service reads, whom it calls, whether it needs a
+GPU). What an operator changes (replicas, resources, GPU model, storage size, image tags) lives in
+the `apps` settings section; `components.settings.apps` checks the two against each other.
+
+Adding an MCP server is one `McpServer(...)` entry in `MCP_SERVERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+
+from components.settings.cluster import Arch
+from components.settings.secrets import SecretKey
+
+
+class Tier(StrEnum):
+    """Which namespace a service lives in; each tier is one namespace."""
+
+    APPS = "apps"
+    MCP = "mcp"
+    DATA = "data"
+
+
+NAMESPACES: Final[Mapping[Tier, str]] = MappingProxyType(
+    {Tier.APPS: "sophia-apps", Tier.MCP: "sophia-mcp", Tier.DATA: "sophia-data"}
+)
+
+
+class ConfigFile(StrEnum):
+    """The generated configuration files a service reads (one ConfigMap each, per namespace)."""
+
+    LLM_GATEWAY = "llm-gateway"
+    MCP_SERVERS = "mcp-servers"
+
+
+# Where each configuration file is mounted, and the variable that tells the service where it is.
+CONFIG_FILES: Final[Mapping[ConfigFile, tuple[str, str, str]]] = MappingProxyType(
+    {
+        ConfigFile.LLM_GATEWAY: ("gateway.json", "/etc/sophia/llm-gateway", "LLM_GATEWAY_CONFIG"),
+        ConfigFile.MCP_SERVERS: ("servers.json", "/etc/sophia/mcp-servers", "MCP_SERVERS_CONFIG"),
+    }
+)
+
+# The environment variable each secret is handed to a container as.
+SECRET_ENV: Final[Mapping[SecretKey, str]] = MappingProxyType(
+    {
+        SecretKey.OPENAI_API_KEY: "OPENAI_API_KEY",
+        SecretKey.ANTHROPIC_API_KEY: "ANTHROPIC_API_KEY",
+        SecretKey.PORTKEY_API_KEY: "PORTKEY_API_KEY",
+        SecretKey.OPENROUTER_API_KEY: "OPENROUTER_API_KEY",
+        SecretKey.QDRANT_API_KEY: "QDRANT_API_KEY",
+        SecretKey.POSTGRES_PASSWORD: "POSTGRES_PASSWORD",
+        SecretKey.REDIS_PASSWORD: "REDIS_PASSWORD",
+    }
+)
+
+# Images built by Sophia run as this unprivileged user; the official images as their own.
+SOPHIA_UID: Final = 10001
+DATA_UID: Final = 999  # the `postgres` and `redis` users of the official images
+
+POSTGRES_PORT: Final = 5432
+REDIS_PORT: Final = 6379
+MULTI_ARCH: Final = frozenset({Arch.AMD64, Arch.ARM64})
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A stateful service's data: one PVC per replica from the StatefulSet's volumeClaimTemplates."""
+
+    mount_path: str
+
+
+@dataclass(frozen=True)
+class Service:
+    """One Sophia service. `port` is its one port number: container, Service, probes and PORT."""
+
+    name: str
+    tier: Tier
+    image: str
+    arches: frozenset[Arch]
+    port: int
+    port_name: str = "http"
+    health_path: str | None = "/health"
+    """HTTP readiness/liveness path; None probes the TCP port (databases speak no HTTP)."""
+    metrics_path: str | None = None
+    """Prometheus metrics on the service port; None: no ServiceMonitor."""
+    secrets: tuple[SecretKey, ...] = ()
+    talks_to: tuple[str, ...] = ()
+    """In-cluster services it calls: egress from it, ingress to them, `<NAME>_HOST`/`_PORT` variables."""
+    public_https: bool = False
+    """Calls public HTTPS APIs (the LLM gateways and providers, Qdrant Cloud)."""
+    public_path: str | None = None
+    """Served to the world through the Ingress under this path prefix."""
+    gpu: bool = False
+    storage: Storage | None = None
+    uid: int = SOPHIA_UID
+    read_only_root: bool = True
+    writable_paths: tuple[str, ...] = ("/tmp",)
+    config_files: tuple[ConfigFile, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+
+    @property
+    def namespace(self) -> str:
+        return NAMESPACES[self.tier]
+
+    @property
+    def stateful(self) -> bool:
+        return self.storage is not None
+
+    @property
+    def host(self) -> str:
+        """The in-cluster DNS name of its Service."""
+        return f"{self.name}.{self.namespace}.svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class McpServer:
+    """An MCP server: everything that differs between two of them."""
+
+    name: str
+    port: int
+    gpu: bool = False
+    secrets: tuple[SecretKey, ...] = ()
+    public_https: bool = False
+    image: str = "sophia-mcp-base"
+    """Every MCP server runs from the multi-arch MCP base image, picking its server by MCP_SERVER."""
+    arches: frozenset[Arch] = MULTI_ARCH
+
+    def service(self) -> Service:
+        return Service(
+            name=self.name,
+            tier=Tier.MCP,
+            image=self.image,
+            arches=self.arches,
+            port=self.port,
+            metrics_path="/metrics",
+            secrets=self.secrets,
+            public_https=self.public_https,
+            gpu=self.gpu,
+            config_files=(ConfigFile.MCP_SERVERS,),
+            env={"MCP_SERVER": self.name},
+        )
+
+
+MCP_SERVERS: Final[tuple[McpServer, ...]] = (
+    # Embeddings on the GPU, vectors in Qdrant Cloud (seed 000: ai-memory, QDRANT_URL).
+    McpServer(
+        "ai-memory",
+        port=9000,
+        gpu=True,
+        secrets=(SecretKey.QDRANT_API_KEY, SecretKey.OPENAI_API_KEY),
+        public_https=True,
+    ),
+)
+
+POSTGRES: Final = Service(
+    name="postgres",
+    tier=Tier.DATA,
+    image="postgres",
+    arches=MULTI_ARCH,
+    port=POSTGRES_PORT,
+    port_name="postgres",
+    health_path=None,
+    secrets=(SecretKey.POSTGRES_PASSWORD,),
+    storage=Storage("/var/lib/postgresql/data"),
+    uid=DATA_UID,
+    writable_paths=("/tmp", "/var/run/postgresql"),
+    env={
+        "POSTGRES_USER": "sophia",
+        "POSTGRES_DB": "sophia",
+        # A subdirectory, so that initdb never meets a non-empty volume root.
+        "PGDATA": "/var/lib/postgresql/data/pgdata",
+        # The server reads its port from PGPORT.
+        "PGPORT": str(POSTGRES_PORT),
+    },
+)
+
+REDIS: Final = Service(
+    name="redis",
+    tier=Tier.DATA,
+    image="redis",
+    arches=MULTI_ARCH,
+    port=REDIS_PORT,
+    port_name="redis",
+    health_path=None,
+    secrets=(SecretKey.REDIS_PASSWORD,),
+    storage=Storage("/data"),
+    uid=DATA_UID,
+    # Kubernetes expands $(VAR) from the container's own environment; the pod spec holds no value.
+    args=(
+        "redis-server",
+        "--port",
+        "$(PORT)",
+        "--requirepass",
+        "$(REDIS_PASSWORD)",
+        "--dir",
+        "/data",
+        "--appendonly",
+        "yes",
+    ),
+)
+
+BACKEND: Final = Service(
+    name="sophia-backend",
+    tier=Tier.APPS,
+    image="sophia-backend",
+    arches=frozenset({Arch.AMD64}),
+    port=8000,
+    metrics_path="/metrics",
+    secrets=(
+        SecretKey.OPENAI_API_KEY,
+        SecretKey.ANTHROPIC_API_KEY,
+        SecretKey.PORTKEY_API_KEY,
+        SecretKey.OPENROUTER_API_KEY,
+        SecretKey.POSTGRES_PASSWORD,
+        SecretKey.REDIS_PASSWORD,
+    ),
+    talks_to=(POSTGRES.name, REDIS.name, *(m.name for m in MCP_SERVERS)),
+    public_https=True,
+    public_path="/api",
+    config_files=(ConfigFile.LLM_GATEWAY, ConfigFile.MCP_SERVERS),
+    env={"POSTGRES_USER": "sophia", "POSTGRES_DB": "sophia"},
+)
+
+FRONTEND: Final = Service(
+    name="sophia-frontend",
+    tier=Tier.APPS,
+    image="sophia-frontend",
+    arches=frozenset({Arch.AMD64}),
+    port=3000,
+    health_path="/",
+    talks_to=(BACKEND.name,),
+    public_path="/",
+)
+
+CATALOGUE: Final[tuple[Service, ...]] = (BACKEND, FRONTEND, *(m.service() for m in MCP_SERVERS), POSTGRES, REDIS)
+BY_NAME: Final[Mapping[str, Service]] = MappingProxyType({s.name: s for s in CATALOGUE})
+
+
+def callers(service: Service) -> tuple[Service, ...]:
+    """The services that call `service`: who may open connections to it."""
+    return tuple(s for s in CATALOGUE if service.name in s.talks_to)
+
+
+def catalogue_problems() -> list[str]:
+    """Inconsistencies of the catalogue itself (a test keeps this empty)."""
+    problems = []
+    names = [s.name for s in CATALOGUE]
+    problems += [f"duplicate service {n!r}" for n in sorted({n for n in names if names.count(n) > 1})]
+    for s in CATALOGUE:
+        problems += [f"{s.name} talks to unknown service {t!r}" for t in s.talks_to if t not in BY_NAME]
+        problems += [
+            f"{s.name} reads secret {k.value} that has no variable name" for k in s.secrets if k not in SECRET_ENV
+        ]
+        if s.stateful and s.public_path:
+            problems.append(f"{s.name} is stateful and public")
+        if "PORT" in s.env:
+            problems.append(f"{s.name} sets PORT itself; the Workload sets it from `port`")
+    paths = [s.public_path for s in CATALOGUE if s.public_path]
+    problems += [f"public path {p!r} is served twice" for p in sorted({p for p in paths if paths.count(p) > 1})]
+    return problems

@@ -1,0 +1,222 @@
+"""What an operator changes about the Sophia services: replicas, resources, GPU, storage, external URLs.
+
+The services themselves (ports, secrets, who calls whom) are facts of `components.apps.catalogue`;
+this section must name every service of the catalogue and no other, and give each what it needs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from urllib.parse import urlsplit
+
+from components.apps.catalogue import CATALOGUE, Service
+from components.settings.cluster import GPU_MODELS, ClusterSettings, GpuModel
+from components.settings.images import ImageSettings
+from components.settings.reader import Problems, Value
+
+CPU = re.compile(r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$")
+MEMORY = re.compile(r"^[0-9]+(Ki|Mi|Gi|Ti)$")
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+HTTPS_URL = re.compile(r"^https://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[-A-Za-z0-9._~/]*)?$")
+
+
+def cpu_millis(text: str) -> Decimal:
+    return Decimal(text[:-1]) if text.endswith("m") else Decimal(text) * 1000
+
+
+def memory_bytes(text: str) -> int:
+    return int(text[:-2]) * _BINARY[text[-2:]]
+
+
+@dataclass(frozen=True)
+class Amounts:
+    cpu: str
+    memory: str
+
+
+@dataclass(frozen=True)
+class Resources:
+    requests: Amounts
+    limits: Amounts
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    model: GpuModel
+    count: int
+
+
+@dataclass(frozen=True)
+class Replicas:
+    min: int
+    max: int
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.max > self.min
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    resources: Resources
+    replicas: Replicas
+    gpu: GpuRequest | None
+    storage: str | None
+    """PVC size of a stateful service."""
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    cpu_utilization: int
+    memory_utilization: int
+
+
+@dataclass(frozen=True)
+class AppsSettings:
+    autoscaling: Autoscaling
+    qdrant_url: str
+    services: Mapping[str, ServiceSettings]
+
+
+def _cpu(value: Value) -> str:
+    raw = value.raw
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        value = Value(value.path, str(raw), value.problems)
+    text = value.string(pattern=CPU, what="a CPU quantity such as 500m or 2")
+    if text and cpu_millis(text) <= 0:
+        value.fail("must be more than 0")
+        return ""
+    return text
+
+
+def _memory(value: Value) -> str:
+    text = value.string(pattern=MEMORY, what="a memory quantity such as 512Mi or 4Gi")
+    if text and memory_bytes(text) <= 0:
+        value.fail("must be more than 0")
+        return ""
+    return text
+
+
+def _amounts(value: Value) -> Amounts:
+    section = value.section()
+    amounts = Amounts(_cpu(section.required("cpu")), _memory(section.required("memory")))
+    section.close()
+    return amounts
+
+
+def _resources(value: Value) -> Resources:
+    section = value.section()
+    requests = _amounts(section.required("requests"))
+    limits_value = section.required("limits")
+    limits = _amounts(limits_value)
+    section.close()
+    try:
+        if requests.cpu and limits.cpu and cpu_millis(limits.cpu) < cpu_millis(requests.cpu):
+            limits_value.problems.add(f"{limits_value.path}.cpu", f"{limits.cpu} is below the request {requests.cpu}")
+    except InvalidOperation:
+        pass
+    if requests.memory and limits.memory and memory_bytes(limits.memory) < memory_bytes(requests.memory):
+        limits_value.problems.add(
+            f"{limits_value.path}.memory", f"{limits.memory} is below the request {requests.memory}"
+        )
+    return Resources(requests, limits)
+
+
+def _replicas(value: Value) -> Replicas:
+    section = value.section()
+    low = section.required("min").integer(minimum=1, maximum=100)
+    high_value = section.required("max")
+    high = high_value.integer(minimum=1, maximum=100)
+    section.close()
+    if high < low:
+        high_value.fail(f"must be at least min ({low}), got {high}")
+        high = low
+    return Replicas(low, high)
+
+
+def _gpu(value: Value) -> GpuRequest | None:
+    section = value.section()
+    label = section.required("type").choice(sorted(GPU_MODELS))
+    count = section.required("count").integer(minimum=1, maximum=16)
+    section.close()
+    return GpuRequest(GPU_MODELS[label], count) if label else None
+
+
+def _service(value: Value, service: Service) -> ServiceSettings:
+    section = value.section()
+    resources = _resources(section.required("resources"))
+    if service.stateful:
+        # One instance with its own volume: more replicas would be more databases, not a bigger one.
+        replicas = Replicas(1, 1)
+        storage: str | None = _memory(section.required("storage"))
+    else:
+        replicas = _replicas(section.required("replicas"))
+        storage = None
+    gpu = _gpu(section.required("gpu")) if service.gpu else None
+    section.close()
+    return ServiceSettings(resources, replicas, gpu, storage)
+
+
+def https_url(value: Value) -> str:
+    text = value.string(pattern=HTTPS_URL, what="an https URL on the default port (the egress policy allows 443)")
+    return text.rstrip("/")
+
+
+def read_apps(value: Value) -> AppsSettings:
+    section = value.section()
+    scaling = section.required("autoscaling").section()
+    autoscaling = Autoscaling(
+        scaling.required("cpuUtilization").integer(minimum=10, maximum=100),
+        scaling.required("memoryUtilization").integer(minimum=10, maximum=100),
+    )
+    scaling.close()
+    qdrant_url = https_url(section.required("qdrantUrl"))
+    services_section = section.required("services").section()
+    services = {s.name: _service(services_section.required(s.name), s) for s in CATALOGUE}
+    services_section.close()
+    section.close()
+    return AppsSettings(autoscaling, qdrant_url, services)
+
+
+def https_host(url: str) -> str:
+    return urlsplit(url).hostname or ""
+
+
+def check_apps(
+    namespace: str, apps: AppsSettings, cluster: ClusterSettings, images: ImageSettings, problems: Problems
+) -> None:
+    """What the apps section asks of the rest of the configuration: image tags, GPU nodes, architectures."""
+    path = f"{namespace}:apps"
+    for service in CATALOGUE:
+        if service.image not in images.tags:
+            problems.add(f"{namespace}:images.tags.{service.image}", f"is required (the image of {service.name})")
+        wanted = apps.services.get(service.name)
+        if wanted is None or wanted.gpu is None:
+            continue
+        key = f"{path}.services.{service.name}.gpu"
+        model = wanted.gpu.model
+        carriers = [n for n in cluster.nodes if n.gpu is not None and n.gpu.model == model]
+        if not carriers:
+            present = sorted({n.gpu.model.label for n in cluster.nodes if n.gpu is not None})
+            problems.add(
+                f"{key}.type",
+                f"no node of the cluster has a {model.label} GPU (present: {', '.join(present) or 'none'})",
+            )
+            continue
+        if model.arch not in service.arches:
+            problems.add(
+                f"{key}.type",
+                f"{model.product} machines are {model.arch.value}, but image {service.image} is built for "
+                f"{', '.join(sorted(a.value for a in service.arches))}",
+            )
+        capacity = sum(n.gpu.count for n in carriers if n.gpu is not None)
+        needed = wanted.replicas.max * wanted.gpu.count
+        if needed > capacity:
+            problems.add(
+                f"{key}.count",
+                f"{wanted.replicas.max} replica(s) x {wanted.gpu.count} GPU(s) need {needed} {model.label} GPUs; "
+                f"the cluster has {capacity}",
+            )
