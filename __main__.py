@@ -1,10 +1,23 @@
 """sophia-infra: settings → K3s cluster → Kubernetes provider → platform → Sophia workloads."""
 
 import pulumi
+import pulumi_kubernetes as k8s
 
+from components.cluster import K3sCluster, K3sClusterArgs
 from components.settings import load_settings, stack_config
+from components.settings.secrets import SecretKey
 
 settings = load_settings(pulumi.get_stack(), *stack_config())
 
-pulumi.export("apiEndpoint", settings.cluster.api_endpoint)
-pulumi.export("nodes", [n.name for n in settings.cluster.nodes])
+cluster = K3sCluster(
+    "sophia", K3sClusterArgs(cluster=settings.cluster, ssh_private_key=settings.secrets[SecretKey.SSH_PRIVATE_KEY])
+)
+provider = k8s.Provider(
+    "sophia",
+    k8s.ProviderArgs(kubeconfig=cluster.kubeconfig, enable_server_side_apply=True),
+    opts=pulumi.ResourceOptions(depends_on=[cluster]),
+)
+
+pulumi.export("kubeconfig", cluster.kubeconfig)
+pulumi.export("apiEndpoint", cluster.api_endpoint)
+pulumi.export("nodes", cluster.node_names)

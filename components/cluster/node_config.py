@@ -1,0 +1,263 @@
+"""What each machine is told: its K3s config.yaml and the complete script of every step.
+
+Everything here is a pure function of the typed cluster settings, so the tests can build and run
+exactly what `pulumi up` sends over SSH. A step's script is a complete bash program: a prelude of
+`export NAME=value` lines (shell-quoted; sshd usually refuses environment variables, so nothing is
+passed through the SSH session's environment), then scripts/lib.sh, then the step's own file.
+Secrets never appear in a script: the join token travels on standard input only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+
+import yaml
+
+from components.gpu import GPU_PRESENT_LABEL, GPU_TYPE_LABEL
+from components.settings.cluster import Arch, ClusterSettings, Node, Role
+
+SCRIPTS_DIR: Final = Path(__file__).resolve().parent / "scripts"
+
+API_PORT: Final = 6443
+CONFIG_FILE: Final = "/etc/rancher/k3s/config.yaml"
+TOKEN_FILE: Final = "/etc/rancher/k3s/sophia-join-token"
+MARKER_FILE: Final = "/etc/rancher/k3s/sophia-node"
+APPLIED_FILE: Final = "/var/lib/rancher/k3s/sophia-applied"
+ADMIN_KUBECONFIG: Final = "/etc/rancher/k3s/k3s.yaml"
+AGENT_KUBECONFIG: Final = "/var/lib/rancher/k3s/agent/kubelet.kubeconfig"
+LEASE_NAME: Final = "sophia-server-restart"
+
+# Bounds of the waits. A first server start pulls images and initialises etcd; ten minutes is
+# generous on Lambda machines and still ends a stuck `pulumi up` with a message instead of a hang.
+READY_TIMEOUT_SECONDS: Final = 600
+DRAIN_TIMEOUT_SECONDS: Final = 600
+# A server holding the restart lease gives it back when Ready again; one that died holding it keeps
+# it at most this long: longer than any restart that is still going to succeed.
+LEASE_SECONDS: Final = READY_TIMEOUT_SECONDS + 300
+
+# Lambda Stack images; `ID:VERSION_ID` as in /etc/os-release.
+SUPPORTED_OS: Final = ("ubuntu:22.04", "ubuntu:24.04")
+UNAME_MACHINE: Final = {Arch.AMD64: "x86_64", Arch.ARM64: "aarch64"}
+
+# Ports K3s listens on (K3s docs, "Inbound rules for K3s nodes"); preflight wants them free.
+SERVER_PORTS: Final = ("tcp/6443", "tcp/2379", "tcp/2380", "tcp/10250")
+AGENT_PORTS: Final = ("tcp/10250",)
+FLANNEL_PORTS: Final = {"vxlan": ("udp/8472",), "wireguard-native": ("udp/51820",)}
+
+# servicelb (klipper) is replaced by MetalLB; Traefik stays as the ingress controller.
+DISABLED_COMPONENTS: Final = ("servicelb",)
+
+
+class Step(StrEnum):
+    """The steps of one machine, in the order they run. Each is a `remote.Command` named `<node>-<step>`."""
+
+    PREFLIGHT = "preflight"
+    CLAIM = "claim"
+    PREPARE = "prepare"
+    INSTALL = "install"
+    READY = "ready"
+    ADMIT = "admit"
+    KUBECONFIG = "kubeconfig"
+
+
+def install_url(version: str) -> str:
+    """The installer of the pinned release itself, not the moving get.k3s.io one."""
+    return f"https://raw.githubusercontent.com/k3s-io/k3s/{version}/install.sh"
+
+
+def flannel_backend(cluster: ClusterSettings) -> str:
+    """VXLAN when every node has a private address; otherwise pod traffic crosses the internet, encrypted."""
+    return "vxlan" if all(n.private_ip for n in cluster.nodes) else "wireguard-native"
+
+
+def url_host(host: str) -> str:
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:
+        return host
+
+
+def server_url(cluster: ClusterSettings) -> str:
+    """Where joining nodes register: the first server, on the address the nodes reach it by."""
+    return f"https://{url_host(cluster.first_server.address)}:{API_PORT}"
+
+
+def api_server_url(cluster: ClusterSettings) -> str:
+    return f"https://{url_host(cluster.api_endpoint)}:{API_PORT}"
+
+
+def node_labels(node: Node) -> dict[str, str]:
+    labels = dict(node.labels)
+    if node.gpu is not None:
+        labels[GPU_TYPE_LABEL] = node.gpu.model.label
+        labels[GPU_PRESENT_LABEL] = "true"
+    return dict(sorted(labels.items()))
+
+
+def is_first(cluster: ClusterSettings, node: Node) -> bool:
+    return node.name == cluster.first_server.name
+
+
+def k3s_config(cluster: ClusterSettings, node: Node) -> dict[str, object]:
+    """The content of /etc/rancher/k3s/config.yaml for one node (keys are K3s flag names)."""
+    config: dict[str, object] = {}
+    if node.role is Role.SERVER and is_first(cluster, node):
+        config["cluster-init"] = True
+    else:
+        config["server"] = server_url(cluster)
+    config["token-file"] = TOKEN_FILE
+    config["node-name"] = node.name
+    config["node-ip"] = node.address
+    config["node-external-ip"] = node.host
+    labels = node_labels(node)
+    if labels:
+        config["node-label"] = [f"{k}={v}" for k, v in labels.items()]
+    if node.taints:
+        config["node-taint"] = [str(t) for t in node.taints]
+    if node.role is Role.SERVER:
+        sans = sorted({cluster.api_endpoint, node.host, node.address})
+        config |= {
+            "tls-san": sans,
+            "disable": list(DISABLED_COMPONENTS),
+            "flannel-backend": flannel_backend(cluster),
+            "secrets-encryption": True,
+            "write-kubeconfig-mode": "0600",
+            "etcd-snapshot-schedule-cron": cluster.etcd_snapshots.schedule,
+            "etcd-snapshot-retention": cluster.etcd_snapshots.retention,
+        }
+    return config
+
+
+def config_yaml(config: Mapping[str, object]) -> str:
+    return yaml.safe_dump(dict(config), sort_keys=True, default_flow_style=False)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def script_body(name: str) -> str:
+    """A script file without its shebang and `set` line (the composed script has them once)."""
+    lines = (SCRIPTS_DIR / name).read_text().splitlines()
+    kept = [line for line in lines if not line.startswith("#!") and line != "set -euo pipefail"]
+    return "\n".join(kept).strip("\n") + "\n"
+
+
+def compose(node_name: str, step: str, script: str, values: Mapping[str, str]) -> str:
+    """A complete bash script: settings as exports, then lib.sh, then the step's script."""
+    prelude = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in values.items())
+    return (
+        "#!/usr/bin/env bash\n"
+        "set -euo pipefail\n"
+        f"# sophia-infra: step '{step}' of node {node_name}, from components/cluster/scripts/{script}\n"
+        f"export STEP={shlex.quote(f'{node_name}-{step}')}\n"
+        f"{prelude}\n"
+        f"{script_body('lib.sh')}\n"
+        f"{script_body(script)}"
+    )
+
+
+@dataclass(frozen=True)
+class NodeScripts:
+    """Every script one node's steps run, and what re-runs them."""
+
+    node: Node
+    first: bool
+    config: str
+    preflight: str
+    prepare: str
+    uninstall: str
+    install: str
+    ready: str
+    claim: str | None
+    remove: str | None
+    admit: str
+    drain: str | None
+    kubeconfig: str | None
+
+    @property
+    def install_triggers(self) -> list[str]:
+        """A changed version, config or install script re-runs the install (remote.Command `triggers`)."""
+        return [self.node.name, sha256(self.config), sha256(self.install)]
+
+
+def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
+    first = is_first(cluster, node)
+    service = "k3s" if node.role is Role.SERVER else "k3s-agent"
+    own_kubeconfig = ADMIN_KUBECONFIG if node.role is Role.SERVER else AGENT_KUBECONFIG
+    config = config_yaml(k3s_config(cluster, node))
+    backend = flannel_backend(cluster)
+    ports = (*(SERVER_PORTS if node.role is Role.SERVER else AGENT_PORTS), *FLANNEL_PORTS[backend])
+    name = node.name
+
+    def on_node(step: str, script: str, extra: Mapping[str, str]) -> str:
+        base = {"NODE_NAME": name, "K3S_SERVICE": service, "KUBECONFIG_PATH": own_kubeconfig}
+        return compose(name, step, script, base | dict(extra))
+
+    def on_first_server(step: str, script: str, extra: Mapping[str, str] | None = None) -> str:
+        base = {"NODE_NAME": name, "K3S_SERVICE": "k3s", "KUBECONFIG_PATH": ADMIN_KUBECONFIG}
+        return compose(name, step, script, base | dict(extra or {}))
+
+    files = {"TOKEN_FILE": TOKEN_FILE, "MARKER_FILE": MARKER_FILE}
+    timeouts = {"READY_TIMEOUT": str(READY_TIMEOUT_SECONDS), "DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_SECONDS)}
+    labels = node_labels(node)
+    return NodeScripts(
+        node=node,
+        first=first,
+        config=config,
+        preflight=on_node(
+            Step.PREFLIGHT.value,
+            "preflight.sh",
+            {
+                "EXPECTED_ARCH": node.arch.value,
+                "EXPECTED_MACHINE": UNAME_MACHINE[node.arch],
+                "SUPPORTED_OS": " ".join(SUPPORTED_OS),
+                "REQUIRED_PORTS": " ".join(ports),
+                "GPU_COUNT": str(node.gpu.count if node.gpu else 0),
+                "GPU_PRODUCT": node.gpu.model.product if node.gpu else "",
+                "FLANNEL_BACKEND": backend,
+            },
+        ),
+        prepare=on_node(Step.PREPARE.value, "prepare.sh", files),
+        uninstall=on_node(Step.PREPARE.value, "uninstall.sh", files),
+        install=on_node(
+            Step.INSTALL.value,
+            "install.sh",
+            {
+                "NODE_ROLE": node.role.value,
+                "K3S_VERSION": cluster.k3s_version,
+                "K3S_CONFIG": config,
+                "CONFIG_FILE": CONFIG_FILE,
+                "TOKEN_FILE": TOKEN_FILE,
+                "APPLIED_FILE": APPLIED_FILE,
+                "K3S_INSTALL_URL": install_url(cluster.k3s_version),
+                "READY_TIMEOUT": str(READY_TIMEOUT_SECONDS),
+                "LEASE_NAME": LEASE_NAME,
+                "LEASE_SECONDS": str(LEASE_SECONDS),
+            },
+        ),
+        ready=on_node(Step.READY.value, "ready.sh", {"READY_TIMEOUT": str(READY_TIMEOUT_SECONDS)}),
+        claim=None if first else on_first_server(Step.CLAIM.value, "claim.sh", {"NODE_IP": node.address}),
+        remove=None if first else on_first_server(Step.CLAIM.value, "remove.sh", timeouts),
+        admit=on_first_server(
+            Step.ADMIT.value,
+            "admit.sh",
+            timeouts
+            | {
+                "NODE_LABELS": "\n".join(f"{k}={v}" for k, v in labels.items()),
+                "NODE_TAINTS": "\n".join(str(t) for t in node.taints),
+            },
+        ),
+        # The first server is the last node standing on `pulumi destroy`: there is nowhere to drain to.
+        drain=None if first else on_first_server(Step.ADMIT.value, "drain.sh", timeouts),
+        kubeconfig=on_node(Step.KUBECONFIG.value, "kubeconfig.sh", {"API_SERVER_URL": api_server_url(cluster)})
+        if first
+        else None,
+    )

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Preflight: checks that the machine is the one the configuration describes, before any change.
+# Every failure names what was expected and what was found. It writes nothing.
+set -euo pipefail
+: "${NODE_NAME:?}" "${EXPECTED_MACHINE:?}" "${SUPPORTED_OS:?}" "${REQUIRED_PORTS:?}" "${GPU_COUNT:?}"
+
+problems=()
+
+# sudo first: every later step needs it, and without it nothing else can be checked properly.
+if ((EUID != 0)) && ! sudo -n true 2>/dev/null; then
+  die "user $(id -un) cannot run sudo without a password on $NODE_NAME; K3s needs root"
+fi
+
+# shellcheck disable=SC1091 # os-release is the machine's, read at run time
+os=$(. "$ROOT/etc/os-release" && printf '%s %s' "${ID:-unknown}" "${VERSION_ID:-unknown}")
+supported=false
+for candidate in $SUPPORTED_OS; do
+  if [[ $os == "${candidate/:/ }" ]]; then
+    supported=true
+  fi
+done
+if [[ $supported != true ]]; then
+  problems+=("operating system is '$os'; supported: ${SUPPORTED_OS//:/ }")
+fi
+
+machine=$(uname -m)
+if [[ $machine != "$EXPECTED_MACHINE" ]]; then
+  problems+=("CPU architecture is $machine, but the configuration says $EXPECTED_ARCH ($EXPECTED_MACHINE)")
+fi
+
+# A port is free when nothing listens on it, or when K3s itself does (a re-run on an installed node).
+listeners=$(as_root ss -Hlntup 2>/dev/null || true)
+for port in $REQUIRED_PORTS; do
+  proto=${port%%/*}
+  number=${port#*/}
+  holder=$(awk -v p=":$number" -v proto="$proto" '$1 == proto && substr($5, length($5) - length(p) + 1) == p' <<<"$listeners")
+  if [[ -n $holder && $holder != *k3s* ]]; then
+    problems+=("$proto port $number is in use by another program: $holder")
+  fi
+done
+
+if ((GPU_COUNT > 0)); then
+  if ! command -v nvidia-smi >/dev/null; then
+    problems+=("nvidia-smi not found; the NVIDIA driver (Lambda Stack) is missing")
+  else
+    names=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>&1) || problems+=("nvidia-smi failed: $names")
+    count=0
+    while IFS= read -r name; do
+      [[ -z $name ]] && continue
+      count=$((count + 1))
+      # "NVIDIA A10" must not match an "NVIDIA A100-SXM4-40GB": the product name ends the GPU name
+      # or is followed by a non-alphanumeric character.
+      if [[ $name != "$GPU_PRODUCT" && ! $name =~ ^"$GPU_PRODUCT"[^[:alnum:]] ]]; then
+        problems+=("GPU '$name' is not a $GPU_PRODUCT")
+      fi
+    done <<<"$names"
+    if ((count != GPU_COUNT)); then
+      problems+=("nvidia-smi sees $count GPU(s), the configuration says $GPU_COUNT")
+    fi
+  fi
+  if [[ ! -x $ROOT/usr/bin/nvidia-container-runtime ]]; then
+    problems+=("/usr/bin/nvidia-container-runtime is missing: K3s would not register the nvidia runtime")
+  fi
+fi
+
+if [[ ${FLANNEL_BACKEND:-} == wireguard-native ]] && ! modinfo wireguard >/dev/null 2>&1; then
+  problems+=("the wireguard kernel module is missing; pod traffic between nodes without private addresses needs it")
+fi
+
+if ((${#problems[@]} > 0)); then
+  printf '[%s] FAILED on %s:\n' "$STEP" "$NODE_NAME" >&2
+  printf '  - %s\n' "${problems[@]}" >&2
+  exit 1
+fi
+log "$NODE_NAME: $os, $machine, sudo, ports free, $GPU_COUNT GPU(s) as configured"
