@@ -1,0 +1,50 @@
+"""The generated configuration files of the Sophia services, from typed settings and the catalogue."""
+
+from __future__ import annotations
+
+import json
+
+from components.apps.catalogue import CATALOGUE, MCP_SERVERS, SECRET_ENV, Tier
+from components.settings.apps import AppsSettings
+from components.settings.llm_gateway import Gateway, LlmGatewaySettings, Provider
+from components.settings.secrets import SecretKey
+
+# Which secret authenticates against each gateway; the file names the variable, never the value.
+GATEWAY_KEYS = {Provider.PORTKEY: SecretKey.PORTKEY_API_KEY, Provider.OPENROUTER: SecretKey.OPENROUTER_API_KEY}
+
+
+def _gateway(gateway: Gateway) -> dict[str, str]:
+    return {
+        "provider": gateway.provider.value,
+        "endpoint": gateway.endpoint,
+        "api_key_env": SECRET_ENV[GATEWAY_KEYS[gateway.provider]],
+    }
+
+
+def llm_gateway_json(settings: LlmGatewaySettings) -> str:
+    """seed 001's gateway setup: Portkey first, OpenRouter on failure, the model list and task routes."""
+    document = {
+        "primary": _gateway(settings.primary),
+        "fallback": _gateway(settings.fallback),
+        "models": list(settings.models),
+        "routing_rules": [{"task": r.task, "route_to": r.model} for r in settings.routing_rules],
+    }
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def mcp_servers_json(apps: AppsSettings) -> str:
+    """Every MCP server, where to reach it, and what it runs on; the backend's map of the MCP tier."""
+    services = {s.name: s for s in CATALOGUE if s.tier is Tier.MCP}
+    servers = []
+    for server in MCP_SERVERS:
+        service = services[server.name]
+        wanted = apps.services[server.name]
+        servers.append(
+            {
+                "name": server.name,
+                "url": f"http://{service.host}:{service.port}",
+                "health": service.health_path,
+                "gpu": wanted.gpu.model.label if wanted.gpu else None,
+            }
+        )
+    return json.dumps({"servers": servers, "qdrant_url": apps.qdrant_url}, indent=2, sort_keys=True) + "\n"

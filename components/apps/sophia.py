@@ -1,0 +1,232 @@
+"""Sophia AI on the cluster: namespaces, generated configuration, one Workload per catalogue entry, the Ingress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.apps.catalogue import BY_NAME as SERVICES
+from components.apps.catalogue import CATALOGUE, CONFIG_FILES, NAMESPACES, SECRET_ENV, ConfigFile, Service, callers
+from components.apps.config import llm_gateway_json, mcp_servers_json
+from components.apps.namespaces import PULL_SECRET, AppNamespace, AppNamespaceArgs
+from components.apps.network import Connection, Peer
+from components.apps.workload import (
+    NAME_LABEL,
+    ConfigMount,
+    GpuPlacement,
+    Metrics,
+    StorageClaim,
+    Workload,
+    WorkloadArgs,
+)
+from components.settings.apps import AppsSettings
+from components.settings.images import ImageSettings
+from components.settings.llm_gateway import LlmGatewaySettings
+from components.settings.secrets import SecretKey, Secrets
+
+INGRESS_NAME = "sophia"
+TLS_SECRET = "sophia-tls"
+
+
+@dataclass(frozen=True)
+class AppsArgs:
+    apps: AppsSettings
+    llm_gateway: LlmGatewaySettings
+    images: ImageSettings
+    secrets: Secrets
+    domain: str
+    cluster_issuer: str
+    """The cert-manager ClusterIssuer that signs the public certificate."""
+    ingress_class: str
+    monitoring: pulumi.Resource | None = None
+    """The release that installs the ServiceMonitor CRD; without it no ServiceMonitor is made."""
+    ingress_depends_on: tuple[pulumi.Resource, ...] = ()
+    """What must exist before the Ingress asks for its certificate: the ClusterIssuer."""
+
+
+def _variable(name: str) -> str:
+    return name.upper().replace("-", "_")
+
+
+def _env(service: Service, apps: AppsSettings) -> dict[str, str]:
+    env = dict(service.env)
+    for name in service.talks_to:
+        target = SERVICES[name]
+        env[f"{_variable(name)}_HOST"] = target.host
+        env[f"{_variable(name)}_PORT"] = str(target.port)
+    if SecretKey.QDRANT_API_KEY in service.secrets:
+        # The key and the place it opens go together.
+        env["QDRANT_URL"] = apps.qdrant_url
+    return env
+
+
+class SophiaApps(pulumi.ComponentResource):
+    """Every application resource of Sophia AI (type token `sophia:apps:SophiaApps`)."""
+
+    namespaces: dict[str, AppNamespace]
+    workloads: dict[str, Workload]
+    ingress: k8s.networking.v1.Ingress
+    url: str
+
+    def __init__(self, name: str, args: AppsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("sophia:apps:SophiaApps", name, None, opts)
+        self.namespaces = {
+            namespace: AppNamespace(
+                namespace,
+                AppNamespaceArgs(
+                    name=namespace,
+                    tier=tier.value,
+                    registry_host=args.images.registry_host,
+                    registry_user=args.images.registry_namespace,
+                    registry_token=args.secrets[SecretKey.DOCKER_HUB_TOKEN],
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for tier, namespace in NAMESPACES.items()
+        }
+
+        contents = {
+            ConfigFile.LLM_GATEWAY: llm_gateway_json(args.llm_gateway),
+            ConfigFile.MCP_SERVERS: mcp_servers_json(args.apps),
+        }
+        config_maps: dict[tuple[str, ConfigFile], k8s.core.v1.ConfigMap] = {}
+        for service in CATALOGUE:
+            for config in service.config_files:
+                if (service.namespace, config) in config_maps:
+                    continue
+                key = CONFIG_FILES[config][0]
+                config_maps[service.namespace, config] = k8s.core.v1.ConfigMap(
+                    f"{service.namespace}-{config.value}",
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        name=config.value,
+                        namespace=service.namespace,
+                        labels={"app.kubernetes.io/part-of": "sophia-ai"},
+                    ),
+                    data={key: contents[config]},
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespaces[service.namespace].namespace]),
+                )
+
+        self.workloads = {}
+        for service in CATALOGUE:
+            wanted = args.apps.services[service.name]
+            namespace = self.namespaces[service.namespace]
+            arches = set(service.arches)
+            gpu = None
+            if wanted.gpu is not None:
+                gpu = GpuPlacement(wanted.gpu.count, wanted.gpu.model.label)
+                arches &= {wanted.gpu.model.arch}
+            mounts = tuple(
+                ConfigMount(
+                    config_map=config.value,
+                    key=CONFIG_FILES[config][0],
+                    directory=CONFIG_FILES[config][1],
+                    env=CONFIG_FILES[config][2],
+                    content=contents[config],
+                )
+                for config in service.config_files
+            )
+            self.workloads[service.name] = Workload(
+                service.name,
+                WorkloadArgs(
+                    name=service.name,
+                    namespace=service.namespace,
+                    image=args.images.image(service.image),
+                    port=service.port,
+                    port_name=service.port_name,
+                    health_path=service.health_path,
+                    resources=wanted.resources,
+                    replicas=wanted.replicas,
+                    autoscaling=args.apps.autoscaling,
+                    arches=tuple(sorted(a.value for a in arches)),
+                    pull_secret=PULL_SECRET,
+                    uid=service.uid,
+                    gpu=gpu,
+                    read_only_root=service.read_only_root,
+                    writable_paths=service.writable_paths,
+                    env=_env(service, args.apps),
+                    secret_env={SECRET_ENV[key]: args.secrets[key] for key in service.secrets},
+                    config=mounts,
+                    args=service.args,
+                    storage=StorageClaim(service.storage.mount_path, wanted.storage)
+                    if service.storage is not None and wanted.storage
+                    else None,
+                    ingress_from=tuple(Peer(c.namespace, {NAME_LABEL: c.name}) for c in callers(service)),
+                    egress_to=tuple(
+                        Connection(Peer(SERVICES[t].namespace, {NAME_LABEL: t}), SERVICES[t].port)
+                        for t in service.talks_to
+                    ),
+                    public=service.public_path is not None,
+                    public_https_egress=service.public_https,
+                    metrics=Metrics(service.metrics_path, args.monitoring)
+                    if service.metrics_path and args.monitoring is not None
+                    else None,
+                    labels={"app.kubernetes.io/component": service.tier.value},
+                    depends_on=(
+                        namespace.namespace,
+                        namespace.pull_secret,
+                        *(config_maps[service.namespace, c] for c in service.config_files),
+                    ),
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+
+        self.ingress = self._ingress(args)
+        self.url = f"https://{args.domain}"
+        self.register_outputs(
+            {
+                "url": self.url,
+                "namespaces": sorted(self.namespaces),
+                "services": {s.name: f"{s.host}:{s.port}" for s in CATALOGUE},
+            }
+        )
+
+    def _ingress(self, args: AppsArgs) -> k8s.networking.v1.Ingress:
+        """The one public entry: `<domain>` over TLS, path prefixes to the public services."""
+        public = sorted((s for s in CATALOGUE if s.public_path), key=lambda s: len(s.public_path or ""), reverse=True)
+        namespaces = {s.namespace for s in public}
+        if len(namespaces) != 1:
+            raise ValueError(f"public services must share one namespace, got {sorted(namespaces)}")
+        namespace = namespaces.pop()
+        return k8s.networking.v1.Ingress(
+            INGRESS_NAME,
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=INGRESS_NAME,
+                namespace=namespace,
+                labels={"app.kubernetes.io/part-of": "sophia-ai"},
+                annotations={
+                    "cert-manager.io/cluster-issuer": args.cluster_issuer,
+                    # Served on the TLS entry point only; plain HTTP never reaches the services.
+                    "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
+                    "traefik.ingress.kubernetes.io/router.tls": "true",
+                },
+            ),
+            spec=k8s.networking.v1.IngressSpecArgs(
+                ingress_class_name=args.ingress_class,
+                tls=[k8s.networking.v1.IngressTLSArgs(hosts=[args.domain], secret_name=TLS_SECRET)],
+                rules=[
+                    k8s.networking.v1.IngressRuleArgs(
+                        host=args.domain,
+                        http=k8s.networking.v1.HTTPIngressRuleValueArgs(
+                            paths=[
+                                k8s.networking.v1.HTTPIngressPathArgs(
+                                    path=s.public_path,
+                                    path_type="Prefix",
+                                    backend=k8s.networking.v1.IngressBackendArgs(
+                                        service=k8s.networking.v1.IngressServiceBackendArgs(
+                                            name=self.workloads[s.name].service_name,
+                                            port=k8s.networking.v1.ServiceBackendPortArgs(number=s.port),
+                                        )
+                                    ),
+                                )
+                                for s in public
+                            ]
+                        ),
+                    )
+                ],
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*args.ingress_depends_on, *(self.workloads[s.name].service for s in public)]
+            ),
+        )
