@@ -4,6 +4,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.cluster import K3sCluster, K3sClusterArgs
+from components.platform.platform import Platform, PlatformArgs
 from components.settings import load_settings, stack_config
 from components.settings.secrets import SecretKey
 
@@ -17,6 +18,21 @@ provider = k8s.Provider(
     k8s.ProviderArgs(kubeconfig=cluster.kubeconfig, enable_server_side_apply=True),
     opts=pulumi.ResourceOptions(depends_on=[cluster]),
 )
+
+platform = Platform(
+    "platform",
+    PlatformArgs(
+        cluster=settings.cluster,
+        network=settings.network,
+        gitops=settings.gitops,
+        platform=settings.platform,
+        grafana_admin_password=settings.secrets[SecretKey.GRAFANA_ADMIN_PASSWORD],
+    ),
+    opts=pulumi.ResourceOptions(provider=provider),
+)
+pulumi.export("loadBalancerAddress", platform.load_balancer_address)
+pulumi.export("argocdUrl", platform.argocd_url)
+pulumi.export("grafanaUrl", platform.grafana_url)
 
 pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("apiEndpoint", cluster.api_endpoint)

@@ -129,3 +129,11 @@ CUSTOM_RESOURCE_SCHEMAS[("monitoring.coreos.com/v1", "ServiceMonitor")] = {
         },
     },
 }
+
+
+# The platform's custom resources (components/platform); each schema and the CRD it was read from
+# are in render/platform_crds.py.
+from render import platform_crds  # noqa: E402 - the shared registry above comes first
+
+for _key, _schema in platform_crds.PLATFORM_SCHEMAS.items():
+    CUSTOM_RESOURCE_SCHEMAS[_key] = _schema

@@ -22,6 +22,7 @@ from components.settings.gitops import GitOpsSettings, read_gitops
 from components.settings.images import ImageSettings, read_images
 from components.settings.llm_gateway import LlmGatewaySettings, read_llm_gateway
 from components.settings.network import NetworkSettings, read_network
+from components.settings.platform import PlatformSettings, check_gitops_ownership, read_platform
 from components.settings.reader import MISSING, Problems, Value
 from components.settings.secrets import SECRET_SPECS, Secrets, read_secrets
 
@@ -30,7 +31,7 @@ NAMESPACE = "sophia-infra"
 T = TypeVar("T")
 
 # The top-level keys of the `sophia-infra` namespace besides the secrets; one reader each below.
-SECTION_KEYS = ("cluster", "network", "images", "gitops", "apps", "llmGateway")
+SECTION_KEYS = ("cluster", "network", "images", "gitops", "apps", "llmGateway", "platform")
 
 __all__ = ["NAMESPACE", "ConfigError", "Problem", "Settings", "load_settings", "stack_config"]
 
@@ -44,6 +45,7 @@ class Settings:
     gitops: GitOpsSettings
     apps: AppsSettings
     llm_gateway: LlmGatewaySettings
+    platform: PlatformSettings
     secrets: Secrets
 
 
@@ -104,8 +106,10 @@ def load_settings(stack: str, raw: Mapping[str, str], secret_keys: frozenset[str
     gitops = section("gitops", read_gitops)
     apps = section("apps", read_apps)
     llm_gateway = section("llmGateway", read_llm_gateway)
+    platform = section("platform", read_platform)
     secrets = read_secrets(NAMESPACE, raw, secret_keys, problems)
     _check_addresses(cluster, network, problems)
     check_apps(NAMESPACE, apps, cluster, images, problems)
+    check_gitops_ownership(NAMESPACE, gitops, problems)
     problems.raise_if_any()
-    return Settings(stack, cluster, network, images, gitops, apps, llm_gateway, secrets)
+    return Settings(stack, cluster, network, images, gitops, apps, llm_gateway, platform, secrets)

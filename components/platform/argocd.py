@@ -1,0 +1,143 @@
+"""Argo CD: the GitOps controller, its project fenced to the Sophia repository, and the Applications from settings.
+
+Who owns what (README, "Who owns what: Pulumi and Argo CD"): Pulumi owns every cluster-scoped
+object and every namespace, including each Application's destination namespace, and everything
+inside the namespaces it deploys to. Argo CD owns exactly the namespaced objects its Applications
+sync from the repository into their destination namespaces, in which Pulumi creates nothing else.
+The AppProject enforces Argo CD's side: only the Sophia repository, only those namespaces, no
+cluster-scoped kinds at all; settings (`check_gitops_ownership`) and a render check enforce Pulumi's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.platform import namespaces
+from components.platform.charts import ARGO_CD, INGRESS_CLASS
+from components.platform.common import JSON, PodSecurity, https_url, namespace, release, resources, tls_ingress
+from components.settings.gitops import GitOpsApplication, GitOpsSettings
+
+NAMESPACE = namespaces.ARGOCD
+RELEASE = "argocd"
+API_VERSION = "argoproj.io/v1alpha1"
+PROJECT = "sophia"
+IN_CLUSTER = "https://kubernetes.default.svc"
+SERVER_SERVICE = f"{RELEASE}-server"
+"""argo-cd.server.fullname with `fullnameOverride: argocd`."""
+SERVER_HTTP_PORT = 80
+"""server.service.servicePortHttp; plain HTTP because TLS ends at Traefik (`server.insecure`)."""
+RESOURCES_FINALIZER = "resources-finalizer.argocd.argoproj.io"
+
+
+@dataclass(frozen=True)
+class ArgoCDArgs:
+    gitops: GitOpsSettings
+    host: str
+    cluster_issuer: k8s.apiextensions.CustomResource
+    cluster_issuer_name: str
+
+
+def argocd_values(host: str) -> JSON:
+    return {
+        "fullnameOverride": RELEASE,
+        "crds": {"install": True, "keep": True},
+        "global": {"domain": host},
+        "configs": {"params": {"server.insecure": True}},
+        # No SSO and no notification channels are configured; neither controller would do anything.
+        "dex": {"enabled": False},
+        "notifications": {"enabled": False},
+        # The Ingress is this program's own (see ArgoCD), so it is validated and held to the TLS rule.
+        "server": {"ingress": {"enabled": False}, "resources": resources("50m", "128Mi", "500m", "512Mi")},
+        "controller": {"resources": resources("250m", "512Mi", "1", "2Gi")},
+        "repoServer": {
+            "resources": resources("100m", "256Mi", "1", "1Gi"),
+            "copyutil": {"resources": resources("10m", "32Mi", "100m", "64Mi")},
+        },
+        "redis": {"resources": resources("50m", "64Mi", "200m", "256Mi")},
+        "applicationSet": {"resources": resources("20m", "64Mi", "200m", "256Mi")},
+        "redisSecretInit": {"resources": resources("10m", "32Mi", "100m", "64Mi")},
+    }
+
+
+def app_project_spec(gitops: GitOpsSettings) -> JSON:
+    return {
+        "description": "The Sophia AI manifests of the GitOps repository; namespaced objects only.",
+        "sourceRepos": [gitops.repo_url],
+        "destinations": [
+            {"server": IN_CLUSTER, "namespace": ns} for ns in sorted({a.namespace for a in gitops.applications})
+        ],
+        # Nothing cluster-scoped (Namespaces, CRDs, RBAC, webhooks): those are Pulumi's.
+        "clusterResourceWhitelist": [],
+    }
+
+
+def application_spec(app: GitOpsApplication, gitops: GitOpsSettings) -> JSON:
+    return {
+        "project": PROJECT,
+        "source": {"repoURL": gitops.repo_url, "path": app.path, "targetRevision": gitops.branch},
+        "destination": {"server": IN_CLUSTER, "namespace": app.namespace},
+        "syncPolicy": {
+            "automated": {"prune": True, "selfHeal": True},
+            "retry": {"limit": 5, "backoff": {"duration": "10s", "factor": 2, "maxDuration": "5m"}},
+        },
+    }
+
+
+class ArgoCD(pulumi.ComponentResource):
+    """Argo CD at https://argocd.<domain>, with one AppProject and the configured Applications."""
+
+    release: k8s.helm.v3.Release
+    argocd_url: str
+    application_namespaces: tuple[str, ...]
+    """The namespaces Argo CD syncs into (Pulumi creates them and nothing in them)."""
+
+    def __init__(self, name: str, args: ArgoCDArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("sophia:platform:ArgoCD", name, None, opts)
+        # The chart's pods meet `baseline`; `restricted` is warned and audited (common.pod_security_labels).
+        ns = namespace(NAMESPACE, PodSecurity.BASELINE, self)
+        self.release = release(RELEASE, ARGO_CD, ns=ns, values=argocd_values(args.host), parent=self)
+        self.argocd_url = https_url(args.host)
+        tls_ingress(
+            "argocd",
+            ns=ns,
+            host=args.host,
+            service=SERVER_SERVICE,
+            port=SERVER_HTTP_PORT,
+            cluster_issuer=args.cluster_issuer,
+            cluster_issuer_name=args.cluster_issuer_name,
+            ingress_class=INGRESS_CLASS,
+            parent=self,
+            depends_on=[self.release],
+        )
+        project = k8s.apiextensions.CustomResource(
+            "argocd-project",
+            api_version=API_VERSION,
+            kind="AppProject",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=PROJECT, namespace=NAMESPACE),
+            spec=app_project_spec(args.gitops),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+        )
+        self.application_namespaces = tuple(sorted({a.namespace for a in args.gitops.applications}))
+        destinations = {
+            ns_name: namespace(ns_name, PodSecurity.RESTRICTED, self) for ns_name in self.application_namespaces
+        }
+        for app in args.gitops.applications:
+            k8s.apiextensions.CustomResource(
+                f"argocd-app-{app.name}",
+                api_version=API_VERSION,
+                kind="Application",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=app.name,
+                    namespace=NAMESPACE,
+                    # Deleting the Application (a Pulumi change) deletes what Argo CD synced for it.
+                    finalizers=[RESOURCES_FINALIZER],
+                ),
+                spec=application_spec(app, args.gitops),
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.release, project, destinations[app.namespace]]
+                ),
+            )
+        self.register_outputs({"argocdUrl": self.argocd_url})

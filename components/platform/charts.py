@@ -1,0 +1,214 @@
+"""Every third-party chart the platform installs: exact version, official repository, and what we read of it.
+
+The one place a chart version changes. Each chart also lists the values paths its `values.yaml` at
+that version documents and that this program sets (`documented`), and the values path of every
+container's `resources` (`containers`). Both lists were written by hand from reading the chart at the
+recorded tag and commit; tests hold every value the program sets to `documented` (a misspelled
+value silently does nothing in Helm) and every container to requests and limits. Bumping
+`version` means reading the new `values.yaml` and templates again and updating `source` and both lists.
+
+Path syntax: keys joined by `.`; a key that itself contains a dot is written in brackets
+(`grafana.[grafana.ini].server.root_url`). Below a documented path the chart passes the value on
+to Kubernetes or the application unchanged (a `resources` block, an `affinity`, `configs.params`),
+so anything under it is the chart's documented content, not a chart key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
+
+ValuesPath = tuple[str, ...]
+
+_KEY = re.compile(r"\[([^\]]+)\]|([^.\[\]]+)")
+
+
+def values_path(text: str) -> ValuesPath:
+    """`a.[b.c].d` -> ('a', 'b.c', 'd')."""
+    keys = tuple(bracketed or plain for bracketed, plain in _KEY.findall(text))
+    if ".".join(f"[{k}]" if "." in k else k for k in keys) != text:
+        raise ValueError(f"malformed values path {text!r}")
+    return keys
+
+
+def show_path(path: ValuesPath) -> str:
+    return ".".join(f"[{k}]" if "." in k else k for k in path)
+
+
+@dataclass(frozen=True)
+class Chart:
+    name: str
+    version: str
+    repository: str
+    """The chart's official Helm repository."""
+    source: str
+    """Where the values and templates were read: `<GitHub repo>@<tag> (<commit>) <chart dir>`."""
+    documented: frozenset[ValuesPath]
+    containers: Mapping[str, ValuesPath]
+    """Each container (or init container) the chart runs with our values, and its `resources` path."""
+
+    def is_documented(self, path: ValuesPath) -> bool:
+        return any(path[: len(known)] == known for known in self.documented)
+
+
+def _chart(
+    name: str,
+    version: str,
+    *,
+    repository: str,
+    source: str,
+    documented: list[str],
+    containers: dict[str, str],
+) -> Chart:
+    resources = {container: values_path(path) for container, path in containers.items()}
+    paths = frozenset(values_path(p) for p in documented) | frozenset(resources.values())
+    return Chart(name, version, repository, source, paths, MappingProxyType(resources))
+
+
+METALLB: Final = _chart(
+    "metallb",
+    "0.16.1",
+    repository="https://metallb.github.io/metallb",
+    source="metallb/metallb@v0.16.1 (791dfcc63ced7a6b3e869131eae75e645150fff0) charts/metallb",
+    documented=[
+        # 0.16 turns on the bundled FRR-K8s by default; this cluster announces in layer 2 only.
+        "frrk8s.enabled",
+        "crds.enabled",
+        "speaker.tolerations",
+    ],
+    # speaker.frr.enabled is false and frrk8s is off, so the speaker pod runs the speaker alone.
+    containers={"controller": "controller.resources", "speaker": "speaker.resources"},
+)
+
+CERT_MANAGER: Final = _chart(
+    "cert-manager",
+    "v1.21.1",
+    repository="https://charts.jetstack.io",
+    source="cert-manager/cert-manager@v1.21.1 (24e33194fb39488eff2bbf10c6dc640f407cad44) deploy/charts/cert-manager",
+    documented=["crds.enabled", "crds.keep", "replicaCount", "webhook.replicaCount", "cainjector.replicaCount"],
+    containers={
+        "cert-manager-controller": "resources",
+        "cert-manager-webhook": "webhook.resources",
+        "cert-manager-cainjector": "cainjector.resources",
+        "cert-manager-startupapicheck": "startupapicheck.resources",
+    },
+)
+
+ARGO_CD: Final = _chart(
+    "argo-cd",
+    "10.1.1",
+    repository="https://argoproj.github.io/argo-helm",
+    source="argoproj/argo-helm@argo-cd-10.1.1 (af0a9310bacbaa4636018dfe22c801a6d33a5c43) charts/argo-cd",
+    documented=[
+        "fullnameOverride",
+        "crds.install",
+        "crds.keep",
+        "global.domain",
+        # Free-form: each key becomes an entry of argocd-cmd-params-cm (`server.insecure`: TLS ends at Traefik).
+        "configs.params",
+        "dex.enabled",
+        "notifications.enabled",
+        "server.ingress.enabled",
+    ],
+    containers={
+        "application-controller": "controller.resources",
+        "repo-server": "repoServer.resources",
+        "repo-server copyutil (init)": "repoServer.copyutil.resources",
+        "server": "server.resources",
+        "redis": "redis.resources",
+        "applicationset-controller": "applicationSet.resources",
+        "redis-secret-init (hook job)": "redisSecretInit.resources",
+    },
+)
+
+NVIDIA_DEVICE_PLUGIN: Final = _chart(
+    "nvidia-device-plugin",
+    "0.20.0",
+    repository="https://nvidia.github.io/k8s-device-plugin",
+    source="NVIDIA/k8s-device-plugin@v0.20.0 (1b826acc6af3079d8923bac395c3124b8861a9a6)"
+    " deployments/helm/nvidia-device-plugin",
+    documented=["runtimeClassName", "affinity", "tolerations", "gfd.enabled"],
+    # Without `config` there is no config-manager sidecar; with gfd and mps off, one container.
+    containers={"nvidia-device-plugin-ctr": "resources"},
+)
+
+DCGM_EXPORTER: Final = _chart(
+    "dcgm-exporter",
+    "4.8.2",
+    repository="https://nvidia.github.io/dcgm-exporter/helm-charts",
+    source="NVIDIA/dcgm-exporter@4.5.3-4.8.2 (691c92762eb551313c825f6efe4ceeee20982801) deployment",
+    # The chart's own ServiceMonitor (on by default) would make the release wait for the Prometheus
+    # Operator's CRD; the platform emits its own, depending on the monitoring release instead.
+    documented=["runtimeClassName", "affinity", "tolerations", "serviceMonitor.enabled", "service.port"],
+    containers={"exporter": "resources"},
+)
+
+KUBE_PROMETHEUS_STACK: Final = _chart(
+    "kube-prometheus-stack",
+    "88.5.3",
+    repository="https://prometheus-community.github.io/helm-charts",
+    source="prometheus-community/helm-charts@kube-prometheus-stack-88.5.3 (ea930baeebeba39f56d6b44e351f23b2a072a600)"
+    " charts/kube-prometheus-stack; subcharts read at their pinned tags: grafana-community/helm-charts@grafana-12.11.1"
+    " (864f7794683680e5100a38670e103c4fa6e37e29), kube-state-metrics-8.4.0 (1982f1c5828920f5d4ea5d04956169e81f8c5129),"
+    " prometheus-node-exporter-4.56.1 (8b8e639cac80a3001412f187060068978f649a55)",
+    documented=[
+        "crds.enabled",
+        # K3s runs these inside its own process with metrics bound to localhost: nothing to scrape.
+        "kubeControllerManager.enabled",
+        "kubeScheduler.enabled",
+        "kubeProxy.enabled",
+        "kubeEtcd.enabled",
+        # Select every ServiceMonitor/PodMonitor/rule in the cluster, not only this release's.
+        "prometheus.prometheusSpec.serviceMonitorSelectorNilUsesHelmValues",
+        "prometheus.prometheusSpec.podMonitorSelectorNilUsesHelmValues",
+        "prometheus.prometheusSpec.ruleSelectorNilUsesHelmValues",
+        "prometheus.prometheusSpec.retention",
+        "prometheus.prometheusSpec.retentionSize",
+        # The volumeClaimTemplate shape is the commented example under storageSpec in values.yaml.
+        "prometheus.prometheusSpec.storageSpec",
+        "alertmanager.alertmanagerSpec.storage",
+        "grafana.admin.existingSecret",
+        "grafana.admin.userKey",
+        "grafana.admin.passwordKey",
+        "grafana.persistence.enabled",
+        "grafana.persistence.size",
+        # Documented as a commented key in grafana's values.yaml (`# storageClassName: default`).
+        "grafana.persistence.storageClassName",
+        # `root_url` is documented (commented) under grafana.ini.server in grafana's values.yaml.
+        "grafana.[grafana.ini].server.root_url",
+        "grafana.testFramework.enabled",
+    ],
+    containers={
+        "prometheus-operator": "prometheusOperator.resources",
+        "admission-webhook patch (hook jobs)": "prometheusOperator.admissionWebhooks.patch.resources",
+        "config-reloader (Prometheus, Alertmanager sidecar)": "prometheusOperator.prometheusConfigReloader.resources",
+        "prometheus": "prometheus.prometheusSpec.resources",
+        "alertmanager": "alertmanager.alertmanagerSpec.resources",
+        "grafana": "grafana.resources",
+        "grafana dashboard and datasource sidecars": "grafana.sidecar.resources",
+        "grafana init-chown-data (init)": "grafana.initChownData.resources",
+        "kube-state-metrics": "kube-state-metrics.resources",
+        "node-exporter": "prometheus-node-exporter.resources",
+    },
+)
+
+CHARTS: Final[tuple[Chart, ...]] = (
+    METALLB,
+    CERT_MANAGER,
+    ARGO_CD,
+    NVIDIA_DEVICE_PLUGIN,
+    DCGM_EXPORTER,
+    KUBE_PROMETHEUS_STACK,
+)
+CHARTS_BY_NAME: Final[Mapping[str, Chart]] = MappingProxyType({c.name: c for c in CHARTS})
+
+
+# K3s's own packaged Traefik (the HelmChart `traefik` in kube-system), configured through a
+# HelmChartConfig. `service.annotations` is a documented key of the Traefik chart
+# (traefik/traefik-helm-chart traefik/values.yaml, read at a8a66d0098703627b2cf352c66b1725c196a734a).
+TRAEFIK_HELM_CHART: Final = "traefik"
+TRAEFIK_NAMESPACE: Final = "kube-system"
+INGRESS_CLASS: Final = "traefik"

@@ -1,0 +1,165 @@
+"""What every add-on builds the same way: its namespace, its Helm release, container sizes, GPU placement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.gpu import ARCH_LABEL, GPU_PRESENT_LABEL, GPU_TAINT_KEY
+from components.platform.charts import Chart
+from components.settings.cluster import Arch
+
+JSON = dict[str, Any]
+
+
+class PodSecurity(StrEnum):
+    """Pod Security Standard levels (the `pod-security.kubernetes.io/*` namespace labels)."""
+
+    PRIVILEGED = "privileged"
+    BASELINE = "baseline"
+    RESTRICTED = "restricted"
+
+
+def pod_security_labels(enforce: PodSecurity) -> dict[str, str]:
+    """Enforce `enforce`; warn and audit against `restricted` so any drift from it is visible."""
+    return {
+        "pod-security.kubernetes.io/enforce": enforce.value,
+        "pod-security.kubernetes.io/enforce-version": "latest",
+        "pod-security.kubernetes.io/warn": PodSecurity.RESTRICTED.value,
+        "pod-security.kubernetes.io/audit": PodSecurity.RESTRICTED.value,
+    }
+
+
+def namespace(name: str, enforce: PodSecurity, parent: pulumi.Resource) -> k8s.core.v1.Namespace:
+    return k8s.core.v1.Namespace(
+        name,
+        metadata=k8s.meta.v1.ObjectMetaArgs(
+            name=name,
+            labels={"app.kubernetes.io/managed-by": "pulumi", **pod_security_labels(enforce)},
+        ),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
+def release(
+    resource_name: str,
+    chart: Chart,
+    *,
+    ns: k8s.core.v1.Namespace,
+    values: JSON,
+    parent: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> k8s.helm.v3.Release:
+    """A Helm release of `chart` at its pinned version from its official repository.
+
+    The release name is fixed (Pulumi would otherwise add a random suffix), because the chart's
+    object names, and so the Services other objects point at, are derived from it.
+    """
+    return k8s.helm.v3.Release(
+        resource_name,
+        k8s.helm.v3.ReleaseArgs(
+            name=resource_name,
+            chart=chart.name,
+            version=chart.version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+            namespace=ns.metadata.name,
+            create_namespace=False,
+            values=values,
+            # A failed upgrade leaves nothing half-created behind for the next `pulumi up` to trip on.
+            cleanup_on_fail=True,
+            max_history=10,
+        ),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[ns, *depends_on]),
+    )
+
+
+def resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> JSON:
+    """A container's requests and limits, in the shape every chart passes through unchanged."""
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu_limit, "memory": memory_limit}}
+
+
+def gpu_node_affinity() -> JSON:
+    """Every GPU machine of either architecture: the label the cluster puts on GPU nodes at join time."""
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": GPU_PRESENT_LABEL, "operator": "In", "values": ["true"]},
+                            {"key": ARCH_LABEL, "operator": "In", "values": [a.value for a in Arch]},
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+
+
+def gpu_tolerations() -> list[JSON]:
+    """The GPU taint with any value and effect, and K3s's CriticalAddonsOnly taint of dedicated servers."""
+    return [
+        {"key": GPU_TAINT_KEY, "operator": "Exists"},
+        {"key": "CriticalAddonsOnly", "operator": "Exists"},
+    ]
+
+
+def https_url(host: str) -> str:
+    return f"https://{host}"
+
+
+def tls_ingress(
+    name: str,
+    *,
+    ns: k8s.core.v1.Namespace,
+    host: str,
+    service: str,
+    port: int,
+    cluster_issuer: k8s.apiextensions.CustomResource,
+    cluster_issuer_name: str,
+    ingress_class: str,
+    parent: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource],
+) -> k8s.networking.v1.Ingress:
+    """An Ingress on `host` with a certificate cert-manager obtains from `cluster_issuer`.
+
+    cert-manager's ingress-shim creates the Certificate from the annotation; the Ingress waits for
+    the issuer so the first certificate request does not fail against a missing issuer.
+    """
+    secret = f"{name}-tls"
+    return k8s.networking.v1.Ingress(
+        name,
+        metadata=k8s.meta.v1.ObjectMetaArgs(
+            name=name,
+            namespace=ns.metadata.name,
+            annotations={"cert-manager.io/cluster-issuer": cluster_issuer_name},
+        ),
+        spec=k8s.networking.v1.IngressSpecArgs(
+            ingress_class_name=ingress_class,
+            tls=[k8s.networking.v1.IngressTLSArgs(hosts=[host], secret_name=secret)],
+            rules=[
+                k8s.networking.v1.IngressRuleArgs(
+                    host=host,
+                    http=k8s.networking.v1.HTTPIngressRuleValueArgs(
+                        paths=[
+                            k8s.networking.v1.HTTPIngressPathArgs(
+                                path="/",
+                                path_type="Prefix",
+                                backend=k8s.networking.v1.IngressBackendArgs(
+                                    service=k8s.networking.v1.IngressServiceBackendArgs(
+                                        name=service,
+                                        port=k8s.networking.v1.ServiceBackendPortArgs(number=port),
+                                    )
+                                ),
+                            )
+                        ]
+                    ),
+                )
+            ],
+        ),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[cluster_issuer, *depends_on]),
+    )

@@ -1,0 +1,140 @@
+"""Monitoring: the Prometheus Operator stack (Prometheus, Alertmanager, Grafana) on persistent volumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.platform import namespaces
+from components.platform.charts import INGRESS_CLASS, KUBE_PROMETHEUS_STACK
+from components.platform.common import JSON, PodSecurity, https_url, namespace, release, resources, tls_ingress
+from components.settings.platform import MonitoringSettings
+
+NAMESPACE = namespaces.MONITORING
+RELEASE = "monitoring"
+STORAGE_CLASS = "local-path"
+"""K3s's bundled provisioner: volumes on the node's disk, which is where the data should stay."""
+GRAFANA_SERVICE = f"{RELEASE}-grafana"
+"""The grafana subchart names its Service `<release>-grafana` (grafana.fullname, release name without `grafana`)."""
+GRAFANA_PORT = 80
+GRAFANA_ADMIN_SECRET = "grafana-admin"
+GRAFANA_USER_KEY = "admin-user"
+GRAFANA_PASSWORD_KEY = "admin-password"
+GRAFANA_ADMIN_USER = "admin"
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    settings: MonitoringSettings
+    grafana_host: str
+    grafana_admin_password: pulumi.Output[str]
+    """A secret Output (from ESC); it only ever reaches the cluster inside a Kubernetes Secret."""
+    cluster_issuer: k8s.apiextensions.CustomResource
+    cluster_issuer_name: str
+
+
+def _volume(size: str) -> JSON:
+    return {
+        "volumeClaimTemplate": {
+            "spec": {
+                "storageClassName": STORAGE_CLASS,
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": size}},
+            }
+        }
+    }
+
+
+def monitoring_values(settings: MonitoringSettings, grafana_url: str) -> JSON:
+    return {
+        "crds": {"enabled": True},
+        "kubeControllerManager": {"enabled": False},
+        "kubeScheduler": {"enabled": False},
+        "kubeProxy": {"enabled": False},
+        "kubeEtcd": {"enabled": False},
+        "prometheusOperator": {
+            "resources": resources("100m", "128Mi", "500m", "512Mi"),
+            "admissionWebhooks": {"patch": {"resources": resources("10m", "32Mi", "100m", "64Mi")}},
+            "prometheusConfigReloader": {"resources": resources("10m", "32Mi", "100m", "64Mi")},
+        },
+        "prometheus": {
+            "prometheusSpec": {
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "podMonitorSelectorNilUsesHelmValues": False,
+                "ruleSelectorNilUsesHelmValues": False,
+                "retention": settings.retention,
+                "retentionSize": settings.prometheus_retention_size,
+                "resources": resources("500m", "2Gi", "2", "8Gi"),
+                "storageSpec": _volume(settings.prometheus_storage),
+            }
+        },
+        "alertmanager": {
+            "alertmanagerSpec": {
+                "resources": resources("20m", "64Mi", "200m", "256Mi"),
+                "storage": _volume(settings.alertmanager_storage),
+            }
+        },
+        "grafana": {
+            "admin": {
+                "existingSecret": GRAFANA_ADMIN_SECRET,
+                "userKey": GRAFANA_USER_KEY,
+                "passwordKey": GRAFANA_PASSWORD_KEY,
+            },
+            "persistence": {"enabled": True, "size": settings.grafana_storage, "storageClassName": STORAGE_CLASS},
+            "grafana.ini": {"server": {"root_url": grafana_url}},
+            "resources": resources("100m", "256Mi", "500m", "1Gi"),
+            "sidecar": {"resources": resources("20m", "64Mi", "200m", "256Mi")},
+            "initChownData": {"resources": resources("10m", "16Mi", "100m", "64Mi")},
+            # The chart's `helm test` pod is never run by Pulumi; it would only be an unsized pod.
+            "testFramework": {"enabled": False},
+        },
+        "kube-state-metrics": {"resources": resources("20m", "64Mi", "200m", "256Mi")},
+        "prometheus-node-exporter": {"resources": resources("20m", "32Mi", "200m", "128Mi")},
+    }
+
+
+class Monitoring(pulumi.ComponentResource):
+    """kube-prometheus-stack: ServiceMonitor and friends exist once `release` is ready; Grafana behind TLS."""
+
+    release: k8s.helm.v3.Release
+    """Installs the monitoring.coreos.com CRDs: every ServiceMonitor depends on it."""
+    grafana_url: str
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("sophia:platform:Monitoring", name, None, opts)
+        # node-exporter reads the host (hostNetwork, hostPID, hostPath): privileged by nature.
+        ns = namespace(NAMESPACE, PodSecurity.PRIVILEGED, self)
+        admin = k8s.core.v1.Secret(
+            GRAFANA_ADMIN_SECRET,
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=GRAFANA_ADMIN_SECRET, namespace=ns.metadata.name),
+            type="Opaque",
+            string_data={
+                GRAFANA_USER_KEY: pulumi.Output.secret(GRAFANA_ADMIN_USER),
+                GRAFANA_PASSWORD_KEY: args.grafana_admin_password.apply(pulumi.Output.secret),
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.grafana_url = https_url(args.grafana_host)
+        self.release = release(
+            RELEASE,
+            KUBE_PROMETHEUS_STACK,
+            ns=ns,
+            values=monitoring_values(args.settings, self.grafana_url),
+            parent=self,
+            depends_on=[admin],
+        )
+        tls_ingress(
+            "grafana",
+            ns=ns,
+            host=args.grafana_host,
+            service=GRAFANA_SERVICE,
+            port=GRAFANA_PORT,
+            cluster_issuer=args.cluster_issuer,
+            cluster_issuer_name=args.cluster_issuer_name,
+            ingress_class=INGRESS_CLASS,
+            parent=self,
+            depends_on=[self.release],
+        )
+        self.register_outputs({"grafanaUrl": self.grafana_url})

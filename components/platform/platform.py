@@ -1,0 +1,104 @@
+"""The platform: every add-on on the cluster's Kubernetes provider, independent ones side by side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from components.platform.argocd import ArgoCD, ArgoCDArgs
+from components.platform.cert_manager import CertManager, CertManagerArgs
+from components.platform.charts import INGRESS_CLASS
+from components.platform.metallb import MetalLB, MetalLBArgs
+from components.platform.monitoring import Monitoring, MonitoringArgs
+from components.platform.nvidia import NvidiaArgs, NvidiaGpu
+from components.settings.cluster import ClusterSettings
+from components.settings.gitops import GitOpsSettings
+from components.settings.network import NetworkSettings
+from components.settings.platform import PlatformSettings
+
+
+@dataclass(frozen=True)
+class PlatformArgs:
+    cluster: ClusterSettings
+    network: NetworkSettings
+    gitops: GitOpsSettings
+    platform: PlatformSettings
+    grafana_admin_password: pulumi.Output[str]
+    """`settings.secrets[SecretKey.GRAFANA_ADMIN_PASSWORD]`: a secret Output from ESC."""
+
+
+def argocd_host(network: NetworkSettings) -> str:
+    return f"argocd.{network.domain}"
+
+
+def grafana_host(network: NetworkSettings) -> str:
+    return f"grafana.{network.domain}"
+
+
+class Platform(pulumi.ComponentResource):
+    """MetalLB, cert-manager, monitoring, NVIDIA GPU support and Argo CD.
+
+    Pass the cluster's provider in `opts` (`provider=` or `providers=`); every child inherits it.
+    The five Helm releases wait on nothing but their namespaces. Only what needs another add-on's
+    CRD or issuer waits for it: the ClusterIssuers for cert-manager, the Ingresses for the
+    production issuer, the DCGM ServiceMonitor for the monitoring release.
+    """
+
+    cluster_issuer_name: str
+    """The production Let's Encrypt ClusterIssuer, for `cert-manager.io/cluster-issuer` annotations."""
+    ingress_class: str
+    monitoring: pulumi.Resource
+    """The kube-prometheus-stack release; every ServiceMonitor must depend on it."""
+    load_balancer_address: str
+    argocd_url: str
+    grafana_url: str
+    metallb: MetalLB
+    cert_manager: CertManager
+    argocd: ArgoCD
+    nvidia: NvidiaGpu | None
+
+    def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("sophia:platform:Platform", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.metallb = MetalLB("metallb", MetalLBArgs(args.network), child)
+        self.cert_manager = CertManager("cert-manager", CertManagerArgs(args.network), child)
+        issuer = self.cert_manager.production_issuer
+        monitoring = Monitoring(
+            "monitoring",
+            MonitoringArgs(
+                settings=args.platform.monitoring,
+                grafana_host=grafana_host(args.network),
+                grafana_admin_password=args.grafana_admin_password,
+                cluster_issuer=issuer,
+                cluster_issuer_name=self.cert_manager.cluster_issuer_name,
+            ),
+            child,
+        )
+        # A cluster without GPU machines has nothing for the device plugin to advertise.
+        has_gpus = any(node.gpu is not None for node in args.cluster.nodes)
+        self.nvidia = NvidiaGpu("nvidia", NvidiaArgs(monitoring=monitoring.release), child) if has_gpus else None
+        self.argocd = ArgoCD(
+            "argocd",
+            ArgoCDArgs(
+                gitops=args.gitops,
+                host=argocd_host(args.network),
+                cluster_issuer=issuer,
+                cluster_issuer_name=self.cert_manager.cluster_issuer_name,
+            ),
+            child,
+        )
+        self.cluster_issuer_name = self.cert_manager.cluster_issuer_name
+        self.ingress_class = INGRESS_CLASS
+        self.monitoring = monitoring.release
+        self.load_balancer_address = self.metallb.load_balancer_address
+        self.argocd_url = self.argocd.argocd_url
+        self.grafana_url = monitoring.grafana_url
+        self.register_outputs(
+            {
+                "loadBalancerAddress": self.load_balancer_address,
+                "argocdUrl": self.argocd_url,
+                "grafanaUrl": self.grafana_url,
+                "clusterIssuerName": self.cluster_issuer_name,
+            }
+        )

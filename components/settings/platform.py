@@ -1,0 +1,90 @@
+"""What an operator changes about the platform add-ons: how long monitoring keeps data and on how much disk.
+
+Chart versions, namespaces and container sizes of the add-ons are facts of `components.platform`;
+the Argo CD Applications are the `gitops` section. This module also holds the one rule joining the
+two: an Argo CD Application may only sync into a namespace nobody else manages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from components.apps.catalogue import NAMESPACES as APP_NAMESPACES
+from components.platform import namespaces as platform_namespaces
+from components.settings.gitops import GitOpsSettings
+from components.settings.reader import Problems, Value
+
+# Prometheus' own duration syntax (`15d`, `12h`, `2w`), one unit: retention is a single number an
+# operator reads at a glance.
+DURATION = re.compile(r"^[1-9][0-9]{0,3}(h|d|w)$")
+STORAGE = re.compile(r"^[1-9][0-9]{0,4}Gi$")
+
+# Prometheus stops writing at `retentionSize`; keeping it below the volume leaves room for the WAL
+# and compaction, which a full disk would otherwise break.
+PROMETHEUS_DISK_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    retention: str
+    """How long Prometheus keeps samples, e.g. `15d`."""
+    prometheus_storage: str
+    """Size of Prometheus' PVC, e.g. `50Gi`."""
+    alertmanager_storage: str
+    grafana_storage: str
+
+    @property
+    def prometheus_retention_size(self) -> str:
+        """The most Prometheus may keep on its volume (Prometheus' `GB` are GiB)."""
+        gib = int(self.prometheus_storage.removesuffix("Gi"))
+        return f"{max(1, int(gib * PROMETHEUS_DISK_SHARE))}GB"
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    monitoring: MonitoringSettings
+
+
+def _storage(value: Value) -> str:
+    return value.string(pattern=STORAGE, what="a volume size in whole Gi such as 50Gi")
+
+
+def _read_monitoring(value: Value) -> MonitoringSettings:
+    section = value.section()
+    monitoring = MonitoringSettings(
+        retention=section.required("retention").string(
+            pattern=DURATION, what="a duration in hours, days or weeks such as 15d"
+        ),
+        prometheus_storage=_storage(section.required("prometheusStorage")),
+        alertmanager_storage=_storage(section.required("alertmanagerStorage")),
+        grafana_storage=_storage(section.required("grafanaStorage")),
+    )
+    section.close()
+    return monitoring
+
+
+def read_platform(value: Value) -> PlatformSettings:
+    section = value.section()
+    platform = PlatformSettings(_read_monitoring(section.required("monitoring")))
+    section.close()
+    return platform
+
+
+def pulumi_namespaces() -> frozenset[str]:
+    """The namespaces whose objects this program creates, and Kubernetes' own."""
+    return frozenset((*platform_namespaces.PLATFORM, *platform_namespaces.KUBERNETES, *APP_NAMESPACES.values()))
+
+
+def check_gitops_ownership(
+    namespace: str, gitops: GitOpsSettings, problems: Problems, managed_namespaces: Iterable[str] | None = None
+) -> None:
+    """Argo CD syncs only into namespaces Pulumi puts nothing in: no object is owned by both."""
+    managed = frozenset(pulumi_namespaces() if managed_namespaces is None else managed_namespaces)
+    for i, app in enumerate(gitops.applications):
+        if app.namespace in managed:
+            problems.add(
+                f"{namespace}:gitops.applications[{i}].namespace",
+                f"{app.namespace!r} is managed by Pulumi; an Argo CD Application needs a namespace of its own",
+            )
