@@ -3,6 +3,7 @@
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.apps.sophia import AppsArgs, SophiaApps
 from components.cluster import K3sCluster, K3sClusterArgs
 from components.platform.platform import Platform, PlatformArgs
 from components.settings import load_settings, stack_config
@@ -33,6 +34,23 @@ platform = Platform(
 pulumi.export("loadBalancerAddress", platform.load_balancer_address)
 pulumi.export("argocdUrl", platform.argocd_url)
 pulumi.export("grafanaUrl", platform.grafana_url)
+
+apps = SophiaApps(
+    "sophia",
+    AppsArgs(
+        apps=settings.apps,
+        llm_gateway=settings.llm_gateway,
+        images=settings.images,
+        secrets=settings.secrets,
+        domain=settings.network.domain,
+        cluster_issuer=platform.cluster_issuer_name,
+        ingress_class=platform.ingress_class,
+        monitoring=platform.monitoring,
+        ingress_depends_on=(platform.cert_manager.production_issuer,),
+    ),
+    opts=pulumi.ResourceOptions(provider=provider),
+)
+pulumi.export("url", apps.url)
 
 pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("apiEndpoint", cluster.api_endpoint)

@@ -13,14 +13,17 @@ from typing import Final
 
 import pulumi_kubernetes as k8s
 
+from components.platform.charts import TRAEFIK_NAMESPACE
+from components.platform.namespaces import MONITORING
+
 NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
 
-MONITORING_NAMESPACE: Final = "monitoring"
+MONITORING_NAMESPACE: Final = MONITORING
 # kube-prometheus-stack's Prometheus pods carry this label (prometheus-operator sets it).
 PROMETHEUS_POD_LABELS: Final[Mapping[str, str]] = {"app.kubernetes.io/name": "prometheus"}
 
 # K3s runs Traefik (the one public entry point) and CoreDNS in kube-system.
-SYSTEM_NAMESPACE: Final = "kube-system"
+SYSTEM_NAMESPACE: Final = TRAEFIK_NAMESPACE
 TRAEFIK_POD_LABELS: Final[Mapping[str, str]] = {"app.kubernetes.io/name": "traefik"}
 DNS_POD_LABELS: Final[Mapping[str, str]] = {"k8s-app": "kube-dns"}
 DNS_PORT: Final = 53
