@@ -212,3 +212,43 @@ CHARTS_BY_NAME: Final[Mapping[str, Chart]] = MappingProxyType({c.name: c for c i
 TRAEFIK_HELM_CHART: Final = "traefik"
 TRAEFIK_NAMESPACE: Final = "kube-system"
 INGRESS_CLASS: Final = "traefik"
+
+
+def leaf_paths(values: Mapping[str, object], prefix: ValuesPath = ()) -> list[ValuesPath]:
+    """Every path that `values` sets a value at (a list or an empty mapping is one value)."""
+    paths: list[ValuesPath] = []
+    for key, value in values.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and value:
+            paths.extend(leaf_paths(value, path))
+        else:
+            paths.append(path)
+    return paths
+
+
+def undocumented_values(chart: Chart, values: Mapping[str, object]) -> list[str]:
+    """The values paths set that the chart version's values.yaml does not document (as far as we read it)."""
+    return [show_path(p) for p in leaf_paths(values) if not chart.is_documented(p)]
+
+
+def value_at(values: Mapping[str, object], path: ValuesPath) -> object:
+    current: object = values
+    for key in path:
+        if not isinstance(current, Mapping) or key not in current:
+            return None
+        current = current[key]
+    return current
+
+
+def unsized_containers(chart: Chart, values: Mapping[str, object]) -> list[str]:
+    """The chart's containers that `values` gives no CPU and memory requests and limits."""
+    missing = []
+    for container, path in chart.containers.items():
+        sizes = value_at(values, path)
+        complete = isinstance(sizes, Mapping) and all(
+            isinstance(sizes.get(kind), Mapping) and {"cpu", "memory"} <= set(sizes[kind])
+            for kind in ("requests", "limits")
+        )
+        if not complete:
+            missing.append(f"{container} ({show_path(path)})")
+    return missing
