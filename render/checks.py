@@ -22,6 +22,7 @@ from kubernetes_validate.utils import all_versions, major_minor
 from render.crds import CUSTOM_RESOURCE_SCHEMAS
 from render.engine import stand_in_value
 from render.model import Rendered
+from render.platform_checks import argocd_and_pulumi_own_disjoint_objects, load_balancers_only_through_metallb
 from render.stack import StackConfig
 
 
@@ -149,6 +150,8 @@ CHECKS: list[tuple[str, Check]] = [
     ("kubernetes objects have explicit names", explicit_names),
     ("node scripts pass shellcheck", node_scripts_pass_shellcheck),
     ("no secret value in the render", no_secret_in_output),
+    ("no object is owned by both Pulumi and Argo CD", argocd_and_pulumi_own_disjoint_objects),
+    ("LoadBalancer addresses only through MetalLB", load_balancers_only_through_metallb),
 ]
 
 
