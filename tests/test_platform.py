@@ -341,7 +341,9 @@ def test_argocd_and_grafana_are_served_by_traefik_with_tls_from_the_production_i
     ingress = _one(production, "Ingress", name)
     fqdn = f"{host}.{settings.network.domain}"
     assert ingress["spec"]["ingressClassName"] == "traefik"
-    assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt-production"
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["cert-manager.io/cluster-issuer"] == "letsencrypt-production"
+    assert annotations["traefik.ingress.kubernetes.io/router.entrypoints"] == "websecure"
     assert ingress["spec"]["tls"] == [{"hosts": [fqdn], "secretName": f"{name}-tls"}]
     assert [rule["host"] for rule in ingress["spec"]["rules"]] == [fqdn]
     issuer = _resource(production, "ClusterIssuer", "letsencrypt-production")

@@ -136,7 +136,12 @@ def tls_ingress(
         metadata=k8s.meta.v1.ObjectMetaArgs(
             name=name,
             namespace=ns.metadata.name,
-            annotations={"cert-manager.io/cluster-issuer": cluster_issuer_name},
+            annotations={
+                "cert-manager.io/cluster-issuer": cluster_issuer_name,
+                # HTTPS only; cert-manager's HTTP-01 solver brings its own Ingress for port 80.
+                "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
+                "traefik.ingress.kubernetes.io/router.tls": "true",
+            },
         ),
         spec=k8s.networking.v1.IngressSpecArgs(
             ingress_class_name=ingress_class,
