@@ -23,6 +23,7 @@ from render.crds import CUSTOM_RESOURCE_SCHEMAS
 from render.engine import stand_in_value
 from render.model import Rendered
 from render.platform_checks import argocd_and_pulumi_own_disjoint_objects, load_balancers_only_through_metallb
+from render.policy_check import policies_pass
 from render.stack import StackConfig
 
 
@@ -152,6 +153,7 @@ CHECKS: list[tuple[str, Check]] = [
     ("no secret value in the render", no_secret_in_output),
     ("no object is owned by both Pulumi and Argo CD", argocd_and_pulumi_own_disjoint_objects),
     ("LoadBalancer addresses only through MetalLB", load_balancers_only_through_metallb),
+    ("every policy of the CrossGuard pack passes", policies_pass),
 ]
 
 
