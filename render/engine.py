@@ -39,7 +39,7 @@ def _blank(value: Any) -> Any:
     if isinstance(value, dict) and value.get(_SIG) == _SECRET_SIG:
         return _blank(value.get("value"))
     if isinstance(value, dict) and _SIG not in value:
-        return {k: _blank(v) for k, v in value.items()}
+        return {k: _blank(value[k]) for k in sorted(value)}
     if isinstance(value, list):
         return [_blank(v) for v in value]
     return SECRET
@@ -53,7 +53,8 @@ def redact(value: Any) -> Any:
             return _blank(value.get("value"))
         if sig == _RESOURCE_SIG:
             return value.get("urn", "")
-        return {k: redact(v) for k, v in value.items()}
+        # Struct fields come back in no fixed order; sorted keys make two renders byte-identical.
+        return {k: redact(value[k]) for k in sorted(value)}
     if isinstance(value, list):
         return [redact(v) for v in value]
     if value == _UNKNOWN:
