@@ -49,6 +49,8 @@ METALLB_IPS: Final = "metallb.io/loadBalancerIPs"
 CERT_MANAGER_ANNOTATIONS: Final = ("cert-manager.io/cluster-issuer", "cert-manager.io/issuer")
 GITOPS_BRANCH: Final = "main"
 PSA_ENFORCE: Final = "pod-security.kubernetes.io/enforce"
+PART_OF: Final = ("app.kubernetes.io/part-of", "sophia-ai")
+"""The label the apps layer puts on Sophia's namespaces and workloads."""
 
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -232,10 +234,11 @@ def probes_on_a_declared_port(resource_type: str, inputs: JSON, config: PolicyCo
         container = _map(raw_container)
         where = f"{path}.containers[{i}]"
         numbers, names = _declared_ports(container)
-        for probe_name in ("readinessProbe", "livenessProbe"):
+        for probe_name in ("readinessProbe", "livenessProbe", "startupProbe"):
             probe = container.get(probe_name)
             if not isinstance(probe, Mapping):
-                violations.append(f"{where}.{probe_name}: missing")
+                if probe_name != "startupProbe":
+                    violations.append(f"{where}.{probe_name}: missing")
                 continue
             if "exec" in probe:
                 violations.append(f"{where}.{probe_name}: probes a command, not the port the container serves")
@@ -359,12 +362,16 @@ def secrets_are_never_empty(resource_type: str, inputs: JSON, config: PolicyConf
 # -- 5. pod security ------------------------------------------------------------------------------
 
 
+def _is_sophia(obj: JSON) -> bool:
+    return _map(_map(obj.get("metadata")).get("labels")).get(PART_OF[0]) == PART_OF[1]
+
+
 def app_namespaces_enforce_restricted(resource_type: str, inputs: JSON, config: PolicyConfig) -> list[str]:
     obj = kubernetes_object(resource_type, inputs)
     if obj is None or _kind(obj) != "Namespace":
         return []
     metadata = _map(obj.get("metadata"))
-    if metadata.get("name") not in config.app_namespaces:
+    if metadata.get("name") not in config.app_namespaces and not _is_sophia(obj):
         return []
     labels = _map(metadata.get("labels"))
     if labels.get(PSA_ENFORCE) != "restricted":
@@ -381,7 +388,7 @@ def _pod_level(spec: JSON, container: JSON, key: str) -> object:
 def app_pods_are_restricted(resource_type: str, inputs: JSON, config: PolicyConfig) -> list[str]:
     """Pods in Sophia's namespaces pass Pod Security `restricted` (checked here, before admission refuses them)."""
     workload = _workload(resource_type, inputs)
-    if workload is None or _namespace(workload[0]) not in config.app_namespaces:
+    if workload is None or (_namespace(workload[0]) not in config.app_namespaces and not _is_sophia(workload[0])):
         return []
     _, path, spec = workload
     violations = []

@@ -1,0 +1,455 @@
+"""The CrossGuard pack: every policy passes on the production render, and each one fires when broken.
+
+Each broken resource starts from a real resource of the rendered production stack, with exactly one
+thing broken, so a rule that stopped looking at the field it guards (or at the kind of resource
+the program emits) fails here.
+"""
+
+from __future__ import annotations
+
+import copy
+import runpy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pulumi_policy
+import pytest
+import yaml
+from pulumi_policy import EnforcementLevel, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
+
+from components.gpu import GPU_RESOURCE
+from policy import rules
+from policy.pack import PACK_NAME, config_from, plain, policies
+from policy.rules import DEFAULT_CONFIG, RULES, SECRET, PolicyConfig
+from render.checks import Context
+from render.engine import run_program
+from render.model import Rendered, build
+from render.policy_check import policies_pass, stack_policy_config
+from render.stack import PROJECT_DIR, load_stack
+from tests.support import production_document, stack_from
+
+Resource = dict[str, Any]
+BY_NAME = {rule.name: rule for rule in RULES}
+
+
+def _judge(rule: str, resource: Resource, config: PolicyConfig = DEFAULT_CONFIG) -> list[str]:
+    return BY_NAME[rule].judge(resource["type"], resource["inputs"], config)
+
+
+def _real(production: Rendered, kind: str, where: Callable[[Resource], bool] = lambda r: True) -> Resource:
+    """A deep copy of the first rendered resource creating a `kind` object that satisfies `where`."""
+    for resource in production.resources:
+        if resource["inputs"].get("kind") == kind and resource["type"].startswith("kubernetes:") and where(resource):
+            return copy.deepcopy(resource)
+    pytest.fail(f"the production render has no {kind} to break")
+
+
+def _pod(resource: Resource) -> dict[str, Any]:
+    inputs = resource["inputs"]
+    spec: dict[str, Any] = inputs["spec"] if inputs["kind"] == "Pod" else inputs["spec"]["template"]["spec"]
+    return spec
+
+
+def _uses_gpu(resource: Resource) -> bool:
+    return any(GPU_RESOURCE in (c.get("resources") or {}).get("limits", {}) for c in _pod(resource)["containers"])
+
+
+def _in_app_namespace(resource: Resource) -> bool:
+    return resource["inputs"].get("metadata", {}).get("namespace") in DEFAULT_CONFIG.app_namespaces
+
+
+@pytest.fixture(scope="session")
+def with_application(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+    """Production with one Argo CD Application configured (production itself has none yet)."""
+    document = production_document()
+    document["config"]["sophia-infra:gitops"]["applications"] = [
+        {"name": "sophia-main", "path": "k8s/base", "namespace": "sophia-gitops"}
+    ]
+    stack = stack_from(tmp_path_factory.mktemp("gitops"), document)
+    return build(stack.stack, run_program(stack))
+
+
+# -- the production stack complies ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["production", "with_application"])
+def test_every_policy_passes_on_every_resource_of_production(variant: str, request: pytest.FixtureRequest) -> None:
+    rendered: Rendered = request.getfixturevalue(variant)
+    config = stack_policy_config(Context(rendered, load_stack("production"), Path()))
+    failed = [
+        f"{r['name']}: {rule.name}: {message}"
+        for r in rendered.resources
+        for rule in RULES
+        for message in rule.judge(r["type"], r["inputs"], config)
+    ]
+    assert failed == []
+
+
+def test_every_policy_concerns_some_resource_of_production(production: Rendered, with_application: Rendered) -> None:
+    """A policy that judges no resource the program emits guards nothing: each rule's kinds exist."""
+    resources = production.resources + with_application.resources
+    kinds = {r["inputs"].get("kind") for r in resources if r["type"].startswith("kubernetes:")}
+    types = {r["type"] for r in resources}
+    concerned = {
+        "images-from-the-configured-registry": "Deployment",
+        "containers-have-requests-and-limits": "Deployment",
+        "probes-on-a-declared-port": "Deployment",
+        "services-name-their-target-port": "Service",
+        "gpu-pods-land-on-gpu-nodes": "Deployment",
+        "secrets-are-never-empty": "Secret",
+        "app-namespaces-enforce-restricted": "Namespace",
+        "app-pods-are-restricted": "Deployment",
+        "rollouts-keep-capacity-and-spread": "Deployment",
+        "disruption-budgets-allow-drains": "PodDisruptionBudget",
+        "stateful-data-on-local-path": "StatefulSet",
+        "ingress-only-with-cert-manager-tls": "Ingress",
+        "load-balancers-only-through-metallb": "Service",
+        "argocd-applications-follow-main": "Application",
+    }
+    assert set(concerned) | {"helm-releases-are-pinned"} == set(BY_NAME)
+    assert {k for k in concerned.values() if k not in kinds} == set()
+    assert "kubernetes:helm.sh/v3:Release" in types
+
+
+def test_the_render_runs_every_policy(production: Rendered, production_checks: list[Any]) -> None:
+    assert "every policy of the CrossGuard pack passes" in [c.name for c in production_checks]
+    broken = Rendered(production.stack, production.registrations, production.component_outputs)
+    deployment = _real(production, "Deployment")
+    _pod(deployment)["containers"][0]["image"] = "nginx:latest"
+    broken.resources = [deployment]
+    violations = policies_pass(Context(broken, load_stack("production"), Path()))
+    assert any("images-from-the-configured-registry" in v and "nginx:latest" in v for v in violations)
+
+
+def test_the_default_registry_is_the_production_registry() -> None:
+    document = yaml.safe_load((PROJECT_DIR / "Pulumi.production.yaml").read_text())
+    assert document["config"]["sophia-infra:images"]["registry"] == rules.DEFAULT_REGISTRY
+
+
+# -- each policy fires on a broken resource --------------------------------------------------------
+
+
+def _image_latest(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    c = _pod(r)["containers"][0]
+    c["image"] = c["image"].rsplit(":", 1)[0] + ":latest"
+    return r
+
+
+def _image_foreign_registry(p: Rendered) -> Resource:
+    r = _real(p, "StatefulSet")
+    _pod(r)["containers"][0]["image"] = "docker.io/library/postgres:17.7"
+    return r
+
+
+def _no_memory_limit(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    del _pod(r)["containers"][0]["resources"]["limits"]["memory"]
+    return r
+
+
+def _probe_on_undeclared_port(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    c = _pod(r)["containers"][0]
+    handler = next(h for h in ("httpGet", "tcpSocket", "grpc") if h in c["readinessProbe"])
+    c["readinessProbe"][handler]["port"] = 65000
+    return r
+
+
+def _port_env_differs(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    c = _pod(r)["containers"][0]
+    (port_env,) = [e for e in c["env"] if e["name"] == "PORT"]
+    port_env["value"] = str(int(port_env["value"]) + 1)
+    return r
+
+
+def _no_liveness_probe(p: Rendered) -> Resource:
+    r = _real(p, "StatefulSet")
+    del _pod(r)["containers"][0]["livenessProbe"]
+    return r
+
+
+def _service_without_target_port(p: Rendered) -> Resource:
+    r = _real(p, "Service", lambda s: bool(s["inputs"]["spec"].get("selector")))
+    del r["inputs"]["spec"]["ports"][0]["targetPort"]
+    return r
+
+
+def _gpu_pod_without_runtime_class(p: Rendered) -> Resource:
+    r = _real(p, "Deployment", _uses_gpu)
+    del _pod(r)["runtimeClassName"]
+    return r
+
+
+def _gpu_pod_without_toleration(p: Rendered) -> Resource:
+    r = _real(p, "Deployment", _uses_gpu)
+    _pod(r)["tolerations"] = []
+    return r
+
+
+def _gpu_by_node_selector_only(p: Rendered) -> Resource:
+    # The seed report's GPU "scheduling": a node selector and no GPU limit.
+    r = _real(p, "Deployment", _uses_gpu)
+    spec = _pod(r)
+    for c in spec["containers"]:
+        c["resources"]["limits"].pop(GPU_RESOURCE, None)
+    spec.pop("affinity", None)
+    spec["nodeSelector"] = {"nvidia.com/gpu": "true"}
+    return r
+
+
+def _gpu_pod_without_type_affinity(p: Rendered) -> Resource:
+    r = _real(p, "Deployment", _uses_gpu)
+    del _pod(r)["affinity"]
+    return r
+
+
+def _empty_secret_value(p: Rendered) -> Resource:
+    r = _real(p, "Secret")
+    values = r["inputs"].get("stringData") or r["inputs"]["data"]
+    values[sorted(values)[0]] = ""
+    return r
+
+
+def _placeholder_secret_value(p: Rendered) -> Resource:
+    r = _real(p, "Secret")
+    values = r["inputs"].get("stringData") or r["inputs"]["data"]
+    values[sorted(values)[0]] = "changeme"
+    return r
+
+
+def _app_namespace_baseline(p: Rendered) -> Resource:
+    r = _real(p, "Namespace", lambda n: n["inputs"]["metadata"]["name"] in DEFAULT_CONFIG.app_namespaces)
+    r["inputs"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = "baseline"
+    return r
+
+
+def _app_pod_as_root(p: Rendered) -> Resource:
+    r = _real(p, "Deployment", _in_app_namespace)
+    spec = _pod(r)
+    spec.setdefault("securityContext", {})["runAsNonRoot"] = False
+    for c in spec["containers"]:
+        c.get("securityContext", {}).pop("runAsNonRoot", None)
+    return r
+
+
+def _app_pod_escalates(p: Rendered) -> Resource:
+    r = _real(p, "StatefulSet", _in_app_namespace)
+    _pod(r)["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    return r
+
+
+def _app_pod_keeps_capabilities(p: Rendered) -> Resource:
+    r = _real(p, "Deployment", _in_app_namespace)
+    _pod(r)["containers"][0]["securityContext"]["capabilities"] = {"drop": ["NET_RAW"]}
+    return r
+
+
+def _rollout_drops_capacity(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    r["inputs"]["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%"}}
+    return r
+
+
+def _deployment_not_spread(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    _pod(r).pop("topologySpreadConstraints", None)
+    return r
+
+
+def _pdb_blocks_drains(p: Rendered) -> Resource:
+    r = _real(p, "PodDisruptionBudget")
+    r["inputs"]["spec"].pop("minAvailable", None)
+    r["inputs"]["spec"]["maxUnavailable"] = 0
+    return r
+
+
+def _pdb_min_available_all(p: Rendered) -> Resource:
+    r = _real(p, "PodDisruptionBudget")
+    r["inputs"]["spec"].pop("maxUnavailable", None)
+    r["inputs"]["spec"]["minAvailable"] = "100%"
+    return r
+
+
+def _statefulset_other_storage_class(p: Rendered) -> Resource:
+    r = _real(p, "StatefulSet")
+    r["inputs"]["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] = "standard"
+    return r
+
+
+def _statefulset_deletes_claims(p: Rendered) -> Resource:
+    r = _real(p, "StatefulSet")
+    r["inputs"]["spec"]["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Delete", "whenScaled": "Retain"}
+    return r
+
+
+def _statefulset_without_claims(p: Rendered) -> Resource:
+    r = _real(p, "StatefulSet")
+    del r["inputs"]["spec"]["volumeClaimTemplates"]
+    return r
+
+
+def _ingress_without_tls(p: Rendered) -> Resource:
+    r = _real(p, "Ingress")
+    del r["inputs"]["spec"]["tls"]
+    return r
+
+
+def _ingress_without_issuer(p: Rendered) -> Resource:
+    r = _real(p, "Ingress")
+    annotations = r["inputs"]["metadata"]["annotations"]
+    for key in rules.CERT_MANAGER_ANNOTATIONS:
+        annotations.pop(key, None)
+    return r
+
+
+def _ingress_host_not_covered(p: Rendered) -> Resource:
+    r = _real(p, "Ingress")
+    r["inputs"]["spec"]["rules"][0]["host"] = "elsewhere.example.com"
+    return r
+
+
+def _load_balancer_ip_field(p: Rendered) -> Resource:
+    # The seed report's `loadBalancerIP: 192.222.58.232`, on a real Service of the stack.
+    r = _real(p, "Service", lambda s: bool(s["inputs"]["spec"].get("selector")))
+    r["inputs"]["spec"]["type"] = "LoadBalancer"
+    r["inputs"]["spec"]["loadBalancerIP"] = "192.222.58.232"
+    return r
+
+
+def _application_on_a_feature_branch(p: Rendered) -> Resource:
+    r = _real(p, "Application")
+    r["inputs"]["spec"]["source"]["targetRevision"] = "feature/full-prod-beast"
+    return r
+
+
+def _release_with_a_version_range(p: Rendered) -> Resource:
+    r = copy.deepcopy(p.by_type("kubernetes:helm.sh/v3:Release")[0])
+    r["inputs"]["version"] = "0.16.x"
+    return r
+
+
+BREAKERS: dict[str, list[Callable[[Rendered], Resource]]] = {
+    "images-from-the-configured-registry": [_image_latest, _image_foreign_registry],
+    "containers-have-requests-and-limits": [_no_memory_limit],
+    "probes-on-a-declared-port": [_probe_on_undeclared_port, _port_env_differs, _no_liveness_probe],
+    "services-name-their-target-port": [_service_without_target_port],
+    "gpu-pods-land-on-gpu-nodes": [
+        _gpu_pod_without_runtime_class,
+        _gpu_pod_without_toleration,
+        _gpu_by_node_selector_only,
+        _gpu_pod_without_type_affinity,
+    ],
+    "secrets-are-never-empty": [_empty_secret_value, _placeholder_secret_value],
+    "app-namespaces-enforce-restricted": [_app_namespace_baseline],
+    "app-pods-are-restricted": [_app_pod_as_root, _app_pod_escalates, _app_pod_keeps_capabilities],
+    "rollouts-keep-capacity-and-spread": [_rollout_drops_capacity, _deployment_not_spread],
+    "disruption-budgets-allow-drains": [_pdb_blocks_drains, _pdb_min_available_all],
+    "stateful-data-on-local-path": [
+        _statefulset_other_storage_class,
+        _statefulset_deletes_claims,
+        _statefulset_without_claims,
+    ],
+    "ingress-only-with-cert-manager-tls": [_ingress_without_tls, _ingress_without_issuer, _ingress_host_not_covered],
+    "load-balancers-only-through-metallb": [_load_balancer_ip_field],
+    "argocd-applications-follow-main": [_application_on_a_feature_branch],
+    "helm-releases-are-pinned": [_release_with_a_version_range],
+}
+
+CASES = [(rule, breaker) for rule, breakers in BREAKERS.items() for breaker in breakers]
+
+
+def test_every_policy_has_a_broken_resource_that_makes_it_fire() -> None:
+    assert set(BREAKERS) == set(BY_NAME)
+
+
+@pytest.mark.parametrize(("rule", "breaker"), CASES, ids=[f"{r}:{b.__name__.strip('_')}" for r, b in CASES])
+def test_each_policy_fires_on_a_real_resource_broken_in_one_place(
+    production: Rendered, with_application: Rendered, rule: str, breaker: Callable[[Rendered], Resource]
+) -> None:
+    source = with_application if rule == "argocd-applications-follow-main" else production
+    broken = breaker(source)
+    original = next(r for r in source.resources if r["urn"] == broken["urn"])
+    assert _judge(rule, original) == []
+    assert _judge(rule, broken) != []
+
+
+# -- the pack as the Pulumi CLI runs it ------------------------------------------------------------
+
+
+def test_the_pack_has_one_mandatory_policy_per_rule() -> None:
+    built = policies()
+    assert [p.name for p in built] == [r.name for r in RULES]
+    assert len({p.name for p in built}) == len(built)
+    assert all(isinstance(p, ResourceValidationPolicy) for p in built)
+    assert all(p.enforcement_level is EnforcementLevel.MANDATORY for p in built)
+
+
+def test_the_pack_entry_point_serves_exactly_those_policies(monkeypatch: pytest.MonkeyPatch) -> None:
+    served: dict[str, Any] = {}
+
+    def record(name: str, policies: list[Any], **options: Any) -> None:
+        served.update(name=name, policies=policies, **options)
+
+    monkeypatch.setattr(pulumi_policy, "PolicyPack", record)
+    runpy.run_path(str(PROJECT_DIR / "policy"), run_name="__main__")
+    assert served["name"] == PACK_NAME
+    assert served["enforcement_level"] is EnforcementLevel.MANDATORY
+    assert [p.name for p in served["policies"]] == [r.name for r in RULES]
+    manifest = yaml.safe_load((PROJECT_DIR / "policy" / "PulumiPolicy.yaml").read_text())
+    assert manifest["runtime"] == "python"
+    assert manifest["name"] == PACK_NAME
+
+
+def _validate(policy_name: str, resource: Resource, config: dict[str, Any] | None = None) -> list[str]:
+    """What the policy reports when the engine hands it `resource` (inputs proxied as pulumi_policy does)."""
+    (policy,) = [p for p in policies() if p.name == policy_name]
+    assert isinstance(policy, ResourceValidationPolicy)
+    reported: list[str] = []
+    args = ResourceValidationArgs(
+        resource["type"],
+        unknown_checking_proxy(copy.deepcopy(resource["inputs"])),
+        resource["urn"],
+        resource["name"],
+        None,  # type: ignore[arg-type]  # the rules read no resource options
+        None,
+        config or {},
+    )
+    policy.validate(args, lambda message, urn: reported.append(message))
+    return reported
+
+
+def test_a_policy_reports_through_the_engine_with_unknown_values_left_unjudged(production: Rendered) -> None:
+    deployment = _real(production, "Deployment")
+    assert _validate("images-from-the-configured-registry", deployment) == []
+    _pod(deployment)["containers"][0]["image"] = "sophia-backend:latest"
+    assert len(_validate("images-from-the-configured-registry", deployment)) == 1
+    # During preview an image computed from another resource's output is unknown: not a violation.
+    _pod(deployment)["containers"][0]["image"] = UNKNOWN_STRING_VALUE
+    assert _validate("images-from-the-configured-registry", deployment) == []
+
+
+def test_the_registry_comes_from_policy_config(production: Rendered) -> None:
+    deployment = _real(production, "Deployment")
+    assert _validate("images-from-the-configured-registry", deployment, {"registry": "ghcr.io/sophia"}) != []
+    assert config_from({"registry": "ghcr.io/sophia"}).registry == "ghcr.io/sophia"
+    assert config_from({}).registry == rules.DEFAULT_REGISTRY
+
+
+def test_secrets_are_judged_by_their_real_values_under_preview(production: Rendered) -> None:
+    secret = _real(production, "Secret")
+    values = secret["inputs"].get("stringData") or secret["inputs"]["data"]
+    assert all(v == SECRET for v in values.values()), "the render redacts every value"
+    for key in values:
+        values[key] = "a-real-value-of-enough-length"
+    assert _validate("secrets-are-never-empty", secret) == []
+    values[sorted(values)[0]] = "   "
+    assert len(_validate("secrets-are-never-empty", secret)) == 1
+
+
+def test_plain_unwraps_the_engine_proxies_keeping_unknowns() -> None:
+    proxied = unknown_checking_proxy({"a": [{"b": UNKNOWN_STRING_VALUE}], "c": 1})
+    assert plain(proxied) == {"a": [{"b": UNKNOWN_STRING_VALUE}], "c": 1}
