@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,13 @@ from components.platform.charts import (
 )
 from components.settings import Settings
 from components.settings.cluster import Arch, Taint
+from render import gitops_paths
 from render.__main__ import render
 from render.checks import CheckResult
+from render.gitops_paths import RepositoryError, missing_paths
 from render.model import HELM_RELEASE, Rendered
 from render.platform_checks import load_balancer_violations, ownership_violations
-from tests.support import problems_of, production_document, settings_from, stack_from
+from tests.support import problems_of, production_document, settings_from, stack_from, write_stack
 
 EXACT_VERSION = re.compile(r"^v?\d+\.\d+\.\d+$")
 APPLICATIONS = [
@@ -508,3 +511,58 @@ def test_a_bad_monitoring_setting_is_one_line_naming_its_key(
 def test_prometheus_never_fills_its_volume(settings: Settings) -> None:
     monitoring = settings.platform.monitoring
     assert _gib(monitoring.prometheus_retention_size) == int(_gib(monitoring.prometheus_storage) * 0.8)
+
+
+# --- GitOps paths (invariant 9, checked against a local repository instead of the network) --------
+
+
+def _git(directory: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=directory, check=True, capture_output=True)
+
+
+@pytest.fixture
+def gitops_repo(tmp_path: Path) -> str:
+    repo = tmp_path / "sophia-main"
+    (repo / "k8s" / "labs").mkdir(parents=True)
+    (repo / "k8s" / "labs" / "deployment.yaml").write_text("kind: Deployment\n")
+    (repo / "docs").mkdir()
+    (repo / "docs" / "x.md").write_text("x\n")
+    _git(repo, "init", "--quiet", "--initial-branch=main")
+    _git(repo, "add", ".")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "--quiet", "-m", "x")
+    return f"file://{repo}"
+
+
+def test_an_application_path_missing_on_main_is_reported(gitops_repo: str) -> None:
+    assert missing_paths(gitops_repo, "main", ["k8s/labs", "k8s/labs/", "k8s/overlays/production", "k8s/labs/x"]) == [
+        "k8s/overlays/production",
+        "k8s/labs/x",
+    ]
+
+
+def test_a_branch_that_does_not_exist_is_an_error(gitops_repo: str) -> None:
+    with pytest.raises(RepositoryError):
+        missing_paths(gitops_repo, "feature/full-prod-beast", ["k8s/labs"])
+
+
+def test_the_path_check_reports_each_missing_application_by_key(
+    gitops_repo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = production_document()
+    gitops = document["config"]["sophia-infra:gitops"]
+    gitops["applications"] = [
+        {"name": "labs", "path": "k8s/labs", "namespace": "sophia-labs"},
+        {"name": "data", "path": "k8s/data-services", "namespace": "sophia-pipelines"},
+    ]
+    stack_file = write_stack(tmp_path, document)
+
+    def local(url: str, branch: str, paths: list[str]) -> list[str]:
+        assert url == "https://github.com/ai-cherry/sophia-main"
+        return missing_paths(gitops_repo, branch, paths)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gitops_paths, "missing_paths", local)
+        assert gitops_paths.main(["--stack-file", str(stack_file)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "sophia-infra:gitops.applications[1].path: 'k8s/data-services' is not a directory on main"
+    ]
