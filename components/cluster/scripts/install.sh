@@ -35,24 +35,27 @@ lease_manifest() {
 
 lease_read() {
   kube -n kube-system get lease "$LEASE_NAME" --ignore-not-found \
-    -o 'jsonpath={.metadata.resourceVersion}|{.spec.holderIdentity}|{.spec.renewTime}'
+    -o 'jsonpath={.metadata.resourceVersion}|{.spec.holderIdentity}|{.spec.renewTime}|{.spec.leaseDurationSeconds}'
 }
 
+# A lease expires by its own duration, as its holder wrote it.
 lease_expired() {
-  local renewed=$1
-  [[ -z $renewed ]] && return 0
-  (($(date -u +%s) > $(date -u -d "$renewed" +%s) + LEASE_SECONDS))
+  local renewed=$1 duration=$2
+  if [[ -z $renewed || -z $duration ]]; then
+    return 0
+  fi
+  (($(date -u +%s) > $(date -u -d "$renewed" +%s) + duration))
 }
 
 acquire_lease() {
-  local deadline=$((SECONDS + LEASE_SECONDS)) version holder renewed
+  local deadline=$((SECONDS + LEASE_SECONDS)) version holder renewed duration
   while :; do
-    IFS='|' read -r version holder renewed <<<"$(lease_read)"
+    IFS='|' read -r version holder renewed duration <<<"$(lease_read)"
     if [[ -z $version ]]; then
       if lease_manifest "" "$NODE_NAME" | kube create -f - >/dev/null 2>&1; then
         break
       fi
-    elif [[ -z $holder || $holder == "$NODE_NAME" ]] || lease_expired "$renewed"; then
+    elif [[ -z $holder || $holder == "$NODE_NAME" ]] || lease_expired "$renewed" "$duration"; then
       if lease_manifest "$version" "$NODE_NAME" | kube replace -f - >/dev/null 2>&1; then
         break
       fi
@@ -67,8 +70,8 @@ acquire_lease() {
 }
 
 release_lease() {
-  local version holder renewed
-  IFS='|' read -r version holder renewed <<<"$(lease_read)"
+  local version holder _
+  IFS='|' read -r version holder _ <<<"$(lease_read)"
   if [[ -n $version && $holder == "$NODE_NAME" ]]; then
     lease_manifest "$version" "" | kube replace -f - >/dev/null
     log "$NODE_NAME released the server restart lease"
@@ -119,11 +122,11 @@ fi
 
 log "restarting $K3S_SERVICE"
 as_root systemctl enable "$K3S_SERVICE" >/dev/null 2>&1
-# --no-block: the unit is Type=notify without a start timeout, so a join that cannot complete
-# (wrong token, unreachable server) would otherwise hang this step for ever; wait_until bounds it.
-as_root systemctl restart --no-block "$K3S_SERVICE"
 deadline=$((SECONDS + READY_TIMEOUT))
-if ! wait_until "$deadline" service_active; then
+# The unit is Type=notify, so `restart` returns once the new K3s process says it is up (and the
+# checks below cannot see the old one); it has no start timeout of its own, so a join that cannot
+# complete (wrong token, unreachable server) would hang here for ever without `timeout`.
+if ! as_root timeout "$READY_TIMEOUT" systemctl restart "$K3S_SERVICE"; then
   die "$K3S_SERVICE on $NODE_NAME did not start within ${READY_TIMEOUT}s; its log: $(service_log)"
 fi
 if [[ $NODE_ROLE == server ]] && ! wait_until "$deadline" api_ready; then

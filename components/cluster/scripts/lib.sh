@@ -7,6 +7,7 @@ set -euo pipefail
 ROOT=${SOPHIA_ROOT:-}
 K3S_BIN=$ROOT/usr/local/bin/k3s
 STEP=${STEP:-step}
+USER_ID=$(id -u)
 
 log() {
   printf '[%s] %s\n' "$STEP" "$*"
@@ -20,7 +21,7 @@ die() {
 # The SSH user is `ubuntu`; privileged commands go through non-interactive sudo (never a prompt
 # that would hang the step).
 as_root() {
-  if ((EUID == 0)); then
+  if ((USER_ID == 0)); then
     "$@"
   else
     sudo -n -- "$@"

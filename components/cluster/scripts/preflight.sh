@@ -7,7 +7,7 @@ set -euo pipefail
 problems=()
 
 # sudo first: every later step needs it, and without it nothing else can be checked properly.
-if ((EUID != 0)) && ! sudo -n true 2>/dev/null; then
+if ((USER_ID != 0)) && ! sudo -n true 2>/dev/null; then
   die "user $(id -un) cannot run sudo without a password on $NODE_NAME; K3s needs root"
 fi
 
@@ -48,9 +48,12 @@ if ((GPU_COUNT > 0)); then
     while IFS= read -r name; do
       [[ -z $name ]] && continue
       count=$((count + 1))
-      # "NVIDIA A10" must not match an "NVIDIA A100-SXM4-40GB": the product name ends the GPU name
-      # or is followed by a non-alphanumeric character.
-      if [[ $name != "$GPU_PRODUCT" && ! $name =~ ^"$GPU_PRODUCT"[^[:alnum:]] ]]; then
+      # Drivers differ in whether they put "NVIDIA " before the name ("Quadro RTX 6000"). And
+      # "NVIDIA A10" must not match an "NVIDIA A100-SXM4-40GB": the product name ends the GPU name or
+      # is followed by a non-alphanumeric character.
+      got=${name#NVIDIA }
+      want=${GPU_PRODUCT#NVIDIA }
+      if [[ $got != "$want" && ! $got =~ ^"$want"[^[:alnum:]] ]]; then
         problems+=("GPU '$name' is not a $GPU_PRODUCT")
       fi
     done <<<"$names"

@@ -1,0 +1,336 @@
+"""A fake Lambda machine and a fake K3s cluster, for running the real node scripts in tests.
+
+A `Machine` is a scratch directory used as SOPHIA_ROOT (every system path in the scripts is
+prefixed with it) plus stub programs on PATH: sudo, id, uname, ss, nvidia-smi, modinfo, curl,
+systemctl, journalctl, and the `k3s` binary that the fake installer (served by the curl stub)
+puts in place. Every stub call is logged with its arguments and environment, so a test can see
+what a script ran, and that a secret never reached an argument list or an environment.
+A `FakeCluster` directory is the API server those `k3s kubectl` calls talk to: nodes and leases as
+JSON files, changed under a file lock so that concurrent scripts see one consistent cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STUB = r"""
+import fcntl, json, os, sys, time
+import yaml
+from pathlib import Path
+
+name = os.path.basename(sys.argv[0])
+args = sys.argv[1:]
+root = Path(os.environ["SOPHIA_ROOT"])
+fake = root / "fake"
+cluster = Path(os.environ["FAKE_CLUSTER"])
+with open(fake / "calls.log", "a") as log:
+    log.write(json.dumps({"cmd": [name, *args], "env": dict(os.environ)}) + "\n")
+
+
+def flag(path):
+    return (fake / path).exists()
+
+
+def out(text):
+    sys.stdout.write(text)
+    sys.exit(0)
+
+
+def fail(text, code=1):
+    sys.stderr.write(text + "\n")
+    sys.exit(code)
+
+
+class Api:
+    def __enter__(self):
+        cluster.mkdir(parents=True, exist_ok=True)
+        self.lock = open(cluster / "lock", "a")
+        fcntl.flock(self.lock, fcntl.LOCK_EX)
+        self.path = cluster / "state.json"
+        self.state = json.loads(self.path.read_text()) if self.path.exists() else {"nodes": {}, "leases": {}, "rv": 0}
+        return self
+
+    def __exit__(self, *exc):
+        self.path.write_text(json.dumps(self.state, indent=1))
+        self.lock.close()
+
+    def next_rv(self):
+        self.state["rv"] += 1
+        return str(self.state["rv"])
+
+
+if name == "sudo":
+    if flag("no-sudo"):
+        fail("sudo: a password is required")
+    while args and args[0] in ("-n", "--"):
+        args = args[1:]
+    os.execvp(args[0], args)
+if name == "id":
+    out("ubuntu\n" if "-un" in args else "1000\n")
+if name == "uname":
+    out((fake / "machine").read_text())
+if name == "ss":
+    out((fake / "listeners").read_text() if flag("listeners") else "")
+if name == "modinfo":
+    sys.exit(1 if flag("no-wireguard") else 0)
+if name == "journalctl":
+    out("fake journal: k3s said why\n")
+if name == "nvidia-smi":
+    if not flag("gpus"):
+        fail("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver", 9)
+    out((fake / "gpus").read_text())
+if name == "curl":
+    if flag("curl-fails"):
+        fail("curl: (22) The requested URL returned error: 404", 22)
+    target = Path(args[args.index("-o") + 1])
+    target.write_text(os.environ["FAKE_INSTALLER"])
+    sys.exit(0)
+if name == "systemctl":
+    command = [a for a in args if not a.startswith("-")]
+    verb, service = command[0], command[-1]
+    if verb == "is-active":
+        sys.exit(0 if flag(f"active-{service}") else 3)
+    if verb == "restart":
+        if flag("fail-restart"):
+            (fake / "fail-restart").unlink()
+            fail(f"Job for {service}.service failed")
+        (fake / f"active-{service}").touch()
+        count = fake / f"restarts-{service}"
+        count.write_text(str(int(count.read_text()) + 1 if count.exists() else 1))
+        config = yaml.safe_load((root / "etc/rancher/k3s/config.yaml").read_text())
+        if service == "k3s":
+            admin = root / "etc/rancher/k3s/k3s.yaml"
+            admin.write_text("clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n  name: default\n")
+        else:
+            kubelet = root / "var/lib/rancher/k3s/agent/kubelet.kubeconfig"
+            kubelet.parent.mkdir(parents=True, exist_ok=True)
+            kubelet.write_text("server: https://127.0.0.1:6444\n")
+        with Api() as api:
+            node = config["node-name"]
+            if node not in api.state["nodes"]:
+                taints = config.get("node-taint", [])
+                labels = dict(item.split("=", 1) for item in config.get("node-label", []))
+                api.state["nodes"][node] = {"ip": config["node-ip"], "labels": labels, "taints": taints,
+                                            "unschedulable": False}
+            api.state["nodes"][node]["ready"] = not flag("never-ready")
+            api.state["restarts"] = api.state.get("restarts", []) + [[node, time.time()]]
+        sys.exit(0)
+    sys.exit(0)
+if name == "k3s":
+    if args[0] == "--version":
+        out(f"k3s version {(fake / 'k3s-version').read_text()} (fake)\ngo version go1.24\n")
+    assert args[0] == "kubectl", args
+    rest, namespace, kubeconfig = [], None, None
+    i = 1
+    while i < len(args):
+        if args[i] == "--kubeconfig":
+            kubeconfig = args[i + 1]; i += 2
+        elif args[i] == "-n":
+            namespace = args[i + 1]; i += 2
+        else:
+            rest.append(args[i]); i += 1
+    if not kubeconfig or not Path(kubeconfig).exists():
+        fail(f"error: stat {kubeconfig}: no such file or directory")
+    words = [a for a in rest if not a.startswith("-")]
+    flags = [a for a in rest if a.startswith("-")]
+    jsonpath = next((f for f in rest if f.startswith("jsonpath=")), "")
+    with Api() as api:
+        nodes, leases = api.state["nodes"], api.state["leases"]
+        if words[:1] == ["get"] and "--raw" in rest:
+            out("ok" if any(flag(f"active-{s}") for s in ("k3s", "k3s-agent")) else "")
+        if words[:2] == ["get", "node"]:
+            node = nodes.get(words[2])
+            if node is None:
+                out("")
+            if "name" in rest:
+                out(f"node/{words[2]}\n")
+            if "Ready" in jsonpath:
+                out("True" if node["ready"] else "False")
+            if "InternalIP" in jsonpath:
+                out(node["ip"])
+            out(json.dumps(node))
+        if words[:2] == ["get", "lease"]:
+            lease = leases.get(words[2])
+            out("" if lease is None else f"{lease['rv']}|{lease['holder']}|{lease['renew']}|{lease['seconds']}")
+        if words[:2] == ["get", "pods"]:
+            out("pod/sophia-api-0\n")
+        if words[0] in ("create", "replace"):
+            doc = yaml.safe_load(sys.stdin.read())
+            lease_name = doc["metadata"]["name"]
+            current = leases.get(lease_name)
+            if words[0] == "create" and current is not None:
+                fail(f'Error from server (AlreadyExists): leases "{lease_name}" already exists')
+            if words[0] == "replace" and (current is None or doc["metadata"].get("resourceVersion") != current["rv"]):
+                fail("Error from server (Conflict): the object has been modified")
+            leases[lease_name] = {"rv": api.next_rv(), "holder": doc["spec"].get("holderIdentity", ""),
+                                  "renew": doc["spec"]["renewTime"], "seconds": doc["spec"]["leaseDurationSeconds"]}
+            api.state.setdefault("lease_history", []).append([lease_name, leases[lease_name]["holder"], time.time()])
+            out(f"lease.coordination.k8s.io/{lease_name} {words[0]}d\n")
+        if words[:2] == ["label", "node"]:
+            key, value = words[3].split("=", 1)
+            nodes[words[2]]["labels"][key] = value
+            out("")
+        if words[:2] == ["taint", "node"]:
+            node = nodes[words[2]]
+            node["taints"] = [t for t in node["taints"] if t.split("=")[0] != words[3].split("=")[0]] + [words[3]]
+            out("")
+        if words[0] == "uncordon":
+            nodes[words[1]]["unschedulable"] = False
+            out("")
+        if words[0] == "drain":
+            nodes[words[1]]["unschedulable"] = True
+            if (cluster / "drain-fails").exists():
+                fail("error when evicting pods/sophia-api-0: Cannot evict pod: it would violate the disruption budget")
+            out(f"node/{words[1]} drained\n")
+        if words[:2] == ["delete", "node"]:
+            nodes.pop(words[2], None)
+            out("")
+    fail(f"fake kubectl does not know: {rest}")
+fail(f"no stub behaviour for {name} {args}")
+"""
+
+INSTALLER = r"""#!/bin/sh
+set -e
+[ "$INSTALL_K3S_SKIP_START" = true ] || { echo "installer would start K3s itself" >&2; exit 1; }
+case "$INSTALL_K3S_EXEC" in server) service=k3s ;; agent) service=k3s-agent ;; *) exit 1 ;; esac
+mkdir -p "$SOPHIA_ROOT/usr/local/bin"
+cp "$FAKE_K3S_PROGRAM" "$SOPHIA_ROOT/usr/local/bin/k3s"
+chmod +x "$SOPHIA_ROOT/usr/local/bin/k3s"
+printf '%s' "$INSTALL_K3S_VERSION" > "$SOPHIA_ROOT/fake/k3s-version"
+echo "$INSTALL_K3S_VERSION $INSTALL_K3S_EXEC" >> "$SOPHIA_ROOT/fake/installs.log"
+cat > "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh" <<EOF
+#!/bin/sh
+rm -rf "$SOPHIA_ROOT/usr/local/bin/k3s" "$SOPHIA_ROOT/etc/rancher/k3s" "$SOPHIA_ROOT/var/lib/rancher/k3s" \
+  "$SOPHIA_ROOT/fake/active-$service" "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh"
+echo uninstalled >> "$SOPHIA_ROOT/fake/installs.log"
+EOF
+chmod +x "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh"
+"""
+
+STUBS = ("sudo", "id", "uname", "ss", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@dataclass
+class Machine:
+    """One fake machine: a scratch root, its stubs, and the cluster it talks to."""
+
+    root: Path
+    cluster: Path
+    bin: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fake = self.root / "fake"
+        self.fake.mkdir(parents=True)
+        self.bin = self.root / "fake-bin"
+        self.bin.mkdir()
+        program = self.bin / "fake-program"
+        program.write_text(f"#!{sys.executable}\n{STUB}")
+        program.chmod(0o755)
+        for stub in STUBS:
+            (self.bin / stub).symlink_to(program)
+        # The stubs tell what they are by their name: the installer copies this one in as `k3s`.
+        self.k3s_source = self.bin / "k3s-source"
+        self.k3s_source.mkdir()
+        (self.k3s_source / "k3s").write_text(f"#!{sys.executable}\n{STUB}")
+        (self.root / "etc").mkdir()
+        (self.root / "etc/os-release").write_text('ID=ubuntu\nVERSION_ID="22.04"\n')
+        self.set("machine", "x86_64\n")
+        (self.root / "usr/bin").mkdir(parents=True)
+        (self.root / "usr/bin/nvidia-container-runtime").write_text("#!/bin/sh\n")
+        (self.root / "usr/bin/nvidia-container-runtime").chmod(0o755)
+        (self.fake / "calls.log").write_text("")
+
+    def set(self, name: str, content: str = "") -> None:
+        (self.fake / name).write_text(content)
+
+    def unset(self, name: str) -> None:
+        (self.fake / name).unlink(missing_ok=True)
+
+    def run(self, script: str, stdin: str = "", extra_env: dict[str, str] | None = None) -> Result:
+        env = {
+            "PATH": f"{self.bin}:{os.environ['PATH']}",
+            "HOME": str(self.root),
+            "SOPHIA_ROOT": str(self.root),
+            "FAKE_CLUSTER": str(self.cluster),
+            "FAKE_INSTALLER": INSTALLER,
+            "FAKE_K3S_PROGRAM": str(self.k3s_source / "k3s"),
+            "POLL_SECONDS": "0.1",
+            **(extra_env or {}),
+        }
+        done = subprocess.run(
+            ["bash", "-c", script], input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    def start(self, script: str, stdin: str = "") -> subprocess.Popen[str]:
+        env = {
+            "PATH": f"{self.bin}:{os.environ['PATH']}",
+            "HOME": str(self.root),
+            "SOPHIA_ROOT": str(self.root),
+            "FAKE_CLUSTER": str(self.cluster),
+            "FAKE_INSTALLER": INSTALLER,
+            "FAKE_K3S_PROGRAM": str(self.k3s_source / "k3s"),
+            "POLL_SECONDS": "0.1",
+        }
+        process = subprocess.Popen(
+            ["bash", "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        assert process.stdin is not None
+        process.stdin.write(stdin)
+        process.stdin.close()
+        return process
+
+    def calls(self) -> list[list[str]]:
+        lines = (self.fake / "calls.log").read_text().splitlines()
+        return [json.loads(line)["cmd"] for line in lines]
+
+    def call_log(self) -> str:
+        return (self.fake / "calls.log").read_text()
+
+    def restarts(self, service: str) -> int:
+        path = self.fake / f"restarts-{service}"
+        return int(path.read_text()) if path.exists() else 0
+
+    def installs(self) -> list[str]:
+        path = self.fake / "installs.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def files(self) -> dict[str, tuple[bytes, int, int]]:
+        """Every file under the machine's system paths: content, mode and modification time."""
+        result: dict[str, tuple[bytes, int, int]] = {}
+        for top in ("etc", "usr", "var"):
+            base = self.root / top
+            if not base.exists():
+                continue
+            for path in sorted(base.rglob("*")):
+                if path.is_file() and not path.is_symlink():
+                    stat = path.stat()
+                    result[str(path.relative_to(self.root))] = (path.read_bytes(), stat.st_mode, stat.st_mtime_ns)
+        return result
+
+
+def cluster_state(cluster: Path) -> dict[str, Any]:
+    path = cluster / "state.json"
+    return json.loads(path.read_text()) if path.exists() else {"nodes": {}, "leases": {}}

@@ -1,0 +1,466 @@
+"""The node scripts themselves, run as composed for the production stack, on fake machines.
+
+Each test runs the exact script text `pulumi up` would send over SSH (built by node_config from the
+production settings) with bash, against a scratch root and stubbed system commands (see
+cluster_fakes.py): no network, no root, no K3s.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.cluster.node_config import SCRIPTS_DIR, NodeScripts, node_scripts
+from components.settings.cluster import ClusterSettings
+from tests.cluster_fakes import Machine, cluster_state
+from tests.support import production_document, settings_from
+
+TOKEN = "K10sophiatesttoken0123456789abcdefABCDEF"
+SERVER = "sophia-production-instance"
+AGENT = "sophia-ai-core"
+AGENT_A10 = "sophia-development"
+
+
+def cluster_from(tmp_path: Path, document: dict[str, Any] | None = None) -> ClusterSettings:
+    directory = tmp_path / f"stack-{time.monotonic_ns()}"
+    directory.mkdir()
+    return settings_from(directory, document or production_document()).cluster
+
+
+def scripts_for(cluster: ClusterSettings, name: str) -> NodeScripts:
+    return node_scripts(cluster, next(n for n in cluster.nodes if n.name == name))
+
+
+def with_exports(script: str, **values: str) -> str:
+    """The script with some of its one-line settings changed (the prelude is authoritative)."""
+    for key, value in values.items():
+        script, count = re.subn(rf"^export {key}=.*$", f"export {key}={value}", script, flags=re.M)
+        assert count == 1, key
+    return script
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> ClusterSettings:
+    return cluster_from(tmp_path)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Path:
+    return tmp_path / "api"
+
+
+def machine(tmp_path: Path, api: Path, name: str, arch: str = "x86_64", gpus: str = "") -> Machine:
+    m = Machine(tmp_path / name, api)
+    m.set("machine", arch + "\n")
+    if gpus:
+        m.set("gpus", gpus)
+    return m
+
+
+def bring_up(m: Machine, scripts: NodeScripts) -> None:
+    for script, stdin in (
+        (scripts.preflight, ""),
+        (scripts.prepare, TOKEN),
+        (scripts.install, ""),
+        (scripts.ready, ""),
+    ):
+        result = m.run(script, stdin)
+        assert result.returncode == 0, result.output
+
+
+def test_every_script_file_passes_shellcheck() -> None:
+    files = sorted(SCRIPTS_DIR.glob("*.sh"))
+    assert len(files) >= 10
+    done = subprocess.run(
+        [shutil.which("shellcheck") or str(Path(".venv/bin/shellcheck")), "--shell=bash", *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout
+
+
+def test_install_twice_on_an_unchanged_node_changes_nothing_the_second_time(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    scripts = scripts_for(cluster, SERVER)
+    bring_up(server, scripts)
+    assert server.installs() == [f"{cluster.k3s_version} server"]
+    assert server.restarts("k3s") == 1
+    before = server.files()
+
+    again = server.run(scripts.install)
+
+    assert again.returncode == 0, again.output
+    assert "nothing to do" in again.stdout
+    assert server.files() == before
+    assert server.installs() == [f"{cluster.k3s_version} server"]
+    assert server.restarts("k3s") == 1
+    assert not any(call[:1] == ["curl"] for call in server.calls()[-20:])
+
+
+def test_a_changed_config_rewrites_config_yaml_and_restarts_without_reinstalling(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    bring_up(agent, scripts_for(cluster, AGENT_A10))
+    document = production_document()
+    node = next(n for n in document["config"]["sophia-infra:cluster"]["nodes"] if n["name"] == AGENT_A10)
+    node["labels"]["sophia.ai/tier"] = "dev"
+    changed = scripts_for(cluster_from(tmp_path, document), AGENT_A10)
+
+    result = agent.run(changed.install)
+
+    assert result.returncode == 0, result.output
+    config = (agent.root / "etc/rancher/k3s/config.yaml").read_text()
+    assert config == changed.config
+    assert "sophia.ai/tier=dev" in config
+    assert agent.restarts("k3s-agent") == 2
+    assert len(agent.installs()) == 1
+    assert oct((agent.root / "etc/rancher/k3s/config.yaml").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_changed_version_reinstalls_k3s(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    bring_up(agent, scripts_for(cluster, AGENT_A10))
+    document = production_document()
+    document["config"]["sophia-infra:cluster"]["k3sVersion"] = "v1.35.6+k3s1"
+    upgraded = scripts_for(cluster_from(tmp_path, document), AGENT_A10)
+
+    result = agent.run(upgraded.install)
+
+    assert result.returncode == 0, result.output
+    assert agent.installs() == [f"{cluster.k3s_version} agent", "v1.35.6+k3s1 agent"]
+    assert agent.restarts("k3s-agent") == 2
+    assert upgraded.install_triggers != scripts_for(cluster, AGENT_A10).install_triggers
+
+
+def test_an_interrupted_install_completes_when_run_again(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    assert agent.run(scripts.prepare, TOKEN).returncode == 0
+    agent.set("fail-restart")  # config written and K3s installed, then the restart dies
+
+    first = agent.run(scripts.install)
+    assert first.returncode != 0
+    assert not (agent.root / "var/lib/rancher/k3s/sophia-applied").exists()
+
+    second = agent.run(scripts.install)
+    assert second.returncode == 0, second.output
+    assert agent.restarts("k3s-agent") == 1
+    assert len(agent.installs()) == 1  # the binary from the interrupted run is the right one
+    third = agent.run(scripts.install)
+    assert "nothing to do" in third.stdout
+    assert agent.restarts("k3s-agent") == 1
+
+
+def test_the_join_token_reaches_only_a_root_only_file(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    agent = machine(tmp_path, api, AGENT, arch="aarch64", gpus="NVIDIA GH200 480GB\n")
+    scripts = scripts_for(cluster, AGENT)
+    bring_up(agent, scripts)
+
+    token_file = agent.root / "etc/rancher/k3s/sophia-join-token"
+    assert token_file.read_text() == TOKEN
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert TOKEN not in "".join((scripts.prepare, scripts.install, scripts.ready))
+    # Every command the scripts started, with its arguments and environment: no token anywhere.
+    assert agent.calls()
+    assert TOKEN not in agent.call_log()
+    assert "token-file: /etc/rancher/k3s/sophia-join-token" in (agent.root / "etc/rancher/k3s/config.yaml").read_text()
+
+
+def test_prepare_without_a_token_fails(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    agent = machine(tmp_path, api, AGENT_A10)
+    result = agent.run(scripts_for(cluster, AGENT_A10).prepare, "")
+    assert result.returncode != 0
+    assert "no join token arrived on standard input" in result.stderr
+
+
+def test_two_configured_nodes_on_one_machine_fail_at_prepare(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    shared = machine(tmp_path, api, "shared")
+    assert shared.run(scripts_for(cluster, AGENT_A10).prepare, TOKEN).returncode == 0
+    result = shared.run(scripts_for(cluster, "sophia-data-pipeline").prepare, TOKEN)
+    assert result.returncode != 0
+    assert "already node 'sophia-development'" in result.stderr
+
+
+def test_privileged_commands_go_through_non_interactive_sudo(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    bring_up(agent, scripts_for(cluster, AGENT_A10))
+    calls = agent.calls()
+    systemctl_via_sudo = [c for c in calls if c[0] == "sudo" and "systemctl" in c]
+    assert systemctl_via_sudo
+    assert all(c[1] == "-n" for c in calls if c[0] == "sudo")
+
+
+def test_preflight_passes_on_the_configured_machine_and_writes_nothing(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT, arch="aarch64", gpus="NVIDIA GH200 480GB\n")
+    before = agent.files()
+    result = agent.run(scripts_for(cluster, AGENT).preflight)
+    assert result.returncode == 0, result.output
+    assert agent.files() == before
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda m: m.set("machine", "x86_64\n"), "CPU architecture is x86_64, but the configuration says arm64"),
+        (
+            lambda m: m.set("gpus", "NVIDIA GH200 480GB\nNVIDIA GH200 480GB\n"),
+            "sees 2 GPU(s), the configuration says 1",
+        ),
+        (lambda m: m.set("gpus", "NVIDIA H100 80GB HBM3\n"), "GPU 'NVIDIA H100 80GB HBM3' is not a NVIDIA GH200"),
+        (lambda m: m.unset("gpus"), "nvidia-smi failed"),
+        (lambda m: (m.root / "usr/bin/nvidia-container-runtime").unlink(), "nvidia-container-runtime is missing"),
+        (lambda m: m.set("listeners", 'tcp LISTEN 0 4096 *:10250 *:* users:(("kubelet",pid=9,fd=3))\n'), "port 10250"),
+        (lambda m: m.set("no-sudo"), "cannot run sudo without a password"),
+        (lambda m: (m.root / "etc/os-release").write_text("ID=debian\nVERSION_ID=12\n"), "operating system is"),
+        (lambda m: m.set("no-wireguard"), "wireguard kernel module is missing"),
+    ],
+)
+def test_preflight_fails_with_a_message_naming_the_mismatch(
+    tmp_path: Path, api: Path, cluster: ClusterSettings, setup: Any, message: str
+) -> None:
+    agent = machine(tmp_path, api, AGENT, arch="aarch64", gpus="NVIDIA GH200 480GB\n")
+    setup(agent)
+    result = agent.run(scripts_for(cluster, AGENT).preflight)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (agent.root / "etc/rancher").exists()
+
+
+def test_preflight_does_not_take_an_a100_for_an_a10(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A100-SXM4-40GB\n")
+    result = agent.run(scripts_for(cluster, AGENT_A10).preflight)
+    assert result.returncode != 0
+    assert "is not a NVIDIA A10" in result.stderr
+
+
+def test_preflight_accepts_ports_held_by_k3s_itself(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    server.set("listeners", 'tcp LISTEN 0 4096 *:6443 *:* users:(("k3s-server",pid=7,fd=9))\n')
+    assert server.run(scripts_for(cluster, SERVER).preflight).returncode == 0
+
+
+def test_agents_join_and_are_admitted_with_labels_and_taints(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    bring_up(server, scripts_for(cluster, SERVER))
+    agent = machine(tmp_path, api, AGENT, arch="aarch64", gpus="NVIDIA GH200 480GB\n")
+    scripts = scripts_for(cluster, AGENT)
+    assert scripts.claim is not None
+    assert server.run(scripts.claim).returncode == 0
+    bring_up(agent, scripts)
+
+    result = server.run(scripts.admit)
+
+    assert result.returncode == 0, result.output
+    node = cluster_state(api)["nodes"][AGENT]
+    assert node["labels"]["gpu-type"] == "gh200"
+    assert node["labels"]["nvidia.com/gpu.present"] == "true"
+    assert node["taints"] == ["nvidia.com/gpu=true:NoSchedule"]
+    assert node["unschedulable"] is False
+
+
+def test_claim_refuses_a_node_name_taken_by_another_machine(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    bring_up(server, scripts_for(cluster, SERVER))
+    api_state = json.loads((api / "state.json").read_text())
+    api_state["nodes"][AGENT] = {"ip": "203.0.113.9", "labels": {}, "taints": [], "ready": True, "unschedulable": False}
+    (api / "state.json").write_text(json.dumps(api_state))
+    claim = scripts_for(cluster, AGENT).claim
+    assert claim is not None
+
+    result = server.run(claim)
+
+    assert result.returncode != 0
+    assert f"already has a node named {AGENT} at 203.0.113.9" in result.stderr
+
+
+def test_ready_gives_up_after_its_timeout_with_the_service_log(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    agent.set("never-ready")
+    assert agent.run(scripts.prepare, TOKEN).returncode == 0
+    assert agent.run(scripts.install).returncode == 0
+
+    result = agent.run(with_exports(scripts.ready, READY_TIMEOUT="1"))
+
+    assert result.returncode != 0
+    assert f"node {AGENT_A10} did not register as Ready within 1s" in result.stderr
+    assert "k3s said why" in result.stderr
+
+
+def test_the_kubeconfig_points_at_the_api_endpoint(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    scripts = scripts_for(cluster, SERVER)
+    bring_up(server, scripts)
+    assert scripts.kubeconfig is not None
+
+    result = server.run(scripts.kubeconfig)
+
+    assert result.returncode == 0, result.output
+    assert f"server: https://{cluster.api_endpoint}:6443" in result.stdout
+    assert "127.0.0.1" not in result.stdout
+
+
+def test_removing_an_agent_drains_uninstalls_and_deletes_its_node(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    bring_up(server, scripts_for(cluster, SERVER))
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    bring_up(agent, scripts)
+    assert scripts.drain is not None
+    assert scripts.remove is not None
+
+    for on, script in ((server, scripts.drain), (agent, scripts.uninstall), (server, scripts.remove)):
+        result = on.run(script)
+        assert result.returncode == 0, result.output
+        again = on.run(script)  # each delete step can be re-run after an interruption
+        assert again.returncode == 0, again.output
+
+    assert AGENT_A10 not in cluster_state(api)["nodes"]
+    assert not (agent.root / "usr/local/bin/k3s").exists()
+    assert not (agent.root / "etc/rancher/k3s").exists()
+
+
+def test_a_drain_that_cannot_finish_leaves_the_node_schedulable_and_fails(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    bring_up(server, scripts_for(cluster, SERVER))
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    bring_up(agent, scripts)
+    assert scripts.drain is not None
+    (api / "drain-fails").touch()
+
+    result = server.run(scripts.drain)
+
+    assert result.returncode != 0
+    assert "PodDisruptionBudget" in result.stderr
+    assert "uncordoned and stays in the cluster" in result.stderr
+    node = cluster_state(api)["nodes"][AGENT_A10]
+    assert node["unschedulable"] is False
+
+
+def _two_running_servers(tmp_path: Path, api: Path) -> tuple[ClusterSettings, list[Machine], list[NodeScripts]]:
+    document = production_document()
+    nodes = document["config"]["sophia-infra:cluster"]["nodes"]
+    for name in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
+        next(n for n in nodes if n["name"] == name)["role"] = "server"
+    cluster = cluster_from(tmp_path, document)
+    names = [n.name for n in cluster.servers]
+    gpus = {"sophia-production-instance": "Quadro RTX 6000\n", "sophia-mcp-orchestrator": "NVIDIA RTX A6000\n"}
+    gpus["sophia-data-pipeline"] = "NVIDIA A100-SXM4-80GB\n"
+    machines = [machine(tmp_path, api, n, gpus=gpus[n]) for n in names]
+    scripts = [scripts_for(cluster, n) for n in names]
+    for m, s in zip(machines, scripts, strict=True):
+        bring_up(m, s)
+    return cluster, machines, scripts
+
+
+def test_server_restarts_take_turns_through_the_lease(tmp_path: Path, api: Path) -> None:
+    _, machines, _ = _two_running_servers(tmp_path, api)
+    document = production_document()
+    cluster_doc = document["config"]["sophia-infra:cluster"]
+    for node in cluster_doc["nodes"]:
+        if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
+            node["role"] = "server"
+    cluster_doc["etcdSnapshots"]["retention"] = 30  # a server config change: every server restarts
+    changed = cluster_from(tmp_path, document)
+    joiners = machines[1:]
+
+    processes = [m.start(scripts_for(changed, m.root.name).install) for m in joiners]
+    outputs = [p.stdout.read() if p.stdout else "" for p in processes]
+    for p in processes:
+        p.wait(timeout=120)
+
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    state = cluster_state(api)
+    history = [(holder, at) for _, holder, at in state["lease_history"]]
+    restarts = dict(state["restarts"][-2:])
+    # Each server's restart happened while it held the lease, and the lease was free in between.
+    holders = [h for h, _ in history]
+    assert holders.count("") == 2
+    for m in joiners:
+        name = m.root.name
+        taken = max(at for holder, at in history if holder == name)
+        released = min(at for holder, at in history if holder == "" and at > taken)
+        assert taken <= restarts[name] <= released
+        others = [at for holder, at in history if holder not in ("", name)]
+        assert not any(taken < at < released for at in others)
+    assert state["leases"]["sophia-server-restart"]["holder"] == ""
+
+
+def test_a_lease_left_by_a_dead_server_is_taken_over_after_it_expires(tmp_path: Path, api: Path) -> None:
+    _, machines, _ = _two_running_servers(tmp_path, api)
+    state = json.loads((api / "state.json").read_text())
+    state["leases"]["sophia-server-restart"] = {
+        "rv": "9000",
+        "holder": "sophia-gone",
+        "renew": "2020-01-01T00:00:00.000000Z",
+        "seconds": "900",
+    }
+    (api / "state.json").write_text(json.dumps(state))
+    document = production_document()
+    for node in document["config"]["sophia-infra:cluster"]["nodes"]:
+        if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
+            node["role"] = "server"
+    document["config"]["sophia-infra:cluster"]["etcdSnapshots"]["retention"] = 30
+    changed = scripts_for(cluster_from(tmp_path, document), machines[1].root.name)
+
+    result = machines[1].run(changed.install)
+
+    assert result.returncode == 0, result.output
+    assert cluster_state(api)["leases"]["sophia-server-restart"]["holder"] == ""
+
+
+def test_a_server_waits_for_a_live_lease_and_gives_up_with_a_clear_message(tmp_path: Path, api: Path) -> None:
+    _, machines, _ = _two_running_servers(tmp_path, api)
+    state = json.loads((api / "state.json").read_text())
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    state["leases"]["sophia-server-restart"] = {"rv": "9000", "holder": "sophia-busy", "renew": now, "seconds": "900"}
+    (api / "state.json").write_text(json.dumps(state))
+    document = production_document()
+    for node in document["config"]["sophia-infra:cluster"]["nodes"]:
+        if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
+            node["role"] = "server"
+    document["config"]["sophia-infra:cluster"]["etcdSnapshots"]["retention"] = 30
+    changed = scripts_for(cluster_from(tmp_path, document), machines[1].root.name)
+    restarts = machines[1].restarts("k3s")
+
+    result = machines[1].run(with_exports(changed.install, LEASE_SECONDS="2"))
+
+    assert result.returncode != 0
+    assert "for server 'sophia-busy' to finish restarting" in result.stderr
+    assert machines[1].restarts("k3s") == restarts
+
+
+def test_agents_restart_without_the_lease(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    bring_up(server, scripts_for(cluster, SERVER))
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    bring_up(agent, scripts_for(cluster, AGENT_A10))
+    assert not any("lease" in call for call in agent.calls())
