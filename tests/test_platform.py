@@ -394,6 +394,14 @@ def test_the_production_stack_follows_main(settings: Settings) -> None:
     assert settings.gitops.branch == "main"
 
 
+def test_applications_on_another_branch_are_refused(tmp_path: Path) -> None:
+    document = production_document()
+    document["config"]["sophia-infra:gitops"] |= {"branch": "feature/full-prod-beast", "applications": APPLICATIONS}
+    assert problems_of(tmp_path, document) == [
+        "sophia-infra:gitops.branch: must be 'main': Argo CD Applications follow main (got 'feature/full-prod-beast')"
+    ]
+
+
 @pytest.mark.parametrize("variant", ["production", "with_apps"])
 def test_no_object_is_owned_by_both_pulumi_and_argocd(variant: str, request: pytest.FixtureRequest) -> None:
     rendered: Rendered = request.getfixturevalue(variant)

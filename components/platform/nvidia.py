@@ -58,6 +58,11 @@ def dcgm_exporter_values() -> JSON:
     }
 
 
+# Both images are multi-arch (linux/amd64 and linux/arm64: k8s-device-plugin v0.20.0
+# deployments/container/multi-arch.mk, dcgm-exporter 4.5.3-4.8.2 Makefile PLATFORMS), so one
+# DaemonSet each covers the x86 machines and the GH200s.
+
+
 class NvidiaGpu(pulumi.ComponentResource):
     """Device plugin and DCGM exporter on every GPU machine of both architectures, scraped by Prometheus."""
 

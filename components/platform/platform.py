@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 from components.platform.argocd import ArgoCD, ArgoCDArgs
 from components.platform.cert_manager import CertManager, CertManagerArgs
@@ -47,6 +48,8 @@ class Platform(pulumi.ComponentResource):
 
     cluster_issuer_name: str
     """The production Let's Encrypt ClusterIssuer, for `cert-manager.io/cluster-issuer` annotations."""
+    cluster_issuer: k8s.apiextensions.CustomResource
+    """That ClusterIssuer; an Ingress naming it should wait for it."""
     ingress_class: str
     monitoring: pulumi.Resource
     """The kube-prometheus-stack release; every ServiceMonitor must depend on it."""
@@ -89,6 +92,7 @@ class Platform(pulumi.ComponentResource):
             child,
         )
         self.cluster_issuer_name = self.cert_manager.cluster_issuer_name
+        self.cluster_issuer = issuer
         self.ingress_class = INGRESS_CLASS
         self.monitoring = monitoring.release
         self.load_balancer_address = self.metallb.load_balancer_address

@@ -25,6 +25,9 @@ STORAGE = re.compile(r"^[1-9][0-9]{0,4}Gi$")
 # and compaction, which a full disk would otherwise break.
 PROMETHEUS_DISK_SHARE = 0.8
 
+# What every Argo CD Application follows (seed 000: an Application on a branch that did not exist).
+GITOPS_BRANCH = "main"
+
 
 @dataclass(frozen=True)
 class MonitoringSettings:
@@ -82,6 +85,11 @@ def check_gitops_ownership(
 ) -> None:
     """Argo CD syncs only into namespaces Pulumi puts nothing in: no object is owned by both."""
     managed = frozenset(pulumi_namespaces() if managed_namespaces is None else managed_namespaces)
+    if gitops.applications and gitops.branch != GITOPS_BRANCH:
+        problems.add(
+            f"{namespace}:gitops.branch",
+            f"must be {GITOPS_BRANCH!r}: Argo CD Applications follow {GITOPS_BRANCH} (got {gitops.branch!r})",
+        )
     for i, app in enumerate(gitops.applications):
         if app.namespace in managed:
             problems.add(
