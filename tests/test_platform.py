@@ -24,6 +24,7 @@ from components.platform.charts import (
     values_path,
 )
 from components.settings import Settings
+from components.settings.apps import cpu_millis, memory_bytes
 from components.settings.cluster import Arch, Taint
 from render import gitops_paths
 from render.__main__ import render
@@ -144,7 +145,14 @@ def test_a_misspelled_chart_value_is_caught() -> None:
 def test_every_add_on_container_has_requests_and_limits(production: Rendered) -> None:
     for chart in CHARTS:
         assert chart.containers, f"{chart.name}: no container listed"
-        assert unsized_containers(chart, _values(production, chart.name)) == [], chart.name
+        values = _values(production, chart.name)
+        assert unsized_containers(chart, values) == [], chart.name
+        for container, path in chart.containers.items():
+            sizes = value_at(values, path)
+            assert isinstance(sizes, dict)
+            requests, limits = sizes["requests"], sizes["limits"]
+            assert cpu_millis(requests["cpu"]) <= cpu_millis(limits["cpu"]), container
+            assert memory_bytes(requests["memory"]) <= memory_bytes(limits["memory"]), container
 
 
 def test_a_container_without_limits_is_caught() -> None:
