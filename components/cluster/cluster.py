@@ -147,7 +147,17 @@ class K3sNode(pulumi.ComponentResource):
         if scripts.kubeconfig is not None:
             fetch = step(Step.KUBECONFIG, args.connection, scripts.kubeconfig, [self.ready], secret_stdout=True)
             self.kubeconfig = pulumi.Output.secret(fetch.stdout)
-        self.register_outputs({"ready": self.ready.id})
+        # What a reviewer of the render needs to see about the connection, which pulumi-command
+        # keeps secret as a whole because the private key is part of it.
+        self.register_outputs(
+            {
+                "host": node.host,
+                "sshUser": node.ssh_user,
+                "hostKey": node.host_key,
+                "role": node.role.value,
+                "ready": self.ready.id,
+            }
+        )
 
 
 class K3sCluster(pulumi.ComponentResource):

@@ -1,0 +1,356 @@
+"""Invariants of the K3s cluster over the rendered production stack (and variations of it)."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.cluster.node_config import flannel_backend, node_scripts
+from components.gpu import GPU_PRESENT_LABEL, GPU_TAINT_KEY, GPU_TYPE_LABEL
+from components.settings import Settings
+from render.engine import _SECRET_SIG, StandInCloud, run_program
+from render.model import REMOTE_COMMAND, Rendered, build
+from render.stack import StackConfig, load_stack
+from tests.support import production_document, settings_from, stack_from
+
+FIRST = "sophia-production-instance"
+
+CLUSTER_ONLY_PROGRAM = """
+import pulumi
+
+from components.cluster import K3sCluster, K3sClusterArgs
+from components.settings import load_settings, stack_config
+from components.settings.secrets import SecretKey
+
+settings = load_settings(pulumi.get_stack(), *stack_config())
+cluster = K3sCluster(
+    "sophia", K3sClusterArgs(cluster=settings.cluster, ssh_private_key=settings.secrets[SecretKey.SSH_PRIVATE_KEY])
+)
+"""
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return settings_from(tmp_path_factory.mktemp("settings"), production_document())
+
+
+def commands(rendered: Rendered) -> list[dict[str, Any]]:
+    return rendered.by_type(REMOTE_COMMAND)
+
+
+def command(rendered: Rendered, name: str) -> dict[str, Any]:
+    return next(c for c in commands(rendered) if c["name"] == name)
+
+
+def exports(script: str) -> dict[str, str]:
+    """The settings a composed script starts with (its `export NAME=value` prelude)."""
+    prelude = script.split("\n\n", 1)[0]
+    words = shlex.split(prelude, comments=True)
+    assignments = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "export"]
+    return dict(a.split("=", 1) for a in assignments)
+
+
+def k3s_config(rendered: Rendered, node: str) -> dict[str, Any]:
+    loaded = yaml.safe_load(exports(command(rendered, f"{node}-install")["inputs"]["create"])["K3S_CONFIG"])
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def command_graph(rendered: Rendered) -> dict[str, set[str]]:
+    """Each Command's name and the Commands it waits for, directly or through other resources."""
+    by_urn = {r["urn"]: r for r in rendered.resources}
+
+    def waits_for(urn: str, seen: frozenset[str]) -> Iterator[str]:
+        for dep in by_urn[urn]["dependencies"]:
+            if dep in seen or dep not in by_urn:
+                continue
+            if by_urn[dep]["type"] == REMOTE_COMMAND:
+                yield by_urn[dep]["name"]
+            else:
+                yield from waits_for(dep, seen | {dep})
+
+    return {c["name"]: set(waits_for(c["urn"], frozenset())) for c in commands(rendered)}
+
+
+def longest_chain(graph: dict[str, set[str]]) -> int:
+    lengths: dict[str, int] = {}
+
+    def length(name: str) -> int:
+        if name not in lengths:
+            lengths[name] = 1 + max((length(d) for d in graph[name]), default=0)
+        return lengths[name]
+
+    return max(length(n) for n in graph)
+
+
+def unwrap(value: Any) -> Any:
+    """A mock engine input with its secret wrappers taken off (values as the provider gets them)."""
+    if isinstance(value, dict):
+        if _SECRET_SIG in value.values() and "value" in value:
+            return unwrap(value["value"])
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+class RawInputs(StandInCloud):
+    """The stand-in cloud, also keeping what each Command was really given (secrets unwrapped)."""
+
+    seen: dict[str, dict[str, Any]] = {}
+
+    def new_resource(self, args: Any) -> tuple[str | None, dict[str, Any]]:
+        if args.typ == REMOTE_COMMAND:
+            RawInputs.seen[args.name] = unwrap(dict(args.inputs))
+        return super().new_resource(args)
+
+
+@pytest.fixture(scope="module")
+def raw_commands() -> tuple[StackConfig, dict[str, dict[str, Any]]]:
+    """The production program run once more, recording the Commands' inputs before any redaction."""
+    stack = load_stack("production")
+    RawInputs.seen = {}
+    patch = pytest.MonkeyPatch()
+    patch.setattr("render.engine.StandInCloud", RawInputs)
+    try:
+        run_program(stack)
+    finally:
+        patch.undo()
+    return stack, dict(RawInputs.seen)
+
+
+def test_every_machine_has_its_steps_in_order_under_nodes(production: Rendered, settings: Settings) -> None:
+    assert set(production.node_scripts) == {n.name for n in settings.cluster.nodes}
+    for node, steps in production.node_scripts.items():
+        names = [step for step, _ in steps]
+        expected = ["preflight", "prepare", "install", "ready", "admit"]
+        if node != FIRST:
+            expected.insert(1, "claim")
+        assert [n for n in names if n in expected] == expected, node
+        assert ("kubeconfig" in names) == (node == FIRST)
+        assert production.out_dir is not None
+        written = sorted(p.name for p in (production.out_dir / "nodes" / node).glob("*.sh"))
+        assert f"0{names.index('install') + 1}-install.sh" in written
+
+
+def test_every_ssh_connection_pins_the_machines_host_key(
+    raw_commands: tuple[StackConfig, dict[str, dict[str, Any]]], settings: Settings
+) -> None:
+    stack, raw = raw_commands
+    by_host = {n.host: n for n in settings.cluster.nodes}
+    ssh_key = stack.stand_ins["sophia-infra:sshPrivateKey"]
+    assert len(raw) == 6 * len(settings.cluster.nodes)
+    for name, inputs in raw.items():
+        connection = inputs["connection"]
+        node = by_host[connection["host"]]
+        assert connection["hostKey"] == node.host_key, name
+        assert connection["user"] == node.ssh_user == "ubuntu"
+        assert connection["privateKey"] == ssh_key, name
+        assert "password" not in connection
+
+
+def test_the_ssh_connection_and_its_key_are_secret_in_the_render(production: Rendered) -> None:
+    for c in commands(production):
+        assert c["inputs"]["connection"]["privateKey"] == "[secret]", c["name"]
+    reviewed = {r["name"]: production.component_outputs[r["urn"]] for r in production.by_type("sophia:cluster:K3sNode")}
+    assert all(out["hostKey"].startswith("ssh-ed25519 ") for out in reviewed.values())
+
+
+def test_the_cluster_side_steps_of_every_node_run_on_the_first_server(
+    raw_commands: tuple[StackConfig, dict[str, dict[str, Any]]], settings: Settings
+) -> None:
+    _, raw = raw_commands
+    first_host = settings.cluster.first_server.host
+    for node in settings.cluster.nodes:
+        for step in ("claim", "admit"):
+            inputs = raw.get(f"{node.name}-{step}")
+            if inputs is not None:
+                assert inputs["connection"]["host"] == first_host
+        for step in ("preflight", "prepare", "install", "ready"):
+            assert raw[f"{node.name}-{step}"]["connection"]["host"] == node.host
+
+
+def test_step_scripts_are_plain_complete_bash_and_the_token_travels_on_stdin_only(
+    production: Rendered, raw_commands: tuple[StackConfig, dict[str, dict[str, Any]]]
+) -> None:
+    _, raw = raw_commands
+    token = next(iter({i["stdin"] for n, i in raw.items() if n.endswith("-prepare")}))
+    assert token.startswith("rendered-random-")
+    for c in commands(production):
+        for script in (c["inputs"]["create"], c["inputs"].get("delete")):
+            if script is None:
+                continue
+            assert script != "[secret]", c["name"]
+            assert script.startswith("#!/usr/bin/env bash\nset -euo pipefail\n"), c["name"]
+        has_stdin = "stdin" in c["inputs"]
+        assert has_stdin == c["name"].endswith("-prepare"), c["name"]
+        if has_stdin:
+            assert c["inputs"]["stdin"] == "[secret]"
+    for name, inputs in raw.items():
+        assert token not in inputs["create"], name
+        assert token not in inputs.get("delete", ""), name
+        assert "environment" not in inputs, name
+
+
+def test_the_kubeconfig_is_a_secret_output_and_never_logged(production: Rendered) -> None:
+    assert production.outputs["kubeconfig"] == "[secret]"
+    fetch = command(production, f"{FIRST}-kubeconfig")
+    assert fetch["inputs"]["logging"] == "none"
+    assert fetch["inputs"]["addPreviousOutputInEnv"] is False
+    provider = next(r for r in production.by_type("pulumi:providers:kubernetes") if r["name"] == "sophia")
+    assert provider["inputs"]["kubeconfig"] == "[secret]"
+    assert production.outputs["apiEndpoint"] == "192.0.2.10"
+    assert production.outputs["nodes"][0] == FIRST
+
+
+def test_joining_nodes_wait_for_the_first_server_only(production: Rendered, settings: Settings) -> None:
+    graph = command_graph(production)
+    for node in settings.cluster.nodes:
+        if node.name == FIRST:
+            continue
+        own = {f"{node.name}-{s}" for s in ("preflight", "claim", "prepare", "install", "ready", "admit")}
+        waited: set[str] = set()
+        todo = list(own)
+        while todo:
+            for dep in graph[todo.pop()]:
+                if dep not in waited:
+                    waited.add(dep)
+                    todo.append(dep)
+        others = {w for w in waited - own if not w.startswith(f"{FIRST}-")}
+        assert not others, f"{node.name} waits for {sorted(others)}"
+        assert f"{FIRST}-ready" in waited
+
+
+def test_the_longest_chain_of_ssh_steps_is_the_same_for_50_machines_as_for_5(
+    production: Rendered, tmp_path: Path
+) -> None:
+    document = production_document()
+    nodes = document["config"]["sophia-infra:cluster"]["nodes"]
+    template = next(n for n in nodes if n["name"] == "sophia-development")
+    for i in range(45):
+        extra = dict(template, name=f"sophia-extra-{i}", host=f"198.51.100.{i + 10}", labels={})
+        nodes.append(extra)
+    program = tmp_path / "cluster_only.py"
+    program.write_text(CLUSTER_ONLY_PROGRAM)
+    big = build("production", run_program(stack_from(tmp_path, document), program))
+
+    assert len(commands(big)) == len(commands(production)) + 45 * 6
+    assert longest_chain(command_graph(big)) == longest_chain(command_graph(production)) == 9
+
+
+def test_removal_drains_then_uninstalls_then_deletes_the_node(production: Rendered, settings: Settings) -> None:
+    graph = command_graph(production)
+    for node in settings.cluster.nodes:
+        name = node.name
+        prepare = command(production, f"{name}-prepare")["inputs"]
+        assert "uninstall" in prepare["delete"]
+        if name == FIRST:
+            assert "delete" not in command(production, f"{name}-admit")["inputs"]
+            continue
+        admit = command(production, f"{name}-admit")["inputs"]
+        claim = command(production, f"{name}-claim")["inputs"]
+        assert 'kube drain "$NODE_NAME"' in admit["delete"]
+        assert 'kube delete node "$NODE_NAME"' in claim["delete"]
+        # Pulumi deletes a resource only after everything that depends on it: admit (drain) goes
+        # first, then prepare (uninstall), then claim (Node object removal).
+        assert f"{name}-ready" in graph[f"{name}-admit"]
+        assert f"{name}-install" in graph[f"{name}-ready"]
+        assert f"{name}-prepare" in graph[f"{name}-install"]
+        assert f"{name}-claim" in graph[f"{name}-prepare"]
+
+
+def test_a_changed_version_or_config_reruns_the_install_through_triggers(
+    production: Rendered, settings: Settings, tmp_path: Path
+) -> None:
+    for node in settings.cluster.nodes:
+        install = command(production, f"{node.name}-install")["inputs"]
+        scripts = node_scripts(settings.cluster, node)
+        assert install["triggers"] == scripts.install_triggers
+        ready = command(production, f"{node.name}-ready")["inputs"]
+        assert ready["triggers"] == [f"{node.name}-install-id"]
+        admit = command(production, f"{node.name}-admit")["inputs"]
+        assert admit["triggers"] == [f"{node.name}-ready-id"]
+    document = production_document()
+    document["config"]["sophia-infra:cluster"]["k3sVersion"] = "v1.35.6+k3s1"
+    upgraded = settings_from(tmp_path, document).cluster
+    for before, after in zip(settings.cluster.nodes, upgraded.nodes, strict=True):
+        assert node_scripts(upgraded, after).install_triggers != node_scripts(settings.cluster, before).install_triggers
+
+
+def test_gpu_machines_join_labelled_and_the_gh200_tainted(production: Rendered, settings: Settings) -> None:
+    for node in settings.cluster.nodes:
+        config = k3s_config(production, node.name)
+        assert node.gpu is not None
+        assert f"{GPU_TYPE_LABEL}={node.gpu.model.label}" in config["node-label"]
+        assert f"{GPU_PRESENT_LABEL}=true" in config["node-label"]
+        for key, value in node.labels.items():
+            assert f"{key}={value}" in config["node-label"]
+        admit = exports(command(production, f"{node.name}-admit")["inputs"]["create"])
+        assert set(admit["NODE_LABELS"].splitlines()) == set(config["node-label"])
+        assert admit["NODE_TAINTS"].splitlines() == config.get("node-taint", [])
+    gh200 = k3s_config(production, "sophia-ai-core")
+    assert gh200["node-taint"] == [f"{GPU_TAINT_KEY}=true:NoSchedule"]
+    assert exports(command(production, "sophia-ai-core-preflight")["inputs"]["create"])["EXPECTED_MACHINE"] == "aarch64"
+
+
+def test_the_first_server_initialises_a_hardened_cluster(production: Rendered, settings: Settings) -> None:
+    config = k3s_config(production, FIRST)
+    snapshots = settings.cluster.etcd_snapshots
+    assert config["cluster-init"] is True
+    assert "server" not in config
+    assert config["disable"] == ["servicelb"]
+    assert settings.cluster.api_endpoint in config["tls-san"]
+    assert config["secrets-encryption"] is True
+    assert config["write-kubeconfig-mode"] == "0600"
+    assert config["etcd-snapshot-schedule-cron"] == snapshots.schedule
+    assert config["etcd-snapshot-retention"] == snapshots.retention
+    assert config["token-file"] == "/etc/rancher/k3s/sophia-join-token"
+    assert config["node-name"] == FIRST
+    # The production machines have no private addresses: pod traffic crosses the internet encrypted.
+    assert config["flannel-backend"] == "wireguard-native"
+    install = exports(command(production, f"{FIRST}-install")["inputs"]["create"])
+    assert install["K3S_VERSION"] == settings.cluster.k3s_version
+    assert install["K3S_INSTALL_URL"].endswith(f"/{settings.cluster.k3s_version}/install.sh")
+
+
+def test_agents_join_the_first_server_with_the_token_file(production: Rendered, settings: Settings) -> None:
+    for node in settings.cluster.nodes:
+        if node.name == FIRST:
+            continue
+        config = k3s_config(production, node.name)
+        assert config["server"] == f"https://{settings.cluster.first_server.address}:6443"
+        assert "cluster-init" not in config
+        assert config["token-file"] == "/etc/rancher/k3s/sophia-join-token"
+        assert config["node-ip"] == node.address
+        assert config["node-external-ip"] == node.host
+
+
+def test_flannel_uses_vxlan_when_every_machine_has_a_private_address(tmp_path: Path) -> None:
+    document = production_document()
+    for i, node in enumerate(document["config"]["sophia-infra:cluster"]["nodes"]):
+        node["privateIp"] = f"10.19.0.{i + 2}"
+    cluster = settings_from(tmp_path, document).cluster
+    assert flannel_backend(cluster) == "vxlan"
+    first = node_scripts(cluster, cluster.first_server)
+    config = yaml.safe_load(first.config)
+    assert config["flannel-backend"] == "vxlan"
+    assert config["node-ip"] == "10.19.0.2"
+    assert config["node-external-ip"] == cluster.first_server.host
+
+
+def test_the_join_token_is_a_generated_stable_secret(production: Rendered) -> None:
+    (token,) = production.by_type("random:index/randomPassword:RandomPassword")
+    assert token["inputs"]["length"] >= 32
+    assert token["inputs"]["special"] is False
+    assert "keepers" not in token["inputs"]
+    assert token["provider"] is not None
+
+
+def test_every_step_uses_the_clusters_own_ssh_provider(production: Rendered) -> None:
+    (ssh,) = production.by_type("pulumi:providers:command")
+    assert all(c["provider"] == ssh["urn"] for c in commands(production))
