@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,11 @@ def test_every_script_file_passes_shellcheck() -> None:
     files = sorted(SCRIPTS_DIR.glob("*.sh"))
     assert len(files) >= 10
     done = subprocess.run(
-        [shutil.which("shellcheck") or str(Path(".venv/bin/shellcheck")), "--shell=bash", *map(str, files)],
+        [
+            shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or "shellcheck",
+            "--shell=bash",
+            *map(str, files),
+        ],
         capture_output=True,
         text=True,
         check=False,
