@@ -114,7 +114,12 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
     (
         "an image without a tag",
         _set("sophia-infra:images", "tags.sophia-mcp-base", ...),
-        "sophia-infra:images.tags.sophia-mcp-base: is required (the image of ai-memory)",
+        "sophia-infra:images.tags.sophia-mcp-base: is required (an image of ai-memory)",
+    ),
+    (
+        "an exporter image without a tag",
+        _set("sophia-infra:images", "tags.postgres-exporter", ...),
+        "sophia-infra:images.tags.postgres-exporter: is required (an image of postgres)",
     ),
     (
         "Qdrant over plain HTTP",

@@ -88,7 +88,8 @@ def test_every_image_comes_from_the_one_registry_with_a_pinned_tag(production: R
             repository, _, tag = image.rpartition(":")
             assert repository.rsplit("/", 1)[0] == registry, f"{_name(m)}: {image} is not from {registry}"
             assert tag and tag != "latest" and "@" not in image, f"{_name(m)}: {image} is not pinned"
-            assert image == settings.images.image(BY_NAME[_name(m)].image)
+            assert image in {settings.images.image(i) for i in BY_NAME[_name(m)].images}
+        assert pod_spec(m)["containers"][0]["image"] == settings.images.image(BY_NAME[_name(m)].image)
 
 
 # 2 ------------------------------------------------------------------------------------------
@@ -105,18 +106,24 @@ def test_every_container_has_requests_and_limits(production: Rendered) -> None:
 def test_probes_service_and_port_variable_use_the_one_declared_port(production: Rendered) -> None:
     for m in controllers(production):
         service = BY_NAME[_name(m)]
-        (container,) = pod_spec(m)["containers"]
-        declared = [p["containerPort"] for p in container["ports"]]
-        assert declared == [service.port], f"{service.name}: ports {declared}"
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            action = container[probe].get("httpGet") or container[probe].get("tcpSocket")
-            assert action["port"] == service.port, f"{service.name}: {probe} on {action['port']}"
-        assert env_of(container)["PORT"]["value"] == str(service.port)
+        expected = [service.port, *([service.exporter.port] if service.exporter else [])]
         svc = one(production, "Service", service.namespace, service.name)
-        assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(service.port, service.port)]
         assert matches(m["spec"]["template"]["metadata"]["labels"], svc["spec"]["selector"])
+        service_ports = [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]]
+        pod_ports = []
+        for container in pod_spec(m)["containers"]:
+            (port,) = container["ports"]
+            number = port["containerPort"]
+            pod_ports.append(number)
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                action = container[probe].get("httpGet") or container[probe].get("tcpSocket")
+                assert action["port"] == number, f"{service.name}/{container['name']}: {probe} on {action['port']}"
+            assert env_of(container)["PORT"]["value"] == str(number)
+            assert (port["name"], number, number) in service_ports
+        assert pod_ports == expected, f"{service.name}: ports {pod_ports}"
+        assert len(service_ports) == len(expected)
         if service.health_path:
-            assert container["readinessProbe"]["httpGet"]["path"] == service.health_path
+            assert pod_spec(m)["containers"][0]["readinessProbe"]["httpGet"]["path"] == service.health_path
 
 
 def test_callers_are_told_the_same_port_the_service_declares(production: Rendered) -> None:
@@ -202,6 +209,17 @@ def test_each_workload_mounts_exactly_the_secrets_it_reads(production: Rendered)
         for name, key in refs:
             assert key in secrets[service.namespace, name]["stringData"], f"{service.name}: {name}/{key} missing"
         assert "envFrom" not in pod_spec(m)["containers"][0]
+        for sidecar in pod_spec(m)["containers"][1:]:
+            assert service.exporter is not None
+            sidecar_refs = {
+                (e["name"], e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                for e in sidecar.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
+            assert sidecar_refs == {
+                (variable, f"{service.name}-secrets", SECRET_ENV[key])
+                for variable, key in service.exporter.secrets.items()
+            }
 
 
 def test_every_pod_pulls_with_the_registry_secret(production: Rendered, settings: Settings) -> None:
@@ -303,8 +321,8 @@ def test_network_policies_allow_exactly_the_catalogue_connections(production: Re
         expected_in = {(c.namespace, c.name, s.port) for c in callers(s)}
         if s.public_path:
             expected_in.add(("kube-system", "traefik", s.port))
-        if s.metrics_path:
-            expected_in.add((MONITORING_NAMESPACE, prometheus, s.port))
+        if s.scraped:
+            expected_in.add((MONITORING_NAMESPACE, prometheus, s.exporter.port if s.exporter else s.port))
         assert _peers(policy.get("ingress", []), "from") == expected_in, s.name
         expected_out = {(BY_NAME[t].namespace, t, BY_NAME[t].port) for t in s.talks_to}
         assert _peers(policy.get("egress", []), "to") == expected_out, s.name
@@ -366,19 +384,31 @@ def test_pods_spread_across_nodes(production: Rendered) -> None:
         assert matches(m["spec"]["template"]["metadata"]["labels"], spread["labelSelector"]["matchLabels"])
 
 
+def test_every_service_is_scraped_through_a_service_monitor(production: Rendered) -> None:
+    assert {
+        (_namespace(m), _name(m)) for m in production.objects("ServiceMonitor") if _namespace(m) in APP_NAMESPACES
+    } == {(s.namespace, s.name) for s in CATALOGUE if s.scraped}
+    assert {s.name for s in CATALOGUE if not s.scraped} <= {"sophia-frontend"}
+
+
 def test_services_with_metrics_are_scraped_through_a_service_monitor(production: Rendered) -> None:
     monitors = {(_namespace(m), _name(m)): m for m in production.objects("ServiceMonitor")}
     by_urn = {r["urn"]: r for r in production.resources}
     for s in CATALOGUE:
         monitor = monitors.get((s.namespace, s.name))
-        if s.metrics_path is None:
+        if not s.scraped:
             assert monitor is None
             continue
         assert monitor is not None, f"{s.name} has metrics but no ServiceMonitor"
         (endpoint,) = monitor["spec"]["endpoints"]
         service = one(production, "Service", s.namespace, s.name)
-        assert endpoint["port"] == service["spec"]["ports"][0]["name"]
-        assert endpoint["path"] == s.metrics_path
+        ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+        if s.exporter is not None:
+            assert ports[endpoint["port"]] == s.exporter.port
+            assert endpoint["path"] == s.exporter.metrics_path
+        else:
+            assert ports[endpoint["port"]] == s.port
+            assert endpoint["path"] == s.metrics_path
         assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
         resource = next(r for r in production.resources if r["inputs"] == monitor)
         releases = [

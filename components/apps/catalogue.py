@@ -66,6 +66,8 @@ DATA_UID: Final = 999  # the `postgres` and `redis` users of the official images
 
 POSTGRES_PORT: Final = 5432
 REDIS_PORT: Final = 6379
+POSTGRES_EXPORTER_PORT: Final = 9187
+REDIS_EXPORTER_PORT: Final = 9121
 MULTI_ARCH: Final = frozenset({Arch.AMD64, Arch.ARM64})
 
 
@@ -74,6 +76,24 @@ class Storage:
     """A stateful service's data: one PVC per replica from the StatefulSet's volumeClaimTemplates."""
 
     mount_path: str
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """A Prometheus exporter beside a service that speaks no Prometheus itself (the databases)."""
+
+    image: str
+    port: int
+    args: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, SecretKey] = field(default_factory=dict)
+    """Variable name -> the secret it holds (one of the service's own)."""
+    arches: frozenset[Arch] = frozenset({Arch.AMD64, Arch.ARM64})
+    port_name: str = "metrics"
+    metrics_path: str = "/metrics"
+    # An exporter's size does not change with the load of the service it watches.
+    requests: tuple[str, str] = ("50m", "64Mi")
+    limits: tuple[str, str] = ("200m", "128Mi")
 
 
 @dataclass(frozen=True)
@@ -89,7 +109,9 @@ class Service:
     health_path: str | None = "/health"
     """HTTP readiness/liveness path; None probes the TCP port (databases speak no HTTP)."""
     metrics_path: str | None = None
-    """Prometheus metrics on the service port; None: no ServiceMonitor."""
+    """Prometheus metrics on the service port; None: no metrics of its own."""
+    exporter: Exporter | None = None
+    """Metrics from an exporter container beside it, on the exporter's port."""
     secrets: tuple[SecretKey, ...] = ()
     talks_to: tuple[str, ...] = ()
     """In-cluster services it calls: egress from it, ingress to them, `<NAME>_HOST`/`_PORT` variables."""
@@ -109,6 +131,14 @@ class Service:
     @property
     def namespace(self) -> str:
         return NAMESPACES[self.tier]
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        return (self.image, self.exporter.image) if self.exporter else (self.image,)
+
+    @property
+    def scraped(self) -> bool:
+        return self.metrics_path is not None or self.exporter is not None
 
     @property
     def stateful(self) -> bool:
@@ -170,6 +200,14 @@ POSTGRES: Final = Service(
     health_path=None,
     secrets=(SecretKey.POSTGRES_PASSWORD,),
     storage=Storage("/var/lib/postgresql/data"),
+    # prometheus-community/postgres_exporter, mirrored as `postgres-exporter`.
+    exporter=Exporter(
+        image="postgres-exporter",
+        port=POSTGRES_EXPORTER_PORT,
+        args=(f"--web.listen-address=:{POSTGRES_EXPORTER_PORT}",),
+        env={"DATA_SOURCE_URI": f"localhost:{POSTGRES_PORT}/sophia?sslmode=disable", "DATA_SOURCE_USER": "sophia"},
+        secrets={"DATA_SOURCE_PASS": SecretKey.POSTGRES_PASSWORD},
+    ),
     uid=DATA_UID,
     writable_paths=("/tmp", "/var/run/postgresql"),
     env={
@@ -192,6 +230,14 @@ REDIS: Final = Service(
     health_path=None,
     secrets=(SecretKey.REDIS_PASSWORD,),
     storage=Storage("/data"),
+    # oliver006/redis_exporter, mirrored as `redis-exporter`.
+    exporter=Exporter(
+        image="redis-exporter",
+        port=REDIS_EXPORTER_PORT,
+        args=(f"--web.listen-address=:{REDIS_EXPORTER_PORT}",),
+        env={"REDIS_ADDR": f"redis://localhost:{REDIS_PORT}"},
+        secrets={"REDIS_PASSWORD": SecretKey.REDIS_PASSWORD},
+    ),
     uid=DATA_UID,
     # Kubernetes expands $(VAR) from the container's own environment; the pod spec holds no value.
     args=(
@@ -263,6 +309,16 @@ def catalogue_problems() -> list[str]:
             problems.append(f"{s.name} is stateful and public")
         if "PORT" in s.env:
             problems.append(f"{s.name} sets PORT itself; the Workload sets it from `port`")
+        if s.exporter is not None:
+            problems += [
+                f"{s.name}'s exporter reads {k.value}, which {s.name} does not"
+                for k in s.exporter.secrets.values()
+                if k not in s.secrets
+            ]
+            if s.exporter.port == s.port:
+                problems.append(f"{s.name}'s exporter listens on the service's own port")
+            if s.metrics_path is not None:
+                problems.append(f"{s.name} has metrics of its own and an exporter")
     paths = [s.public_path for s in CATALOGUE if s.public_path]
     problems += [f"public path {p!r} is served twice" for p in sorted({p for p in paths if paths.count(p) > 1})]
     return problems

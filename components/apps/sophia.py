@@ -17,11 +17,12 @@ from components.apps.workload import (
     ConfigMount,
     GpuPlacement,
     Metrics,
+    Sidecar,
     StorageClaim,
     Workload,
     WorkloadArgs,
 )
-from components.settings.apps import AppsSettings
+from components.settings.apps import Amounts, AppsSettings, Resources
 from components.settings.images import ImageSettings
 from components.settings.llm_gateway import LlmGatewaySettings
 from components.settings.secrets import SecretKey, Secrets
@@ -48,6 +49,34 @@ class AppsArgs:
 
 def _variable(name: str) -> str:
     return name.upper().replace("-", "_")
+
+
+def _sidecars(service: Service, images: ImageSettings) -> tuple[Sidecar, ...]:
+    exporter = service.exporter
+    if exporter is None:
+        return ()
+    return (
+        Sidecar(
+            name="exporter",
+            image=images.image(exporter.image),
+            port=exporter.port,
+            port_name=exporter.port_name,
+            resources=Resources(Amounts(*exporter.requests), Amounts(*exporter.limits)),
+            args=exporter.args,
+            env=exporter.env,
+            secret_env={name: SECRET_ENV[key] for name, key in exporter.secrets.items()},
+        ),
+    )
+
+
+def _metrics(service: Service, monitoring: pulumi.Resource | None) -> Metrics | None:
+    if monitoring is None:
+        return None
+    if service.exporter is not None:
+        return Metrics(service.exporter.metrics_path, service.exporter.port_name, monitoring)
+    if service.metrics_path is not None:
+        return Metrics(service.metrics_path, service.port_name, monitoring)
+    return None
 
 
 def _env(service: Service, apps: AppsSettings) -> dict[str, str]:
@@ -112,7 +141,7 @@ class SophiaApps(pulumi.ComponentResource):
         for service in CATALOGUE:
             wanted = args.apps.services[service.name]
             namespace = self.namespaces[service.namespace]
-            arches = set(service.arches)
+            arches = set(service.arches) & (set(service.exporter.arches) if service.exporter else set(service.arches))
             gpu = None
             if wanted.gpu is not None:
                 gpu = GpuPlacement(wanted.gpu.count, wanted.gpu.model.label)
@@ -149,6 +178,7 @@ class SophiaApps(pulumi.ComponentResource):
                     secret_env={SECRET_ENV[key]: args.secrets[key] for key in service.secrets},
                     config=mounts,
                     args=service.args,
+                    sidecars=_sidecars(service, args.images),
                     storage=StorageClaim(service.storage.mount_path, wanted.storage)
                     if service.storage is not None and wanted.storage
                     else None,
@@ -159,9 +189,7 @@ class SophiaApps(pulumi.ComponentResource):
                     ),
                     public=service.public_path is not None,
                     public_https_egress=service.public_https,
-                    metrics=Metrics(service.metrics_path, args.monitoring)
-                    if service.metrics_path and args.monitoring is not None
-                    else None,
+                    metrics=_metrics(service, args.monitoring),
                     labels={"app.kubernetes.io/component": service.tier.value},
                     depends_on=(
                         namespace.namespace,

@@ -64,8 +64,25 @@ class StorageClaim:
 
 
 @dataclass(frozen=True)
+class Sidecar:
+    """A second container of every pod (an exporter): its own port, probed and served like the main one."""
+
+    name: str
+    image: str
+    port: int
+    port_name: str
+    resources: Resources
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, str] = field(default_factory=dict)
+    """Variable name -> key of the workload's Secret (`WorkloadArgs.secret_env`)."""
+
+
+@dataclass(frozen=True)
 class Metrics:
     path: str
+    port_name: str
+    """The named port Prometheus scrapes: the main one or a sidecar's."""
     monitoring: pulumi.Resource
     """The release that installs the ServiceMonitor CRD."""
 
@@ -95,6 +112,7 @@ class WorkloadArgs:
     """Variables from secrets: put in this workload's own Secret, read through secretKeyRef."""
     config: tuple[ConfigMount, ...] = ()
     args: tuple[str, ...] = ()
+    sidecars: tuple[Sidecar, ...] = ()
     storage: StorageClaim | None = None
     ingress_from: tuple[Peer, ...] = ()
     """Who may connect to the port, besides Traefik (`public`) and Prometheus (`metrics`)."""
@@ -127,6 +145,7 @@ class Workload(pulumi.ComponentResource):
     def __init__(self, name: str, args: WorkloadArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("sophia:apps:Workload", name, None, opts)
         self.args = args
+        self._check(args)
         self.selector = {NAME_LABEL: args.name}
         self.service_name = args.name
         labels = {**self.selector, **PART_OF, **args.labels}
@@ -154,9 +173,8 @@ class Workload(pulumi.ComponentResource):
                 type="ClusterIP",
                 selector=self.selector,
                 ports=[
-                    k8s.core.v1.ServicePortArgs(
-                        name=args.port_name, port=args.port, target_port=args.port, protocol="TCP"
-                    )
+                    k8s.core.v1.ServicePortArgs(name=name, port=port, target_port=port, protocol="TCP")
+                    for name, port in self._ports.items()
                 ],
             ),
             opts=child,
@@ -265,7 +283,7 @@ class Workload(pulumi.ComponentResource):
                     "selector": {"matchLabels": self.selector},
                     "endpoints": [
                         {
-                            "port": args.port_name,
+                            "port": args.metrics.port_name,
                             "path": args.metrics.path,
                             "scheme": "http",
                             "interval": METRICS_INTERVAL,
@@ -287,6 +305,30 @@ class Workload(pulumi.ComponentResource):
             }
         )
 
+    @staticmethod
+    def _check(args: WorkloadArgs) -> None:
+        """Mistakes in how a caller put the arguments together (the catalogue test keeps them out)."""
+        names = [args.port_name, *(s.port_name for s in args.sidecars)]
+        numbers = [args.port, *(s.port for s in args.sidecars)]
+        if len(set(names)) != len(names) or len(set(numbers)) != len(numbers):
+            raise ValueError(
+                f"{args.name}: ports must differ in name and number: {dict(zip(names, numbers, strict=True))}"
+            )
+        for sidecar in args.sidecars:
+            missing = set(sidecar.secret_env.values()) - set(args.secret_env)
+            if missing:
+                raise ValueError(f"{args.name}/{sidecar.name}: secrets {sorted(missing)} are not the workload's")
+        if args.metrics is not None and args.metrics.port_name not in names:
+            raise ValueError(f"{args.name}: metrics on unknown port {args.metrics.port_name!r}")
+
+    @property
+    def _ports(self) -> dict[str, int]:
+        return {self.args.port_name: self.args.port, **{s.port_name: s.port for s in self.args.sidecars}}
+
+    @property
+    def _metrics_port(self) -> int | None:
+        return self._ports[self.args.metrics.port_name] if self.args.metrics else None
+
     @property
     def _kind(self) -> str:
         return "Deployment" if self.args.storage is None else "StatefulSet"
@@ -304,42 +346,84 @@ class Workload(pulumi.ComponentResource):
             ),
         )
 
-    def _env(self) -> list[k8s.core.v1.EnvVarArgs]:
-        args = self.args
-        env = [k8s.core.v1.EnvVarArgs(name="PORT", value=str(args.port))]
-        env += [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted(args.env.items())]
-        env += [k8s.core.v1.EnvVarArgs(name=c.env, value=f"{c.directory}/{c.key}") for c in args.config]
+    def _env(
+        self, port: int, plain: Mapping[str, str], secret: Mapping[str, str], config: tuple[ConfigMount, ...] = ()
+    ) -> list[k8s.core.v1.EnvVarArgs]:
+        """PORT, then plain variables, config file paths and secretKeyRefs (variable -> Secret key)."""
+        env = [k8s.core.v1.EnvVarArgs(name="PORT", value=str(port))]
+        env += [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted(plain.items())]
+        env += [k8s.core.v1.EnvVarArgs(name=c.env, value=f"{c.directory}/{c.key}") for c in config]
         env += [
             k8s.core.v1.EnvVarArgs(
-                name=key,
+                name=name,
                 value_from=k8s.core.v1.EnvVarSourceArgs(
-                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=f"{args.name}-secrets", key=key)
+                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=f"{self.args.name}-secrets", key=key)
                 ),
             )
-            for key in sorted(args.secret_env)
+            for name, key in sorted(secret.items())
         ]
         return env
 
-    def _probe(self, period: int, failures: int) -> k8s.core.v1.ProbeArgs:
-        args = self.args
-        if args.health_path is None:
+    @staticmethod
+    def _probe(port: int, path: str | None, period: int, failures: int) -> k8s.core.v1.ProbeArgs:
+        if path is None:
             return k8s.core.v1.ProbeArgs(
-                tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=args.port),
+                tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=port),
                 period_seconds=period,
                 failure_threshold=failures,
                 timeout_seconds=5,
             )
         return k8s.core.v1.ProbeArgs(
-            http_get=k8s.core.v1.HTTPGetActionArgs(path=args.health_path, port=args.port),
+            http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=port),
             period_seconds=period,
             failure_threshold=failures,
             timeout_seconds=5,
         )
 
+    def _container(
+        self,
+        *,
+        name: str,
+        image: str,
+        port_name: str,
+        port: int,
+        health_path: str | None,
+        resources: k8s.core.v1.ResourceRequirementsArgs,
+        env: list[k8s.core.v1.EnvVarArgs],
+        args: tuple[str, ...],
+        mounts: list[k8s.core.v1.VolumeMountArgs],
+    ) -> k8s.core.v1.ContainerArgs:
+        """One container: its one port declared, probed and handed over as PORT; the restricted context."""
+        return k8s.core.v1.ContainerArgs(
+            name=name,
+            image=image,
+            image_pull_policy="IfNotPresent",
+            args=list(args) or None,
+            ports=[k8s.core.v1.ContainerPortArgs(name=port_name, container_port=port, protocol="TCP")],
+            env=env,
+            resources=resources,
+            startup_probe=self._probe(port, health_path, period=10, failures=30),
+            readiness_probe=self._probe(port, health_path, period=10, failures=3),
+            liveness_probe=self._probe(port, health_path, period=20, failures=3),
+            security_context=k8s.core.v1.SecurityContextArgs(
+                allow_privilege_escalation=False,
+                read_only_root_filesystem=self.args.read_only_root,
+                run_as_non_root=True,
+                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+            ),
+            volume_mounts=mounts,
+        )
+
+    @staticmethod
+    def _amounts(resources: Resources) -> tuple[dict[str, str], dict[str, str]]:
+        return (
+            {"cpu": resources.requests.cpu, "memory": resources.requests.memory},
+            {"cpu": resources.limits.cpu, "memory": resources.limits.memory},
+        )
+
     def _resources(self) -> k8s.core.v1.ResourceRequirementsArgs:
         args = self.args
-        requests = {"cpu": args.resources.requests.cpu, "memory": args.resources.requests.memory}
-        limits = {"cpu": args.resources.limits.cpu, "memory": args.resources.limits.memory}
+        requests, limits = self._amounts(args.resources)
         if args.gpu is not None:
             # Extended resources are never overcommitted: request and limit are the same count.
             requests[GPU_RESOURCE] = str(args.gpu.count)
@@ -392,29 +476,40 @@ class Workload(pulumi.ComponentResource):
             # Spread each rollout's pods on their own, not against the pods they replace.
             match_label_keys=["pod-template-hash"] if args.storage is None else None,
         )
-        container = k8s.core.v1.ContainerArgs(
+        main = self._container(
             name=args.name,
             image=args.image,
-            image_pull_policy="IfNotPresent",
-            args=list(args.args) or None,
-            ports=[k8s.core.v1.ContainerPortArgs(name=args.port_name, container_port=args.port, protocol="TCP")],
-            env=self._env(),
+            port_name=args.port_name,
+            port=args.port,
+            health_path=args.health_path,
             resources=self._resources(),
-            startup_probe=self._probe(period=10, failures=30),
-            readiness_probe=self._probe(period=10, failures=3),
-            liveness_probe=self._probe(period=20, failures=3),
-            security_context=k8s.core.v1.SecurityContextArgs(
-                allow_privilege_escalation=False,
-                read_only_root_filesystem=args.read_only_root,
-                run_as_non_root=True,
-                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-            ),
-            volume_mounts=mounts,
+            env=self._env(args.port, args.env, {key: key for key in args.secret_env}, args.config),
+            args=args.args,
+            mounts=mounts,
         )
+        sidecars = [
+            self._container(
+                name=s.name,
+                image=s.image,
+                port_name=s.port_name,
+                port=s.port,
+                health_path=None,
+                resources=k8s.core.v1.ResourceRequirementsArgs(
+                    requests=self._amounts(s.resources)[0], limits=self._amounts(s.resources)[1]
+                ),
+                env=self._env(s.port, s.env, s.secret_env),
+                args=s.args,
+                # Its own /tmp only: a sidecar never sees the service's data or configuration.
+                mounts=[k8s.core.v1.VolumeMountArgs(name=_volume_name("/tmp"), mount_path="/tmp")]
+                if "/tmp" in args.writable_paths
+                else [],
+            )
+            for s in args.sidecars
+        ]
         return k8s.core.v1.PodTemplateSpecArgs(
             metadata=k8s.meta.v1.ObjectMetaArgs(labels=dict(labels), annotations=annotations or None),
             spec=k8s.core.v1.PodSpecArgs(
-                containers=[container],
+                containers=[main, *sidecars],
                 image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=args.pull_secret)],
                 automount_service_account_token=False,
                 enable_service_links=False,
@@ -445,9 +540,10 @@ class Workload(pulumi.ComponentResource):
                     from_=[p.args() for p in callers], ports=[tcp(args.port)]
                 )
             )
-        if args.metrics is not None:
+        metrics_port = self._metrics_port
+        if metrics_port is not None:
             ingress.append(
-                k8s.networking.v1.NetworkPolicyIngressRuleArgs(from_=[PROMETHEUS.args()], ports=[tcp(args.port)])
+                k8s.networking.v1.NetworkPolicyIngressRuleArgs(from_=[PROMETHEUS.args()], ports=[tcp(metrics_port)])
             )
         # DNS is allowed namespace-wide (AppNamespace); these are the workload's own destinations.
         egress = [

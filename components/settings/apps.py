@@ -191,8 +191,9 @@ def check_apps(
     """What the apps section asks of the rest of the configuration: image tags, GPU nodes, architectures."""
     path = f"{namespace}:apps"
     for service in CATALOGUE:
-        if service.image not in images.tags:
-            problems.add(f"{namespace}:images.tags.{service.image}", f"is required (the image of {service.name})")
+        for image in service.images:
+            if image not in images.tags:
+                problems.add(f"{namespace}:images.tags.{image}", f"is required (an image of {service.name})")
         wanted = apps.services.get(service.name)
         if wanted is None or wanted.gpu is None:
             continue
