@@ -20,6 +20,10 @@ render: $(VENV)/.installed
 test: lint
 	$(BIN)/python -m pytest
 
+## bench: render production and stacks with 10x and 50x its machines and services; times and critical path
+bench: $(VENV)/.installed
+	$(BIN)/python -m render.bench
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

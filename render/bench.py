@@ -1,0 +1,259 @@
+"""`make bench`: the render of production and of stacks with 10x and 50x its machines and services.
+
+For each stack it prints the resources registered, the wall time of the program under the mock
+engine and of the whole render (program, files, every check), the time per resource, and the ratio
+of the program's time to the plain Pulumi SDK registering as many ConfigMaps of the same input size
+under the same mock engine: the program's own overhead. Then the critical path of `pulumi up`
+estimated from the real dependency graph (render/critical_path.py), which must not grow with the
+number of machines.
+
+What scales: machines are config (`cluster.nodes`: generated GPU agents with unique names, hosts
+from 198.18.0.0/15 and host keys). Services are code (components/apps/catalogue.py), not config; the
+bench adds generated MCP servers to the catalogue for the run, plus their `apps.services` entries,
+which is how a new MCP server is added for real (one `McpServer(...)` entry and its settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import copy
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from render.critical_path import DURATION_TABLE, CriticalPath, critical_path
+from render.engine import run_program
+from render.model import build
+from render.stack import PROJECT_DIR, StackConfig, load_stack
+
+NAMESPACE = "sophia-infra"
+# GPU models cycled through for generated agents, with the architecture of their machines.
+GPU_CYCLE = (
+    ("a10", "amd64"),
+    ("a100", "amd64"),
+    ("a6000", "amd64"),
+    ("h100", "amd64"),
+    ("b200", "amd64"),
+    ("rtx6000", "amd64"),
+    ("gh200", "arm64"),
+)
+BENCH_MCP_PORT = 9100
+
+
+def production_document() -> dict[str, Any]:
+    return dict(yaml.safe_load((PROJECT_DIR / "Pulumi.production.yaml").read_text()))
+
+
+def host_key(name: str) -> str:
+    """A well-formed ed25519 public key blob, unique to `name`."""
+    blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + hashlib.sha256(name.encode()).digest()
+    return f"ssh-ed25519 {base64.b64encode(blob).decode()}"
+
+
+def generated_agent(index: int) -> dict[str, Any]:
+    name = f"sophia-agent-{index:03d}"
+    gpu, arch = GPU_CYCLE[index % len(GPU_CYCLE)]
+    node: dict[str, Any] = {
+        "name": name,
+        "host": f"198.18.{index // 200}.{index % 200 + 10}",
+        "role": "agent",
+        "arch": arch,
+        "gpu": {"type": gpu, "count": 1 + index % 2},
+        "hostKey": host_key(name),
+        "labels": {"sophia.ai/instance": name},
+    }
+    if arch == "arm64":
+        node["taints"] = [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
+    return node
+
+
+def bench_mcp_name(index: int) -> str:
+    return f"mcp-bench-{index:03d}"
+
+
+def scaled_document(machines: int, services: int = 0, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The production stack with agents added up to `machines` and `services` generated MCP servers' settings."""
+    document = copy.deepcopy(base or production_document())
+    config = document["config"]
+    nodes = config[f"{NAMESPACE}:cluster"]["nodes"]
+    nodes.extend(generated_agent(i) for i in range(max(0, machines - len(nodes))))
+    apps = config[f"{NAMESPACE}:apps"]["services"]
+    for i in range(services):
+        apps[bench_mcp_name(i)] = {
+            "replicas": {"min": 2, "max": 4},
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+        }
+    return document
+
+
+@contextlib.contextmanager
+def extra_mcp_servers(count: int) -> Iterator[None]:
+    """The service catalogue with `count` generated MCP servers, in every module that holds it."""
+    from components.apps import catalogue
+
+    if count == 0:
+        yield
+        return
+    extras = tuple(catalogue.McpServer(bench_mcp_name(i), port=BENCH_MCP_PORT + i) for i in range(count))
+    old = {
+        "MCP_SERVERS": catalogue.MCP_SERVERS,
+        "CATALOGUE": catalogue.CATALOGUE,
+        "BY_NAME": catalogue.BY_NAME,
+    }
+    catalogue_ = (*catalogue.CATALOGUE, *(m.service() for m in extras))
+    new = {
+        "MCP_SERVERS": (*catalogue.MCP_SERVERS, *extras),
+        "CATALOGUE": catalogue_,
+        "BY_NAME": MappingProxyType({s.name: s for s in catalogue_}),
+    }
+    # Modules that imported the names hold the old objects: replace each reference, then restore.
+    patched: list[tuple[Any, str, Any]] = []
+    for name, module in list(sys.modules.items()):
+        if not (name == "components" or name.startswith("components.")) or module is None:
+            continue
+        for attribute, value in list(vars(module).items()):
+            for key, before in old.items():
+                if value is before:
+                    patched.append((module, attribute, value))
+                    setattr(module, attribute, new[key])
+    try:
+        yield
+    finally:
+        for module, attribute, value in patched:
+            setattr(module, attribute, value)
+
+
+def stack_of(document: dict[str, Any], folder: Path) -> StackConfig:
+    path = folder / "Pulumi.production.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return load_stack("production", stack_file=path)
+
+
+BASELINE_PROGRAM = '''\
+"""The plain SDK: {count} ConfigMaps of {size} bytes of inputs each, through one explicit provider."""
+import pulumi
+import pulumi_kubernetes as k8s
+
+provider = k8s.Provider("baseline", k8s.ProviderArgs(kubeconfig="stand-in"))
+for i in range({count}):
+    k8s.core.v1.ConfigMap(
+        f"baseline-{{i}}",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=f"baseline-{{i}}", namespace="default"),
+        data={{"blob": "x" * {size}}},
+        opts=pulumi.ResourceOptions(provider=provider),
+    )
+'''
+
+
+def baseline_seconds(stack: StackConfig, count: int, size: int, folder: Path) -> float:
+    program = folder / "baseline" / "__main__.py"
+    program.parent.mkdir(exist_ok=True)
+    program.write_text(BASELINE_PROGRAM.format(count=count, size=size))
+    started = time.perf_counter()
+    recording = run_program(stack, program)
+    elapsed = time.perf_counter() - started
+    assert len(recording.registrations) == count + 2, "baseline registered an unexpected number of resources"
+    return elapsed
+
+
+@dataclass(frozen=True)
+class Result:
+    label: str
+    machines: int
+    services: int
+    resources: int
+    program_seconds: float
+    render_seconds: float | None
+    baseline_seconds: float
+    path: CriticalPath
+
+
+def measure(label: str, machines: int, extra_services: int, full_render: bool) -> Result:
+    from render.__main__ import render
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch, extra_mcp_servers(extra_services):
+        folder = Path(scratch)
+        stack = stack_of(scaled_document(machines, extra_services), folder)
+        started = time.perf_counter()
+        recording = run_program(stack)
+        program = time.perf_counter() - started
+        rendered = build(stack.stack, recording)
+        render_seconds = None
+        if full_render:
+            started = time.perf_counter()
+            rendered, results = render(stack, folder / "out")
+            render_seconds = time.perf_counter() - started
+            failed = [r.name for r in results if r.violations]
+            if failed:
+                raise SystemExit(f"{label}: the render is invalid ({', '.join(failed)})")
+        count = len(rendered.resources)
+        size = sum(len(json.dumps(r["inputs"])) for r in rendered.resources) // max(count, 1)
+        baseline = baseline_seconds(stack, count - 2, size, folder)
+        services = 5 + extra_services
+        return Result(
+            label, machines, services, count, program, render_seconds, baseline, critical_path(rendered.resources)
+        )
+
+
+def report(results: list[Result]) -> str:
+    lines = [
+        f"{'stack':<12} {'machines':>8} {'services':>8} {'resources':>9} {'program s':>10} {'ms/res':>7} "
+        f"{'render s':>9} {'ms/res':>7} {'SDK s':>7} {'ratio':>6} {'critical path':>14}",
+    ]
+    for r in results:
+        render_s = f"{r.render_seconds:9.1f}" if r.render_seconds is not None else f"{'-':>9}"
+        render_ms = f"{1000 * r.render_seconds / r.resources:7.1f}" if r.render_seconds is not None else f"{'-':>7}"
+        lines.append(
+            f"{r.label:<12} {r.machines:>8} {r.services:>8} {r.resources:>9} {r.program_seconds:10.2f} "
+            f"{1000 * r.program_seconds / r.resources:7.2f} {render_s} {render_ms} {r.baseline_seconds:7.2f} "
+            f"{r.program_seconds / r.baseline_seconds:6.2f} {r.path.seconds:12.0f} s"
+        )
+    lines += ["", "critical path of `pulumi up` (estimated durations per resource type):"]
+    lines += [f"  {what:<52} {s:5.0f} s" for what, s in DURATION_TABLE]
+    first = results[0].path
+    lines += ["", f"{results[0].label}: {first.seconds:.0f} s"]
+    lines += [f"  {s:5.0f} s  {type_.split(':')[-1]} {name}" for type_, name, s in first.steps]
+    same = all(r.path.shape() == first.shape() for r in results)
+    lines.append(
+        f"\nthe critical path is {'the same' if same else 'NOT the same'} for every size "
+        f"({', '.join(f'{r.label}: {r.path.seconds:.0f} s' for r in results)})"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m render.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--factors", default="1,10,50", help="machine and service multipliers (default 1,10,50)")
+    parser.add_argument("--program-only", action="store_true", help="skip the files and checks (faster)")
+    args = parser.parse_args(argv)
+    base = production_document()
+    machines = len(base["config"][f"{NAMESPACE}:cluster"]["nodes"])
+    services = len(base["config"][f"{NAMESPACE}:apps"]["services"])
+    # Warm-up: the first run imports every module of the program and of pulumi_kubernetes' types.
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        stack = stack_of(base, Path(scratch))
+        run_program(stack)
+        baseline_seconds(stack, 10, 100, Path(scratch))
+    results = []
+    for factor in (int(f) for f in args.factors.split(",")):
+        label = "production" if factor == 1 else f"{factor}x"
+        result = measure(label, machines * factor, services * (factor - 1), not args.program_only)
+        print(f"measured {label}: {result.resources} resources", file=sys.stderr, flush=True)
+        results.append(result)
+    print(report(results))
+    return 0 if all(r.path.shape() == results[0].path.shape() for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
