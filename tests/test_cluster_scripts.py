@@ -261,6 +261,21 @@ def test_preflight_accepts_ports_held_by_k3s_itself(tmp_path: Path, api: Path, c
     assert server.run(scripts_for(cluster, SERVER).preflight).returncode == 0
 
 
+def test_preflight_on_a_running_node_accepts_the_kernels_flannel_socket(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    agent.set("listeners", "udp UNCONN 0 0 0.0.0.0:51820 0.0.0.0:*\n")
+    before_install = agent.run(scripts.preflight)
+    assert before_install.returncode != 0
+    assert "udp port 51820 is in use" in before_install.stderr
+    bring_up_after_preflight = [(scripts.prepare, TOKEN), (scripts.install, "")]
+    for script, stdin in bring_up_after_preflight:
+        assert agent.run(script, stdin).returncode == 0
+    assert agent.run(scripts.preflight).returncode == 0
+
+
 def test_agents_join_and_are_admitted_with_labels_and_taints(
     tmp_path: Path, api: Path, cluster: ClusterSettings
 ) -> None:

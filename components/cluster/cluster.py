@@ -145,7 +145,14 @@ class K3sNode(pulumi.ComponentResource):
         )
         self.kubeconfig = None
         if scripts.kubeconfig is not None:
-            fetch = step(Step.KUBECONFIG, args.connection, scripts.kubeconfig, [self.ready], secret_stdout=True)
+            fetch = step(
+                Step.KUBECONFIG,
+                args.connection,
+                scripts.kubeconfig,
+                [self.ready],
+                triggers=[self.ready.id],
+                secret_stdout=True,
+            )
             self.kubeconfig = pulumi.Output.secret(fetch.stdout)
         # What a reviewer of the render needs to see about the connection, which pulumi-command
         # keeps secret as a whole because the private key is part of it.

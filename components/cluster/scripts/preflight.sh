@@ -28,15 +28,25 @@ if [[ $machine != "$EXPECTED_MACHINE" ]]; then
   problems+=("CPU architecture is $machine, but the configuration says $EXPECTED_ARCH ($EXPECTED_MACHINE)")
 fi
 
-# A port is free when nothing listens on it, or when K3s itself does (a re-run on an installed node).
+# A port is free when nothing listens on it, or when K3s itself does (a re-run on an installed node):
+# its processes, and on a node where K3s runs, the kernel's flannel sockets (VXLAN, WireGuard),
+# which have no process.
+k3s_running=false
+if service_active; then
+  k3s_running=true
+fi
 listeners=$(as_root ss -Hlntup 2>/dev/null || true)
 for port in $REQUIRED_PORTS; do
   proto=${port%%/*}
   number=${port#*/}
   holder=$(awk -v p=":$number" -v proto="$proto" '$1 == proto && substr($5, length($5) - length(p) + 1) == p' <<<"$listeners")
-  if [[ -n $holder && $holder != *k3s* ]]; then
-    problems+=("$proto port $number is in use by another program: $holder")
+  if [[ -z $holder || $holder == *k3s* ]]; then
+    continue
   fi
+  if [[ $k3s_running == true && $holder != *users:* ]]; then
+    continue
+  fi
+  problems+=("$proto port $number is in use by another program: $holder")
 done
 
 if ((GPU_COUNT > 0)); then
