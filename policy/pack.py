@@ -12,15 +12,23 @@ from pulumi_policy import (
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 
-from policy.rules import DEFAULT_CONFIG, RULES, PolicyConfig, Rule
+from policy.rules import DEFAULT_CONFIG, RULES, STACK_RULES, PolicyConfig, Rule, StackRule
 
 PACK_NAME = "sophia-infra"
 
 # Which policies read which config keys (the rest take none).
 _REGISTRY_POLICIES = frozenset({"images-from-the-configured-registry"})
-_NAMESPACE_POLICIES = frozenset({"app-namespaces-enforce-restricted", "app-pods-are-restricted"})
+_NAMESPACE_POLICIES = frozenset(
+    {
+        "app-namespaces-enforce-restricted",
+        "app-pods-are-restricted",
+        *(rule.name for rule in STACK_RULES),
+    }
+)
 
 
 def plain(value: Any) -> Any:
@@ -50,7 +58,7 @@ def config_from(raw: Mapping[str, Any]) -> PolicyConfig:
     )
 
 
-def _schema(rule: Rule) -> PolicyConfigSchema | None:
+def _schema(rule: Rule | StackRule) -> PolicyConfigSchema | None:
     if rule.name in _REGISTRY_POLICIES:
         return PolicyConfigSchema(
             properties={"registry": {"type": "string", "default": DEFAULT_CONFIG.registry}},
@@ -78,9 +86,20 @@ def _validation(rule: Rule) -> Any:
     return validate
 
 
+def _stack_validation(rule: StackRule) -> Any:
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        config = config_from(args.get_config())
+        resources = [(r.resource_type, plain(r.props)) for r in args.resources]
+        for message in rule.judge(resources, config):
+            report_violation(message, None)
+
+    validate.__name__ = f"validate_{rule.name.replace('-', '_')}"
+    return validate
+
+
 def policies() -> list[Policy]:
-    """One mandatory resource policy per rule: a violation stops `pulumi up` before anything changes."""
-    return [
+    """One mandatory policy per rule: a violation stops `pulumi up` before anything changes."""
+    resource_policies: list[Policy] = [
         ResourceValidationPolicy(
             name=rule.name,
             description=rule.description,
@@ -90,3 +109,14 @@ def policies() -> list[Policy]:
         )
         for rule in RULES
     ]
+    stack_policies: list[Policy] = [
+        StackValidationPolicy(
+            name=rule.name,
+            description=rule.description,
+            validate=_stack_validation(rule),
+            enforcement_level=EnforcementLevel.MANDATORY,
+            config_schema=_schema(rule),
+        )
+        for rule in STACK_RULES
+    ]
+    return resource_policies + stack_policies

@@ -693,6 +693,178 @@ RULES: Final[tuple[Rule, ...]] = (
 )
 
 
+# -- across resources: what one object cannot prove ----------------------------------------------
+#
+# A stack rule sees every resource of the stack (`StackValidationPolicy` in the pack): a Service and
+# the pods it selects, a workload and its PDB and HPA, a namespace and its NetworkPolicies. Each is
+# judged only for Sophia's own objects (namespace or label), since the objects a Helm chart renders
+# are not resources of the stack.
+
+Resources = Sequence[tuple[str, JSON]]
+
+
+def _objects(resources: Resources) -> list[JSON]:
+    return [obj for type_, inputs in resources if (obj := kubernetes_object(type_, inputs)) is not None]
+
+
+def _label(obj: JSON) -> str:
+    namespace = _namespace(obj)
+    return f"{_kind(obj)} {namespace + '/' if namespace else ''}{_map(obj.get('metadata')).get('name')}"
+
+
+def _in_scope(obj: JSON, config: PolicyConfig) -> bool:
+    return _namespace(obj) in config.app_namespaces or _is_sophia(obj)
+
+
+def _pod_labels(obj: JSON) -> JSON:
+    return _map(_map(_map(_map(obj.get("spec")).get("template")).get("metadata")).get("labels"))
+
+
+def _selects(selector: JSON, labels: JSON) -> bool:
+    """A non-empty equality selector (matchLabels or a Service's selector) that `labels` satisfy."""
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+_WORKLOADS: Final = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def services_reach_a_declared_port(resources: Resources, config: PolicyConfig) -> list[str]:
+    """Each Sophia Service selects a workload, and its targetPort is a port that workload's container declares."""
+    objects = _objects(resources)
+    workloads = [o for o in objects if _kind(o) in _WORKLOADS]
+    violations = []
+    for service in (o for o in objects if _kind(o) == "Service" and _in_scope(o, config)):
+        spec = _map(service.get("spec"))
+        selector = _map(spec.get("selector"))
+        if not selector or is_unknown(spec.get("selector")):
+            continue
+        selected = [w for w in workloads if _namespace(w) == _namespace(service) and _selects(selector, _pod_labels(w))]
+        if not selected:
+            violations.append(f"{_label(service)}: its selector {dict(selector)} matches no workload of the stack")
+        for workload in selected:
+            found = pod_spec(workload)
+            containers_ = _list(found[1].get("containers")) if found else []
+            numbers: set[int] = set()
+            names: set[str] = set()
+            for container in containers_:
+                more_numbers, more_names = _declared_ports(_map(container))
+                numbers |= more_numbers
+                names |= more_names
+            for i, port in enumerate(_list(spec.get("ports"))):
+                target = _map(port).get("targetPort", _map(port).get("port"))
+                if is_unknown(target) or target in numbers or target in names:
+                    continue
+                violations.append(
+                    f"{_label(service)}: spec.ports[{i}].targetPort {target!r} is no port {_label(workload)} declares"
+                )
+    return violations
+
+
+def _selector_is_everything(policy: JSON) -> bool:
+    selector = _map(_map(policy.get("spec")).get("podSelector"))
+    return not selector.get("matchLabels") and not selector.get("matchExpressions")
+
+
+def app_namespaces_deny_by_default(resources: Resources, config: PolicyConfig) -> list[str]:
+    """Each Sophia namespace has a NetworkPolicy denying all ingress and egress; the rest are explicit allows."""
+    objects = _objects(resources)
+    violations = []
+    for namespace in (o for o in objects if _kind(o) == "Namespace"):
+        name = _map(namespace.get("metadata")).get("name")
+        if name not in config.app_namespaces and not _is_sophia(namespace):
+            continue
+        deny = [
+            p
+            for p in objects
+            if _kind(p) == "NetworkPolicy"
+            and _namespace(p) == name
+            and _selector_is_everything(p)
+            and {"Ingress", "Egress"} <= set(_list(_map(p.get("spec")).get("policyTypes")))
+            and not _list(_map(p.get("spec")).get("ingress"))
+            and not _list(_map(p.get("spec")).get("egress"))
+        ]
+        if not deny:
+            violations.append(
+                f"Namespace {name}: no default-deny NetworkPolicy (all pods, Ingress and Egress, no rule)"
+            )
+    return violations
+
+
+def replicated_services_have_budgets_and_autoscalers(resources: Resources, config: PolicyConfig) -> list[str]:
+    """A replicated Sophia service has an HPA and a PDB, and the PDB never demands all of its replicas."""
+    objects = _objects(resources)
+    violations = []
+    for workload in (o for o in objects if _kind(o) in ("Deployment", "StatefulSet") and _in_scope(o, config)):
+        name = _map(workload.get("metadata")).get("name")
+        replicas = _map(workload.get("spec")).get("replicas")
+        if is_unknown(replicas):
+            continue
+        autoscalers = [
+            h
+            for h in objects
+            if _kind(h) == "HorizontalPodAutoscaler"
+            and _namespace(h) == _namespace(workload)
+            and _map(_map(h.get("spec")).get("scaleTargetRef")).get("kind") == _kind(workload)
+            and _map(_map(h.get("spec")).get("scaleTargetRef")).get("name") == name
+        ]
+        budgets = [
+            b
+            for b in objects
+            if _kind(b) == "PodDisruptionBudget"
+            and _namespace(b) == _namespace(workload)
+            and _selects(_map(_map(_map(b.get("spec")).get("selector")).get("matchLabels")), _pod_labels(workload))
+        ]
+        if _kind(workload) == "Deployment" and replicas is None and not autoscalers:
+            violations.append(f"{_label(workload)}: leaves spec.replicas to an autoscaler, but no HPA targets it")
+        replicated = bool(autoscalers) or (isinstance(replicas, int) and replicas >= 2)
+        if _kind(workload) == "Deployment" and isinstance(replicas, int) and replicas >= 2 and not autoscalers:
+            violations.append(f"{_label(workload)}: {replicas} replicas and no HPA")
+        if replicated and not budgets:
+            violations.append(f"{_label(workload)}: replicated, but no PodDisruptionBudget selects its pods")
+        floor = min(
+            [int(_map(h.get("spec")).get("minReplicas", 1)) for h in autoscalers]
+            + ([replicas] if isinstance(replicas, int) else [])
+            or [1]
+        )
+        for budget in budgets:
+            minimum = _map(budget.get("spec")).get("minAvailable")
+            if isinstance(minimum, int) and minimum >= floor:
+                violations.append(
+                    f"{_label(budget)}: minAvailable {minimum} with as few as {floor} replicas blocks every drain"
+                )
+    return violations
+
+
+@dataclass(frozen=True)
+class StackRule:
+    name: str
+    invariant: int
+    description: str
+    judge: Callable[[Resources, PolicyConfig], list[str]]
+
+
+STACK_RULES: Final[tuple[StackRule, ...]] = (
+    StackRule(
+        "services-reach-a-declared-port",
+        2,
+        "Each Sophia Service selects a workload and targets a port that workload's container declares.",
+        services_reach_a_declared_port,
+    ),
+    StackRule(
+        "app-namespaces-deny-by-default",
+        6,
+        "Each Sophia namespace has a default-deny NetworkPolicy for ingress and egress.",
+        app_namespaces_deny_by_default,
+    ),
+    StackRule(
+        "replicated-services-have-budgets-and-autoscalers",
+        6,
+        "A replicated Sophia service has an HPA and a PDB, and the PDB never demands all of its replicas.",
+        replicated_services_have_budgets_and_autoscalers,
+    ),
+)
+
+
 def violations(resource_type: str, inputs: JSON, config: PolicyConfig = DEFAULT_CONFIG) -> dict[str, list[str]]:
     """Every rule's violations for one resource (rules without any left out)."""
     found = {rule.name: rule.judge(resource_type, inputs, config) for rule in RULES}

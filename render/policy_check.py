@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from policy.rules import DEFAULT_CONFIG, RULES, PolicyConfig
+from policy.rules import DEFAULT_CONFIG, RULES, STACK_RULES, PolicyConfig
 
 if TYPE_CHECKING:
     from render.checks import Context
@@ -23,9 +23,14 @@ def stack_policy_config(context: Context) -> PolicyConfig:
 def policies_pass(context: Context) -> list[str]:
     """Every mandatory policy of the pack passes on every resource, as `pulumi preview --policy-pack` would judge."""
     config = stack_policy_config(context)
-    return [
+    resources = context.rendered.resources
+    per_resource = [
         f"{resource['type']} {resource['name']}: {rule.name}: {message}"
-        for resource in context.rendered.resources
+        for resource in resources
         for rule in RULES
         for message in rule.judge(resource["type"], resource["inputs"], config)
+    ]
+    whole_stack = [(r["type"], r["inputs"]) for r in resources]
+    return per_resource + [
+        f"{rule.name}: {message}" for rule in STACK_RULES for message in rule.judge(whole_stack, config)
     ]

@@ -16,13 +16,20 @@ from typing import Any
 import pulumi_policy
 import pytest
 import yaml
-from pulumi_policy import EnforcementLevel, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyResource,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from components.gpu import GPU_RESOURCE
 from policy import rules
 from policy.pack import PACK_NAME, config_from, plain, policies
-from policy.rules import DEFAULT_CONFIG, RULES, SECRET, PolicyConfig
+from policy.rules import DEFAULT_CONFIG, RULES, SECRET, STACK_RULES, PolicyConfig
 from render.checks import Context
 from render.engine import run_program
 from render.model import Rendered, build
@@ -84,6 +91,8 @@ def test_every_policy_passes_on_every_resource_of_production(variant: str, reque
         for rule in RULES
         for message in rule.judge(r["type"], r["inputs"], config)
     ]
+    whole = [(r["type"], r["inputs"]) for r in rendered.resources]
+    failed += [f"{rule.name}: {message}" for rule in STACK_RULES for message in rule.judge(whole, config)]
     assert failed == []
 
 
@@ -382,9 +391,10 @@ def test_each_policy_fires_on_a_real_resource_broken_in_one_place(
 
 def test_the_pack_has_one_mandatory_policy_per_rule() -> None:
     built = policies()
-    assert [p.name for p in built] == [r.name for r in RULES]
+    assert [p.name for p in built] == [r.name for r in RULES] + [r.name for r in STACK_RULES]
     assert len({p.name for p in built}) == len(built)
-    assert all(isinstance(p, ResourceValidationPolicy) for p in built)
+    assert all(isinstance(p, ResourceValidationPolicy) for p in built[: len(RULES)])
+    assert all(isinstance(p, StackValidationPolicy) for p in built[len(RULES) :])
     assert all(p.enforcement_level is EnforcementLevel.MANDATORY for p in built)
 
 
@@ -398,7 +408,7 @@ def test_the_pack_entry_point_serves_exactly_those_policies(monkeypatch: pytest.
     runpy.run_path(str(PROJECT_DIR / "policy"), run_name="__main__")
     assert served["name"] == PACK_NAME
     assert served["enforcement_level"] is EnforcementLevel.MANDATORY
-    assert [p.name for p in served["policies"]] == [r.name for r in RULES]
+    assert [p.name for p in served["policies"]] == [p.name for p in policies()]
     manifest = yaml.safe_load((PROJECT_DIR / "policy" / "PulumiPolicy.yaml").read_text())
     assert manifest["runtime"] == "python"
     assert manifest["name"] == PACK_NAME
@@ -453,3 +463,100 @@ def test_secrets_are_judged_by_their_real_values_under_preview(production: Rende
 def test_plain_unwraps_the_engine_proxies_keeping_unknowns() -> None:
     proxied = unknown_checking_proxy({"a": [{"b": UNKNOWN_STRING_VALUE}], "c": 1})
     assert plain(proxied) == {"a": [{"b": UNKNOWN_STRING_VALUE}], "c": 1}
+
+
+# -- the stack policies ----------------------------------------------------------------------------
+
+Stack = list[tuple[str, dict[str, Any]]]
+STACK_BY_NAME = {rule.name: rule for rule in STACK_RULES}
+
+
+def _stack(production: Rendered) -> Stack:
+    return [(r["type"], copy.deepcopy(r["inputs"])) for r in production.resources]
+
+
+def _find(stack: Stack, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    for _, inputs in stack:
+        metadata = inputs.get("metadata") or {}
+        if inputs.get("kind") == kind and metadata.get("name") == name and metadata.get("namespace") == namespace:
+            return inputs
+    pytest.fail(f"the production render has no {kind} {namespace}/{name}")
+
+
+def _without(stack: Stack, kind: str, name: str, namespace: str) -> Stack:
+    doomed = _find(stack, kind, name, namespace)
+    return [(t, i) for t, i in stack if i is not doomed]
+
+
+def _service_targets_another_port(stack: Stack) -> Stack:
+    _find(stack, "Service", "sophia-backend", "sophia-apps")["spec"]["ports"][0]["targetPort"] = 8081
+    return stack
+
+
+def _service_selects_nothing(stack: Stack) -> Stack:
+    _find(stack, "Service", "redis", "sophia-data")["spec"]["selector"] = {"app.kubernetes.io/name": "redis-old"}
+    return stack
+
+
+def _no_default_deny(stack: Stack) -> Stack:
+    return _without(stack, "NetworkPolicy", "default-deny", "sophia-mcp")
+
+
+def _default_deny_that_allows(stack: Stack) -> Stack:
+    _find(stack, "NetworkPolicy", "default-deny", "sophia-data")["spec"]["ingress"] = [{}]
+    return stack
+
+
+def _no_autoscaler(stack: Stack) -> Stack:
+    return _without(stack, "HorizontalPodAutoscaler", "sophia-frontend", "sophia-apps")
+
+
+def _no_budget(stack: Stack) -> Stack:
+    return _without(stack, "PodDisruptionBudget", "sophia-backend", "sophia-apps")
+
+
+def _budget_demands_every_replica(stack: Stack) -> Stack:
+    spec = _find(stack, "PodDisruptionBudget", "sophia-backend", "sophia-apps")["spec"]
+    spec.pop("maxUnavailable", None)
+    spec["minAvailable"] = 2
+    return stack
+
+
+STACK_BREAKERS: dict[str, list[Callable[[Stack], Stack]]] = {
+    "services-reach-a-declared-port": [_service_targets_another_port, _service_selects_nothing],
+    "app-namespaces-deny-by-default": [_no_default_deny, _default_deny_that_allows],
+    "replicated-services-have-budgets-and-autoscalers": [_no_autoscaler, _no_budget, _budget_demands_every_replica],
+}
+STACK_CASES = [(rule, breaker) for rule, breakers in STACK_BREAKERS.items() for breaker in breakers]
+
+
+def test_every_stack_policy_has_a_broken_stack_that_makes_it_fire() -> None:
+    assert set(STACK_BREAKERS) == set(STACK_BY_NAME)
+
+
+@pytest.mark.parametrize(("rule", "breaker"), STACK_CASES, ids=[f"{r}:{b.__name__.strip('_')}" for r, b in STACK_CASES])
+def test_each_stack_policy_fires_on_the_production_stack_broken_in_one_place(
+    production: Rendered, rule: str, breaker: Callable[[Stack], Stack]
+) -> None:
+    judge = STACK_BY_NAME[rule].judge
+    assert judge(_stack(production), DEFAULT_CONFIG) == []
+    assert judge(breaker(_stack(production)), DEFAULT_CONFIG) != []
+
+
+def test_a_stack_policy_reports_through_the_engine(production: Rendered) -> None:
+    (policy,) = [p for p in policies() if p.name == "app-namespaces-deny-by-default"]
+    assert isinstance(policy, StackValidationPolicy)
+
+    def engine_view(stack: Stack) -> list[str]:
+        resources = [
+            PolicyResource(t, unknown_checking_proxy(i), f"urn:{n}", str(n), None, None, None, [], {})  # type: ignore[arg-type]
+            for n, (t, i) in enumerate(stack)
+        ]
+        reported: list[str] = []
+        policy.validate(StackValidationArgs(resources, {}), lambda message, urn: reported.append(message))
+        return reported
+
+    assert engine_view(_stack(production)) == []
+    assert engine_view(_no_default_deny(_stack(production))) == [
+        "Namespace sophia-mcp: no default-deny NetworkPolicy (all pods, Ingress and Egress, no rule)"
+    ]
