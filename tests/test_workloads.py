@@ -11,7 +11,14 @@ import pytest
 import yaml
 
 from components.apps.catalogue import BY_NAME, CATALOGUE, NAMESPACES, SECRET_ENV, callers
-from components.apps.network import HTTPS_PORT, MONITORING_NAMESPACE, NOT_PUBLIC, PROMETHEUS_POD_LABELS
+from components.apps.network import (
+    ACME_SOLVER_LABELS,
+    ACME_SOLVER_PORT,
+    HTTPS_PORT,
+    MONITORING_NAMESPACE,
+    NOT_PUBLIC,
+    PROMETHEUS_POD_LABELS,
+)
 from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
 from components.settings import ConfigError, Settings, load_settings
 from components.settings.cluster import GPU_MODELS
@@ -465,6 +472,27 @@ def test_the_public_entry_routes_api_to_backend_and_the_rest_to_frontend(
     }
     assert routes == {"/api": ("sophia-backend", 8000), "/": ("sophia-frontend", 3000)}
     assert ingress["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.entrypoints"] == "websecure"
+
+
+def test_traefik_reaches_the_acme_solver_where_the_ingress_is(production: Rendered) -> None:
+    for ingress in production.objects("Ingress"):
+        if _namespace(ingress) not in APP_NAMESPACES:
+            continue
+        allowed = False
+        for policy in production.objects("NetworkPolicy"):
+            spec = policy["spec"]
+            if _namespace(policy) != _namespace(ingress) or not matches(
+                dict(ACME_SOLVER_LABELS), spec["podSelector"].get("matchLabels", {})
+            ):
+                continue
+            for rule in spec.get("ingress", []):
+                from_traefik = any(
+                    p["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
+                    and p["podSelector"]["matchLabels"] == {NAME: "traefik"}
+                    for p in rule["from"]
+                )
+                allowed |= from_traefik and {"protocol": "TCP", "port": ACME_SOLVER_PORT} in rule["ports"]
+        assert allowed, f"{_namespace(ingress)}: HTTP-01 challenges cannot reach the solver"
 
 
 def test_no_app_service_is_exposed_other_than_through_the_ingress(production: Rendered) -> None:

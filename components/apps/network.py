@@ -28,6 +28,11 @@ TRAEFIK_POD_LABELS: Final[Mapping[str, str]] = {"app.kubernetes.io/name": "traef
 DNS_POD_LABELS: Final[Mapping[str, str]] = {"k8s-app": "kube-dns"}
 DNS_PORT: Final = 53
 
+# cert-manager's HTTP-01 solver pods, which it starts in the Ingress's namespace for every ACME
+# challenge; Traefik must reach them or no certificate is ever issued or renewed.
+ACME_SOLVER_LABELS: Final[Mapping[str, str]] = {"acme.cert-manager.io/http01-solver": "true"}
+ACME_SOLVER_PORT: Final = 8089
+
 HTTPS_PORT: Final = 443
 # The LLM APIs and Qdrant Cloud have no fixed addresses and a NetworkPolicy matches addresses, not
 # names: HTTPS egress goes to any public address. Excluding the private, shared and link-local

@@ -11,7 +11,7 @@ from components.apps.catalogue import BY_NAME as SERVICES
 from components.apps.catalogue import CATALOGUE, CONFIG_FILES, NAMESPACES, SECRET_ENV, ConfigFile, Service, callers
 from components.apps.config import llm_gateway_json, mcp_servers_json
 from components.apps.namespaces import PULL_SECRET, AppNamespace, AppNamespaceArgs
-from components.apps.network import Connection, Peer
+from components.apps.network import ACME_SOLVER_LABELS, ACME_SOLVER_PORT, TRAEFIK, Connection, Peer, tcp
 from components.apps.workload import (
     NAME_LABEL,
     ConfigMount,
@@ -217,6 +217,22 @@ class SophiaApps(pulumi.ComponentResource):
         if len(namespaces) != 1:
             raise ValueError(f"public services must share one namespace, got {sorted(namespaces)}")
         namespace = namespaces.pop()
+        self.acme_solver_policy = k8s.networking.v1.NetworkPolicy(
+            f"{namespace}-allow-acme-http01-solver",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="allow-acme-http01-solver", namespace=namespace, labels={"app.kubernetes.io/part-of": "sophia-ai"}
+            ),
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(ACME_SOLVER_LABELS)),
+                policy_types=["Ingress"],
+                ingress=[
+                    k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+                        from_=[TRAEFIK.args()], ports=[tcp(ACME_SOLVER_PORT)]
+                    )
+                ],
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespaces[namespace].namespace]),
+        )
         return k8s.networking.v1.Ingress(
             INGRESS_NAME,
             metadata=k8s.meta.v1.ObjectMetaArgs(
