@@ -248,6 +248,17 @@ def test_no_secret_value_reaches_a_file_or_a_stack_output(production: Rendered) 
         assert not any(probe in text for text in texts), f"the value of {key} is in the render"
 
 
+def test_no_secret_value_reaches_the_render_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from render.__main__ import main
+
+    assert main(["--stack", "production", "--out", str(tmp_path / "out")]) == 0
+    log = "".join(capsys.readouterr())
+    assert "sophia:apps:SophiaApps" in log
+    for key, value in load_stack("production").stand_ins.items():
+        probe = value.strip().splitlines()[1] if "\n" in value.strip() else value
+        assert probe not in log, f"the value of {key} is in the log"
+
+
 def test_the_pull_secret_document_is_built_from_the_token_and_stays_secret() -> None:
     import pulumi
 
