@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from components.apps.catalogue import CATALOGUE, MCP_SERVERS, catalogue_problems
+from components.settings.cluster import Arch
 from tests.support import problems_of, production_document, settings_from
 
 Doc = dict[str, Any]
@@ -178,3 +179,20 @@ def test_the_production_apps_settings_cover_the_catalogue(tmp_path: Path) -> Non
 def test_the_catalogue_is_consistent() -> None:
     assert catalogue_problems() == []
     assert [m.name for m in MCP_SERVERS] == [s.name for s in CATALOGUE if s.tier == "mcp"]
+
+
+def test_a_gpu_model_of_another_architecture_than_the_image_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import components.settings.apps as apps_settings
+
+    amd64_only = tuple(
+        dataclasses.replace(s, arches=frozenset({Arch.AMD64})) if s.name == "ai-memory" else s for s in CATALOGUE
+    )
+    monkeypatch.setattr(apps_settings, "CATALOGUE", amd64_only)
+    assert (
+        f"{APPS}.services.ai-memory.gpu.type: NVIDIA GH200 machines are arm64, but the images of ai-memory are"
+        " built for amd64" in problems_of(tmp_path, production_document())
+    )

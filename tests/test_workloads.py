@@ -187,7 +187,7 @@ def test_every_pod_runs_on_an_architecture_its_image_is_built_for(production: Re
         terms = pod_spec(m)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         for term in terms["nodeSelectorTerms"]:
             arches = next(e["values"] for e in term["matchExpressions"] if e["key"] == ARCH_LABEL)
-            assert set(arches) <= {a.value for a in BY_NAME[_name(m)].arches}
+            assert set(arches) <= {a.value for a in BY_NAME[_name(m)].pod_arches}
 
 
 # 4 ------------------------------------------------------------------------------------------

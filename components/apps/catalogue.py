@@ -137,6 +137,11 @@ class Service:
         return (self.image, self.exporter.image) if self.exporter else (self.image,)
 
     @property
+    def pod_arches(self) -> frozenset[Arch]:
+        """The architectures every image of its pods is built for."""
+        return self.arches & self.exporter.arches if self.exporter else self.arches
+
+    @property
     def scraped(self) -> bool:
         return self.metrics_path is not None or self.exporter is not None
 

@@ -141,7 +141,7 @@ class SophiaApps(pulumi.ComponentResource):
         for service in CATALOGUE:
             wanted = args.apps.services[service.name]
             namespace = self.namespaces[service.namespace]
-            arches = set(service.arches) & (set(service.exporter.arches) if service.exporter else set(service.arches))
+            arches = set(service.pod_arches)
             gpu = None
             if wanted.gpu is not None:
                 gpu = GpuPlacement(wanted.gpu.count, wanted.gpu.model.label)

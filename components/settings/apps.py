@@ -207,11 +207,11 @@ def check_apps(
                 f"no node of the cluster has a {model.label} GPU (present: {', '.join(present) or 'none'})",
             )
             continue
-        if model.arch not in service.arches:
+        if model.arch not in service.pod_arches:
             problems.add(
                 f"{key}.type",
-                f"{model.product} machines are {model.arch.value}, but image {service.image} is built for "
-                f"{', '.join(sorted(a.value for a in service.arches))}",
+                f"{model.product} machines are {model.arch.value}, but the images of {service.name} are built for "
+                f"{', '.join(sorted(a.value for a in service.pod_arches))}",
             )
         capacity = sum(n.gpu.count for n in carriers if n.gpu is not None)
         needed = wanted.replicas.max * wanted.gpu.count
