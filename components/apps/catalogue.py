@@ -32,6 +32,15 @@ NAMESPACES: Final[Mapping[Tier, str]] = MappingProxyType(
 )
 
 
+class External(StrEnum):
+    """Public HTTPS services a Sophia service calls (egress on 443 to public addresses)."""
+
+    LLM_APIS = "llm-apis"
+    """The gateways of `sophia-infra:llmGateway` and the model providers behind them."""
+    QDRANT = "qdrant"
+    """Qdrant Cloud at `sophia-infra:apps.qdrantUrl`; its callers get QDRANT_URL and read the Qdrant key."""
+
+
 class ConfigFile(StrEnum):
     """The generated configuration files a service reads (one ConfigMap each, per namespace)."""
 
@@ -115,8 +124,7 @@ class Service:
     secrets: tuple[SecretKey, ...] = ()
     talks_to: tuple[str, ...] = ()
     """In-cluster services it calls: egress from it, ingress to them, `<NAME>_HOST`/`_PORT` variables."""
-    public_https: bool = False
-    """Calls public HTTPS APIs (the LLM gateways and providers, Qdrant Cloud)."""
+    external: tuple[External, ...] = ()
     public_path: str | None = None
     """Served to the world through the Ingress under this path prefix."""
     gpu: bool = False
@@ -135,6 +143,10 @@ class Service:
     @property
     def images(self) -> tuple[str, ...]:
         return (self.image, self.exporter.image) if self.exporter else (self.image,)
+
+    @property
+    def public_https(self) -> bool:
+        return bool(self.external)
 
     @property
     def pod_arches(self) -> frozenset[Arch]:
@@ -163,7 +175,7 @@ class McpServer:
     port: int
     gpu: bool = False
     secrets: tuple[SecretKey, ...] = ()
-    public_https: bool = False
+    external: tuple[External, ...] = ()
     image: str = "sophia-mcp-base"
     """Every MCP server runs from the multi-arch MCP base image, picking its server by MCP_SERVER."""
     arches: frozenset[Arch] = MULTI_ARCH
@@ -177,7 +189,7 @@ class McpServer:
             port=self.port,
             metrics_path="/metrics",
             secrets=self.secrets,
-            public_https=self.public_https,
+            external=self.external,
             gpu=self.gpu,
             config_files=(ConfigFile.MCP_SERVERS,),
             env={"MCP_SERVER": self.name},
@@ -191,7 +203,7 @@ MCP_SERVERS: Final[tuple[McpServer, ...]] = (
         port=9000,
         gpu=True,
         secrets=(SecretKey.QDRANT_API_KEY, SecretKey.OPENAI_API_KEY),
-        public_https=True,
+        external=(External.QDRANT, External.LLM_APIS),
     ),
 )
 
@@ -274,7 +286,7 @@ BACKEND: Final = Service(
         SecretKey.REDIS_PASSWORD,
     ),
     talks_to=(POSTGRES.name, REDIS.name, *(m.name for m in MCP_SERVERS)),
-    public_https=True,
+    external=(External.LLM_APIS,),
     public_path="/api",
     config_files=(ConfigFile.LLM_GATEWAY, ConfigFile.MCP_SERVERS),
     env={"POSTGRES_USER": "sophia", "POSTGRES_DB": "sophia"},
@@ -314,6 +326,8 @@ def catalogue_problems() -> list[str]:
             problems.append(f"{s.name} is stateful and public")
         if "PORT" in s.env:
             problems.append(f"{s.name} sets PORT itself; the Workload sets it from `port`")
+        if External.QDRANT in s.external and SecretKey.QDRANT_API_KEY not in s.secrets:
+            problems.append(f"{s.name} calls Qdrant without its key")
         if s.exporter is not None:
             problems += [
                 f"{s.name}'s exporter reads {k.value}, which {s.name} does not"

@@ -8,7 +8,16 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.apps.catalogue import BY_NAME as SERVICES
-from components.apps.catalogue import CATALOGUE, CONFIG_FILES, NAMESPACES, SECRET_ENV, ConfigFile, Service, callers
+from components.apps.catalogue import (
+    CATALOGUE,
+    CONFIG_FILES,
+    NAMESPACES,
+    SECRET_ENV,
+    ConfigFile,
+    External,
+    Service,
+    callers,
+)
 from components.apps.config import llm_gateway_json, mcp_servers_json
 from components.apps.namespaces import PULL_SECRET, AppNamespace, AppNamespaceArgs
 from components.apps.network import ACME_SOLVER_LABELS, ACME_SOLVER_PORT, TRAEFIK, Connection, Peer, tcp
@@ -85,8 +94,7 @@ def _env(service: Service, apps: AppsSettings) -> dict[str, str]:
         target = SERVICES[name]
         env[f"{_variable(name)}_HOST"] = target.host
         env[f"{_variable(name)}_PORT"] = str(target.port)
-    if SecretKey.QDRANT_API_KEY in service.secrets:
-        # The key and the place it opens go together.
+    if External.QDRANT in service.external:
         env["QDRANT_URL"] = apps.qdrant_url
     return env
 
