@@ -88,6 +88,11 @@ if name == "nvidia-smi":
 if name == "curl":
     if flag("curl-fails"):
         fail("curl: (22) The requested URL returned error: 404", 22)
+    if "-o" not in args:
+        url = args[-1]
+        if url.endswith("/ping") and not flag("server-unreachable"):
+            out("pong")
+        fail("curl: (28) Connection timed out", 28)
     target = Path(args[args.index("-o") + 1])
     target.write_text(os.environ["FAKE_INSTALLER"])
     sys.exit(0)

@@ -276,6 +276,22 @@ def test_preflight_on_a_running_node_accepts_the_kernels_flannel_socket(
     assert agent.run(scripts.preflight).returncode == 0
 
 
+def test_a_node_that_cannot_reach_the_first_server_fails_its_install_saying_so(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    assert agent.run(scripts.prepare, TOKEN).returncode == 0
+    agent.set("server-unreachable")
+    quick = scripts.install.replace("wait_until $((SECONDS + 60)) server_answers", "wait_until $SECONDS server_answers")
+
+    result = agent.run(quick)
+
+    assert result.returncode != 0
+    assert f"cannot reach the first server at https://{cluster.first_server.address}:6443" in result.stderr
+    assert agent.installs() == []
+
+
 def test_agents_join_and_are_admitted_with_labels_and_taints(
     tmp_path: Path, api: Path, cluster: ClusterSettings
 ) -> None:

@@ -234,6 +234,7 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
                 "NODE_ROLE": node.role.value,
                 "K3S_VERSION": cluster.k3s_version,
                 "K3S_CONFIG": config,
+                "SERVER_URL": "" if first else server_url(cluster),
                 "CONFIG_FILE": CONFIG_FILE,
                 "TOKEN_FILE": TOKEN_FILE,
                 "APPLIED_FILE": APPLIED_FILE,

@@ -99,6 +99,15 @@ if [[ $installed == "$K3S_VERSION" && $applied == "$desired" && $config_current 
   exit 0
 fi
 
+# A joining node that cannot reach the first server would only say so in its own log, after the
+# start times out; say it now, with the address it tried.
+server_answers() {
+  [[ $(curl -sk --max-time 5 "$SERVER_URL/ping" 2>/dev/null) == pong ]]
+}
+if [[ -n ${SERVER_URL:-} ]] && ! wait_until $((SECONDS + 60)) server_answers; then
+  die "$NODE_NAME cannot reach the first server at $SERVER_URL (is TCP ${SERVER_URL##*:} open between the machines?)"
+fi
+
 holds_lease=false
 if [[ $NODE_ROLE == server ]] && service_active; then
   acquire_lease
