@@ -32,10 +32,12 @@ from typing import Any
 
 import yaml
 
+from render.checks import CHECKS, Context
 from render.critical_path import DURATION_TABLE, CriticalPath, critical_path
 from render.engine import run_program
 from render.model import build
 from render.stack import PROJECT_DIR, StackConfig, load_stack
+from render.write import write
 
 NAMESPACE = "sophia-infra"
 # GPU models cycled through for generated agents, with the architecture of their machines.
@@ -175,13 +177,14 @@ class Result:
     resources: int
     program_seconds: float
     render_seconds: float | None
+    """Program, files and every check: what `make render` takes."""
+    phases: tuple[tuple[str, float], ...]
+    """The render's time by phase: the files, then each check."""
     baseline_seconds: float
     path: CriticalPath
 
 
 def measure(label: str, machines: int, extra_services: int, full_render: bool) -> Result:
-    from render.__main__ import render
-
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch, extra_mcp_servers(extra_services):
         folder = Path(scratch)
         stack = stack_of(scaled_document(machines, extra_services), folder)
@@ -190,19 +193,36 @@ def measure(label: str, machines: int, extra_services: int, full_render: bool) -
         program = time.perf_counter() - started
         rendered = build(stack.stack, recording)
         render_seconds = None
+        phases: list[tuple[str, float]] = []
         if full_render:
+            # What `render.__main__.render` does, phase by phase.
+            out = folder / "out"
             started = time.perf_counter()
-            rendered, results = render(stack, folder / "out")
-            render_seconds = time.perf_counter() - started
-            failed = [r.name for r in results if r.violations]
+            write(rendered, out)
+            phases.append(("files", time.perf_counter() - started))
+            failed = []
+            for name, check in CHECKS:
+                started = time.perf_counter()
+                if check(Context(rendered, stack, out)):
+                    failed.append(name)
+                phases.append((name, time.perf_counter() - started))
             if failed:
                 raise SystemExit(f"{label}: the render is invalid ({', '.join(failed)})")
+            render_seconds = program + sum(s for _, s in phases)
         count = len(rendered.resources)
         size = sum(len(json.dumps(r["inputs"])) for r in rendered.resources) // max(count, 1)
         baseline = baseline_seconds(stack, count - 2, size, folder)
         services = 5 + extra_services
         return Result(
-            label, machines, services, count, program, render_seconds, baseline, critical_path(rendered.resources)
+            label,
+            machines,
+            services,
+            count,
+            program,
+            render_seconds,
+            tuple(phases),
+            baseline,
+            critical_path(rendered.resources),
         )
 
 
@@ -219,6 +239,13 @@ def report(results: list[Result]) -> str:
             f"{1000 * r.program_seconds / r.resources:7.2f} {render_s} {render_ms} {r.baseline_seconds:7.2f} "
             f"{r.program_seconds / r.baseline_seconds:6.2f} {r.path.seconds:12.0f} s"
         )
+    if any(r.phases for r in results):
+        lines += ["", "render time by phase (s):"]
+        names = [name for name, _ in next(r.phases for r in results if r.phases)]
+        lines += [f"  {'program under the mock engine':<52} " + " ".join(f"{r.program_seconds:8.1f}" for r in results)]
+        for i, name in enumerate(names):
+            cells = " ".join(f"{r.phases[i][1]:8.1f}" if r.phases else f"{'-':>8}" for r in results)
+            lines.append(f"  {name:<52} {cells}")
     lines += ["", "critical path of `pulumi up` (estimated durations per resource type):"]
     lines += [f"  {what:<52} {s:5.0f} s" for what, s in DURATION_TABLE]
     first = results[0].path
