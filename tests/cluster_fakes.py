@@ -116,6 +116,12 @@ if name == "systemctl":
             kubelet = root / "var/lib/rancher/k3s/agent/kubelet.kubeconfig"
             kubelet.parent.mkdir(parents=True, exist_ok=True)
             kubelet.write_text("server: https://127.0.0.1:6444\n")
+        # K3s registers the nvidia runtime when it finds the NVIDIA container runtime at start.
+        containerd = root / "var/lib/rancher/k3s/agent/etc/containerd/config.toml"
+        containerd.parent.mkdir(parents=True, exist_ok=True)
+        runtime = (root / "usr/bin/nvidia-container-runtime").exists()
+        table = "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'nvidia']\n"
+        containerd.write_text(table if runtime else "")
         with Api() as api:
             node = config["node-name"]
             if node not in api.state["nodes"]:

@@ -346,6 +346,22 @@ def test_ready_gives_up_after_its_timeout_with_the_service_log(
     assert "k3s said why" in result.stderr
 
 
+def test_ready_fails_on_a_gpu_node_whose_k3s_has_no_nvidia_runtime(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    assert agent.run(scripts.preflight).returncode == 0
+    (agent.root / "usr/bin/nvidia-container-runtime").unlink()  # gone between preflight and start
+    assert agent.run(scripts.prepare, TOKEN).returncode == 0
+    assert agent.run(scripts.install).returncode == 0
+
+    result = agent.run(scripts.ready)
+
+    assert result.returncode != 0
+    assert "did not register the nvidia container runtime" in result.stderr
+
+
 def test_the_kubeconfig_points_at_the_api_endpoint(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
     server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
     scripts = scripts_for(cluster, SERVER)

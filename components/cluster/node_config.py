@@ -244,7 +244,11 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
                 "LEASE_SECONDS": str(LEASE_SECONDS),
             },
         ),
-        ready=on_node(Step.READY.value, "ready.sh", {"READY_TIMEOUT": str(READY_TIMEOUT_SECONDS)}),
+        ready=on_node(
+            Step.READY.value,
+            "ready.sh",
+            {"READY_TIMEOUT": str(READY_TIMEOUT_SECONDS), "GPU_COUNT": str(node.gpu.count if node.gpu else 0)},
+        ),
         claim=None if first else on_first_server(Step.CLAIM.value, "claim.sh", {"NODE_IP": node.address}),
         remove=None if first else on_first_server(Step.CLAIM.value, "remove.sh", timeouts),
         admit=on_first_server(
