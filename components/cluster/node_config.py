@@ -13,7 +13,7 @@ import hashlib
 import ipaddress
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
@@ -52,7 +52,7 @@ AGENT_PORTS: Final = ("tcp/10250",)
 FLANNEL_PORTS: Final = {"vxlan": ("udp/8472",), "wireguard-native": ("udp/51820",)}
 
 # servicelb (klipper) is replaced by MetalLB; Traefik stays as the ingress controller.
-DISABLED_COMPONENTS: Final = ("servicelb",)
+DISABLED_COMPONENTS: Final[tuple[str, ...]] = ("servicelb",)
 
 
 class Step(StrEnum):
@@ -105,38 +105,68 @@ def is_first(cluster: ClusterSettings, node: Node) -> bool:
     return node.name == cluster.first_server.name
 
 
-def k3s_config(cluster: ClusterSettings, node: Node) -> dict[str, object]:
-    """The content of /etc/rancher/k3s/config.yaml for one node (keys are K3s flag names)."""
-    config: dict[str, object] = {}
-    if node.role is Role.SERVER and is_first(cluster, node):
-        config["cluster-init"] = True
-    else:
-        config["server"] = server_url(cluster)
-    config["token-file"] = TOKEN_FILE
-    config["node-name"] = node.name
-    config["node-ip"] = node.address
-    config["node-external-ip"] = node.host
-    labels = node_labels(node)
-    if labels:
-        config["node-label"] = [f"{k}={v}" for k, v in labels.items()]
-    if node.taints:
-        config["node-taint"] = [str(t) for t in node.taints]
-    if node.role is Role.SERVER:
-        sans = sorted({cluster.api_endpoint, node.host, node.address})
-        config |= {
-            "tls-san": sans,
-            "disable": list(DISABLED_COMPONENTS),
-            "flannel-backend": flannel_backend(cluster),
-            "secrets-encryption": True,
-            "write-kubeconfig-mode": "0600",
-            "etcd-snapshot-schedule-cron": cluster.etcd_snapshots.schedule,
-            "etcd-snapshot-retention": cluster.etcd_snapshots.retention,
-        }
-    return config
+@dataclass(frozen=True)
+class K3sConfig:
+    """/etc/rancher/k3s/config.yaml: each field is the K3s flag of the same name (`_` for `-`).
+
+    Unset fields (None, empty) are left out, so an agent's file holds agent flags only.
+    """
+
+    token_file: str
+    node_name: str
+    node_ip: str
+    node_external_ip: str
+    node_label: tuple[str, ...] = ()
+    node_taint: tuple[str, ...] = ()
+    cluster_init: bool | None = None
+    server: str | None = None
+    tls_san: tuple[str, ...] = ()
+    disable: tuple[str, ...] = ()
+    flannel_backend: str | None = None
+    secrets_encryption: bool | None = None
+    write_kubeconfig_mode: str | None = None
+    etcd_snapshot_schedule_cron: str | None = None
+    etcd_snapshot_retention: int | None = None
+
+    def as_flags(self) -> dict[str, object]:
+        flags: dict[str, object] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is None or value == ():
+                continue
+            flags[item.name.replace("_", "-")] = list(value) if isinstance(value, tuple) else value
+        return flags
+
+    def to_yaml(self) -> str:
+        """Deterministic: keys sorted, block style; the same settings give the same bytes."""
+        return yaml.safe_dump(self.as_flags(), sort_keys=True, default_flow_style=False)
 
 
-def config_yaml(config: Mapping[str, object]) -> str:
-    return yaml.safe_dump(dict(config), sort_keys=True, default_flow_style=False)
+def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
+    """The K3s configuration of one node, from the typed settings."""
+    first_server = node.role is Role.SERVER and is_first(cluster, node)
+    common = K3sConfig(
+        cluster_init=True if first_server else None,
+        server=None if first_server else server_url(cluster),
+        token_file=TOKEN_FILE,
+        node_name=node.name,
+        node_ip=node.address,
+        node_external_ip=node.host,
+        node_label=tuple(f"{k}={v}" for k, v in node_labels(node).items()),
+        node_taint=tuple(str(t) for t in node.taints),
+    )
+    if node.role is not Role.SERVER:
+        return common
+    return replace(
+        common,
+        tls_san=tuple(sorted({cluster.api_endpoint, node.host, node.address})),
+        disable=DISABLED_COMPONENTS,
+        flannel_backend=flannel_backend(cluster),
+        secrets_encryption=True,
+        write_kubeconfig_mode="0600",
+        etcd_snapshot_schedule_cron=cluster.etcd_snapshots.schedule,
+        etcd_snapshot_retention=cluster.etcd_snapshots.retention,
+    )
 
 
 def sha256(text: str) -> str:
@@ -192,7 +222,7 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
     first = is_first(cluster, node)
     service = "k3s" if node.role is Role.SERVER else "k3s-agent"
     own_kubeconfig = ADMIN_KUBECONFIG if node.role is Role.SERVER else AGENT_KUBECONFIG
-    config = config_yaml(k3s_config(cluster, node))
+    config = k3s_config(cluster, node).to_yaml()
     backend = flannel_backend(cluster)
     ports = (*(SERVER_PORTS if node.role is Role.SERVER else AGENT_PORTS), *FLANNEL_PORTS[backend])
     name = node.name
