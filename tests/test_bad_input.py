@@ -1,7 +1,8 @@
 """Bad configuration, generated: every mutated stack renders valid or fails cleanly with key paths.
 
 Hypothesis mutates Pulumi.production.yaml (wrong types, missing keys, bad addresses, duplicates,
-odd server counts, unknown GPU types, huge and empty lists, unknown keys) and runs `make render`'s
+odd server counts, unknown GPU types, huge and empty lists, unknown keys, numbers as keys,
+sections as (truncated) JSON text) and runs `make render`'s
 own entry point on each. The only acceptable outcomes: exit 0 with a render written, or exit 2 with
 nothing but `error: <key path>: <message>` lines and no output directory. A traceback, exit 1 (a
 configuration accepted that renders invalid) or a half-written directory fails the test.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -106,7 +108,7 @@ def mutation(draw: st.DrawFn) -> tuple[str, Path_, Any]:
     if isinstance(value, list):
         kinds += ["duplicate entry", "empty", "huge"] * 3
     if isinstance(value, dict):
-        kinds += ["empty"]
+        kinds += ["empty", "number as key", "as JSON text"]
     if leaf == "type" and "gpu" in path:
         kinds += ["gpu type"] * 3
     if leaf == "role":
@@ -127,7 +129,7 @@ def mutation(draw: st.DrawFn) -> tuple[str, Path_, Any]:
         choice = draw(st.sampled_from(ROLES))
     elif kind == "huge":
         choice = draw(st.sampled_from([60, 600]))
-    elif kind in ("duplicate entry", "unknown key"):
+    elif kind in ("duplicate entry", "unknown key", "number as key", "as JSON text"):
         choice = draw(st.integers(min_value=0, max_value=10))
     return kind, path, choice
 
@@ -146,6 +148,11 @@ def mutate(doc: Doc, kind: str, path: Path_, choice: Any) -> None:
             target[f"unexpected{choice}"] = choice
         else:
             container[key] = {"unexpected": choice}
+    elif kind == "number as key":
+        if isinstance(current, dict):
+            current[choice] = copy.deepcopy(next(iter(current.values()), "x"))
+    elif kind == "as JSON text":
+        container[key] = json.dumps(current)[: 10 + 20 * choice]
     elif kind == "empty":
         container[key] = type(current)() if isinstance(current, list | dict) else []
     elif kind == "duplicate entry":
@@ -184,7 +191,7 @@ def shellcheck_once_per_script(context: Context) -> list[str]:
 
 
 def _digest(doc: Doc) -> str:
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(yaml.safe_dump(doc, sort_keys=False).encode()).hexdigest()
 
 
 def _render(doc: Doc) -> tuple[int, str, str, Path]:
@@ -268,6 +275,8 @@ def test_every_mutated_configuration_renders_valid_or_fails_with_key_paths_only(
         "huge",
         "gpu type",
         "role",
+        "number as key",
+        "as JSON text",
     } == _KINDS
 
 
