@@ -106,6 +106,9 @@ def test_install_twice_on_an_unchanged_node_changes_nothing_the_second_time(
 
     assert again.returncode == 0, again.output
     assert "nothing to do" in again.stdout
+    for script, stdin in ((scripts.preflight, ""), (scripts.prepare, TOKEN), (scripts.ready, "")):
+        rerun = server.run(script, stdin)
+        assert rerun.returncode == 0, rerun.output
     assert server.files() == before
     assert server.installs() == [f"{cluster.k3s_version} server"]
     assert server.restarts("k3s") == 1
