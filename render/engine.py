@@ -74,6 +74,8 @@ class Registration:
     provider: str | None
     dependencies: tuple[str, ...]
     inputs: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    """The resource options that change how the engine replaces or deletes it (only those set)."""
 
 
 @dataclass
@@ -81,6 +83,26 @@ class Recording:
     registrations: list[Registration] = field(default_factory=list)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Outputs each component registered, by URN; the stack's own are its exports."""
+
+
+def _lifecycle_options(request: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if request.protect:
+        options["protect"] = True
+    if request.retainOnDelete:
+        options["retainOnDelete"] = True
+    if request.deleteBeforeReplace:
+        options["deleteBeforeReplace"] = True
+    if request.ignoreChanges:
+        options["ignoreChanges"] = sorted(request.ignoreChanges)
+    if request.replaceOnChanges:
+        options["replaceOnChanges"] = sorted(request.replaceOnChanges)
+    if request.deletedWith:
+        options["deletedWith"] = request.deletedWith
+    timeouts = {k: v for k, v in json_format.MessageToDict(request.customTimeouts).items() if v}
+    if timeouts:
+        options["customTimeouts"] = dict(sorted(timeouts.items()))
+    return options
 
 
 class RecordingMonitor(mocks.MockMonitor):
@@ -118,6 +140,7 @@ class RecordingMonitor(mocks.MockMonitor):
             provider=provider,
             dependencies=tuple(sorted(deps)),
             inputs=redact(json_format.MessageToDict(request.object)),
+            options=_lifecycle_options(request),
         )
         with self._lock:
             self.recording.registrations.append(registration)

@@ -82,6 +82,7 @@ class Rendered:
                 "provider": r.provider,
                 "dependencies": list(r.dependencies),
                 "inputs": r.inputs,
+                "options": r.options,
             }
             for r in self.registrations
         ]

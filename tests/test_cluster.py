@@ -264,6 +264,15 @@ def test_removal_drains_then_uninstalls_then_deletes_the_node(production: Render
         assert f"{name}-claim" in graph[f"{name}-prepare"]
 
 
+def test_a_step_that_drains_uninstalls_or_removes_is_never_replaced_while_its_node_stays(production: Rendered) -> None:
+    # A replaced Command runs its old `delete`; replacement comes from `triggers` or a changed connection.
+    holders = [c for c in commands(production) if c["inputs"].get("delete")]
+    assert {c["name"].rsplit("-", 1)[-1] for c in holders} == {"claim", "prepare", "admit"}
+    for resource in holders:
+        assert "triggers" not in resource["inputs"], resource["name"]
+        assert "connection" in resource["options"].get("ignoreChanges", []), resource["name"]
+
+
 def test_a_changed_version_or_config_reruns_the_install_through_triggers(
     production: Rendered, settings: Settings, tmp_path: Path
 ) -> None:
@@ -273,8 +282,6 @@ def test_a_changed_version_or_config_reruns_the_install_through_triggers(
         assert install["triggers"] == scripts.install_triggers
         ready = command(production, f"{node.name}-ready")["inputs"]
         assert ready["triggers"] == [f"{node.name}-install-id"]
-        admit = command(production, f"{node.name}-admit")["inputs"]
-        assert admit["triggers"] == [f"{node.name}-ready-id"]
     document = production_document()
     document["config"]["sophia-infra:cluster"]["k3sVersion"] = "v1.35.6+k3s1"
     upgraded = settings_from(tmp_path, document).cluster

@@ -32,7 +32,7 @@ def test_resources_json_lists_every_resource_with_its_inputs_and_dependencies(pr
     urns = [r["urn"] for r in document["resources"]]
     assert len(urns) == len(set(urns)) == len(production.registrations)
     for resource in document["resources"]:
-        assert set(resource) == {"urn", "type", "name", "parent", "provider", "dependencies", "inputs"}
+        assert set(resource) == {"urn", "type", "name", "parent", "provider", "dependencies", "inputs", "options"}
         assert resource["urn"].endswith(f"{resource['type']}::{resource['name']}")
     position = {urn: i for i, urn in enumerate(urns)}
     for resource in document["resources"]:

@@ -109,6 +109,11 @@ class K3sNode(pulumi.ComponentResource):
                     parent=self,
                     depends_on=list(depends_on),
                     additional_secret_outputs=["stdout"] if secret_stdout else None,
+                    # A changed `connection` (a rotated SSH key, a new address) makes pulumi-command
+                    # replace the Command, and a replaced Command runs its old `delete`: a drain, an
+                    # uninstall or a node removal on a machine that stays. A step with a delete therefore
+                    # keeps the connection it was created with; it is only ever deleted with its node.
+                    ignore_changes=["connection"] if delete is not None else None,
                 ),
             )
 
@@ -135,14 +140,10 @@ class K3sNode(pulumi.ComponentResource):
         install = step(Step.INSTALL, args.connection, scripts.install, [prepare], triggers=scripts.install_triggers)
         # A re-run install (new id) re-runs the waits after it.
         self.ready = step(Step.READY, args.connection, scripts.ready, [install], triggers=[install.id])
-        step(
-            Step.ADMIT,
-            args.first_server_connection,
-            scripts.admit,
-            [self.ready],
-            delete=scripts.drain,
-            triggers=[self.ready.id],
-        )
+        # No triggers: a replaced admit would run its old delete, a drain, right after the new one
+        # uncordoned the node, leaving every upgraded node drained. A changed label or taint changes
+        # `create`, which pulumi-command runs again in place; an upgrade keeps labels and schedulability.
+        step(Step.ADMIT, args.first_server_connection, scripts.admit, [self.ready], delete=scripts.drain)
         self.kubeconfig = None
         if scripts.kubeconfig is not None:
             fetch = step(
