@@ -126,6 +126,15 @@ def test_every_run_tests_renders_and_uploads_the_render(workflow: dict[str, Any]
     assert "make test" in readme and "make render" in readme
 
 
+def test_the_pulumi_jobs_build_the_venv_the_makefile_builds(workflow: dict[str, Any]) -> None:
+    makefile = (PROJECT_DIR / "Makefile").read_text()
+    assert "VENV   := .venv" in makefile and "$(VENV)/.installed:" in makefile
+    for name in ("preview", "up"):
+        commands = "\n".join(s.get("run", "") for s in _steps(workflow["jobs"][name]))
+        assert "make .venv/.installed" in commands
+        assert '"$PWD/.venv/bin" >> "$GITHUB_PATH"' in commands
+
+
 def test_the_pulumi_cli_and_python_match_the_pinned_sdk(workflow: dict[str, Any]) -> None:
     pins = dict(
         line.split("==", 1) for line in (PROJECT_DIR / "requirements.txt").read_text().splitlines() if "==" in line
