@@ -1,7 +1,9 @@
-"""The invariants of DESIGN.md that one resource's inputs can prove or disprove, as plain functions.
+"""The invariants of DESIGN.md that the stack's resource inputs can prove or disprove, as plain functions.
 
-Each rule is `judge(resource_type, inputs, config) -> list[str]`: the violations of one resource,
-each `<field path>: <what is wrong>`, empty when it complies or the rule does not concern it. The
+Each rule (`RULES`) is `judge(resource_type, inputs, config) -> list[str]`: the violations of one
+resource, each `<field path>: <what is wrong>`, empty when it complies or the rule does not concern
+it. Each stack rule (`STACK_RULES`) judges what no single object shows (a Service and the pods it
+selects, a workload and its PDB and HPA, a namespace and its NetworkPolicies) over all of them. The
 same functions run in three places: the CrossGuard pack (`policy/__main__.py`, on `pulumi preview`
 and `pulumi up`), the offline render (`render/checks.py`, on `resources.json`) and the tests.
 
@@ -224,11 +226,16 @@ def _probe_port(probe: JSON) -> object:
 
 
 def probes_on_a_declared_port(resource_type: str, inputs: JSON, config: PolicyConfig) -> list[str]:
-    """Long-running workloads are probed on a port their container declares; PORT is that port."""
+    """Long-running workloads are probed on a port their container declares; PORT is that port.
+
+    Sophia's containers all read their port from PORT (the one number, set from the catalogue), so
+    for them PORT is required; for anyone else's it is checked where it is set.
+    """
     workload = _workload(resource_type, inputs)
     if workload is None or _kind(workload[0]) not in ("Deployment", "StatefulSet", "DaemonSet"):
         return []
-    _, path, spec = workload
+    obj, path, spec = workload
+    sophia = _namespace(obj) in config.app_namespaces or _is_sophia(obj)
     violations = []
     for i, raw_container in enumerate(_list(spec.get("containers"))):
         container = _map(raw_container)
@@ -248,9 +255,11 @@ def probes_on_a_declared_port(resource_type: str, inputs: JSON, config: PolicyCo
                 continue
             if not (port in numbers or port in names):
                 violations.append(f"{where}.{probe_name}: port {port!r} is not a containerPort the container declares")
-        for raw_env in _list(container.get("env")):
-            env = _map(raw_env)
-            if env.get("name") != "PORT" or "value" not in env or is_unknown(env.get("value")):
+        port_env = [_map(e) for e in _list(container.get("env")) if _map(e).get("name") == "PORT"]
+        if sophia and not port_env:
+            violations.append(f"{where}.env: no PORT; it must be the containerPort {sorted(numbers)}")
+        for env in port_env:
+            if "value" not in env or is_unknown(env.get("value")):
                 continue
             value = env.get("value")
             if not (isinstance(value, str) and value.isdigit() and int(value) in numbers):

@@ -175,6 +175,13 @@ def _port_env_differs(p: Rendered) -> Resource:
     return r
 
 
+def _sophia_container_without_port_env(p: Rendered) -> Resource:
+    r = _real(p, "StatefulSet", _in_app_namespace)
+    c = _pod(r)["containers"][0]
+    c["env"] = [e for e in c["env"] if e["name"] != "PORT"]
+    return r
+
+
 def _no_liveness_probe(p: Rendered) -> Resource:
     r = _real(p, "StatefulSet")
     del _pod(r)["containers"][0]["livenessProbe"]
@@ -344,7 +351,12 @@ def _release_with_a_version_range(p: Rendered) -> Resource:
 BREAKERS: dict[str, list[Callable[[Rendered], Resource]]] = {
     "images-from-the-configured-registry": [_image_latest, _image_foreign_registry],
     "containers-have-requests-and-limits": [_no_memory_limit],
-    "probes-on-a-declared-port": [_probe_on_undeclared_port, _port_env_differs, _no_liveness_probe],
+    "probes-on-a-declared-port": [
+        _probe_on_undeclared_port,
+        _port_env_differs,
+        _sophia_container_without_port_env,
+        _no_liveness_probe,
+    ],
     "services-name-their-target-port": [_service_without_target_port],
     "gpu-pods-land-on-gpu-nodes": [
         _gpu_pod_without_runtime_class,
