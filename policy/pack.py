@@ -32,10 +32,12 @@ _NAMESPACE_POLICIES = frozenset(
 
 
 def plain(value: Any) -> Any:
-    """The engine's inputs as plain dicts and lists, unknown values kept as their sentinel strings.
+    """The engine's inputs as plain data, as the render records them: what the rules read.
 
     `pulumi_policy` hands a validation proxies that raise on reading an unknown value; the rules
-    decide for themselves what an unknown value means, so they get the data underneath.
+    decide for themselves what an unknown value means, so they get the data underneath, unknown
+    values as their sentinel strings. The engine's numbers are protobuf doubles (a port arrives as
+    9000.0); a whole number is made an int again, as the Kubernetes provider reads it.
     """
     for attribute in ("_DictProxy__target", "_ListProxy__target"):
         if hasattr(value, attribute):
@@ -44,6 +46,8 @@ def plain(value: Any) -> Any:
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         return [plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 

@@ -573,3 +573,64 @@ def test_a_stack_policy_reports_through_the_engine(production: Rendered) -> None
     assert engine_view(_no_default_deny(_stack(production))) == [
         "Namespace sophia-mcp: no default-deny NetworkPolicy (all pods, Ingress and Egress, no rule)"
     ]
+
+
+# -- through pulumi_policy's analyzer, as the engine calls the pack -------------------------------
+
+_SECRET_SIG = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
+
+
+def _analyzer() -> Any:
+    # The servicer `PolicyPack` serves: the exact code path of `pulumi preview --policy-pack`.
+    from pulumi_policy.policy import _PolicyAnalyzerServicer
+
+    return _PolicyAnalyzerServicer(PACK_NAME, "1.0.0", policies(), EnforcementLevel.MANDATORY)
+
+
+def _analyze(analyzer: Any, resource: Resource) -> list[tuple[str, str]]:
+    from pulumi.runtime.proto import analyzer_pb2
+
+    request = analyzer_pb2.AnalyzeRequest(type=resource["type"], urn=resource["urn"], name=resource["name"])
+    request.properties.update(resource["inputs"])  # numbers travel as doubles, as from the engine
+    response = analyzer.Analyze(request, None)
+    assert all(d.enforcementLevel == analyzer_pb2.MANDATORY for d in response.diagnostics)
+    return [(d.policyName, d.message) for d in response.diagnostics]
+
+
+def _analyze_stack(analyzer: Any, resources: list[Resource]) -> list[tuple[str, str]]:
+    from pulumi.runtime.proto import analyzer_pb2
+
+    request = analyzer_pb2.AnalyzeStackRequest()
+    for resource in resources:
+        added = request.resources.add(type=resource["type"], urn=resource["urn"], name=resource["name"])
+        added.properties.update(resource["inputs"])
+    return [(d.policyName, d.message) for d in analyzer.AnalyzeStack(request, None).diagnostics]
+
+
+def test_the_engine_path_passes_production_and_stops_a_broken_resource(production: Rendered) -> None:
+    analyzer = _analyzer()
+    assert [d for r in production.resources for d in _analyze(analyzer, r)] == []
+    broken = _probe_on_undeclared_port(production)
+    assert [name for name, _ in _analyze(analyzer, broken)] == ["probes-on-a-declared-port"]
+
+
+def test_the_engine_path_judges_the_whole_stack(production: Rendered) -> None:
+    analyzer = _analyzer()
+    assert _analyze_stack(analyzer, production.resources) == []
+    without_deny = [
+        r
+        for r in production.resources
+        if not (r["inputs"].get("kind") == "NetworkPolicy" and r["inputs"]["metadata"]["name"] == "default-deny")
+    ]
+    assert {name for name, _ in _analyze_stack(analyzer, without_deny)} == {"app-namespaces-deny-by-default"}
+
+
+def test_the_engine_path_reads_real_secret_values(production: Rendered) -> None:
+    analyzer = _analyzer()
+    secret = _real(production, "Secret")
+    field = "stringData" if "stringData" in secret["inputs"] else "data"
+    keys = sorted(secret["inputs"][field])
+    secret["inputs"][field] = {k: {**_SECRET_SIG, "value": "a-real-value-of-enough-length"} for k in keys}
+    assert _analyze(analyzer, secret) == []
+    secret["inputs"][field][keys[0]] = {**_SECRET_SIG, "value": ""}
+    assert [name for name, _ in _analyze(analyzer, secret)] == ["secrets-are-never-empty"]
