@@ -15,6 +15,8 @@ from tests.support import problems_of, production_document, settings_from
 Doc = dict[str, Any]
 APPS = "sophia-infra:apps"
 GATEWAY = "sophia-infra:llmGateway"
+PLATFORM = "sophia-infra:platform"
+SHARING = f"{PLATFORM}.gpuSharing.replicas"
 
 
 def _set(key: str, path: str, value: object) -> Callable[[Doc], None]:
@@ -85,7 +87,29 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
     (
         "more GPUs than the cluster has",
         _set(APPS, "services.ai-memory.replicas.max", 2),
-        f"{APPS}.services.ai-memory.gpu.count: 2 replica(s) x 1 GPU(s) need 2 gh200 GPUs; the cluster has 1",
+        f"{APPS}.services.ai-memory.gpu.count: ai-memory needs (2 replica(s) + 1 surge) x 1 GPU(s) = 3 gh200 GPU(s)"
+        f" during a rollout; the cluster advertises 2 (1 physical x 2 from {SHARING})",
+    ),
+    (
+        "two time-slices asked for as if they were two GPUs",
+        _set(APPS, "services.ai-memory.gpu.count", 2),
+        f"{APPS}.services.ai-memory.gpu.count: must be 1 while {SHARING} is 2: a time-sliced GPU is shared,"
+        " 2 of them are not 2 GPUs",
+    ),
+    (
+        "GPU sharing of none",
+        _set(PLATFORM, "gpuSharing.replicas", 0),
+        f"{SHARING}: must be between 1 and 8, got 0",
+    ),
+    (
+        "GPU sharing as text",
+        _set(PLATFORM, "gpuSharing.replicas", "2"),
+        f"{SHARING}: must be a whole number, got a string",
+    ),
+    (
+        "GPU sharing without replicas",
+        _set(PLATFORM, "gpuSharing", {"replica": 2}),
+        f"{PLATFORM}.gpuSharing.replica: unknown key",
     ),
     (
         "limit below request",
@@ -196,3 +220,70 @@ def test_a_gpu_model_of_another_architecture_than_the_image_is_refused(
         f"{APPS}.services.ai-memory.gpu.type: NVIDIA GH200 machines are arm64, but the images of ai-memory are"
         " built for amd64" in problems_of(tmp_path, production_document())
     )
+
+
+# GPU capacity during rollouts ----------------------------------------------------------------------
+
+NO_ROOM_FOR_THE_SURGE = (
+    f"{APPS}.services.ai-memory.gpu.count: ai-memory needs (1 replica(s) + 1 surge) x 1 GPU(s) = 2 gh200 GPU(s)"
+    f" during a rollout; the cluster advertises 1 (1 physical x 1 from {SHARING})"
+)
+
+
+def test_production_has_room_for_the_surge_pod_of_every_gpu_service(tmp_path: Path) -> None:
+    settings = settings_from(tmp_path, production_document())
+    assert settings.platform.gpu_sharing.replicas == 2
+    memory = settings.apps.services["ai-memory"]
+    assert memory.gpu is not None and memory.replicas.max == 1
+    gh200 = sum(n.gpu.count for n in settings.cluster.nodes if n.gpu is not None and n.gpu.model.label == "gh200")
+    assert gh200 == 1, "production has one GH200: without sharing its rollouts could not surge"
+
+
+@pytest.mark.parametrize(
+    "sharing",
+    [_set(PLATFORM, "gpuSharing.replicas", 1), _set(PLATFORM, "gpuSharing", ...)],
+    ids=["sharing 1", "no sharing setting"],
+)
+def test_a_single_gh200_without_sharing_cannot_roll_ai_memory(tmp_path: Path, sharing: Callable[[Doc], None]) -> None:
+    doc = production_document()
+    sharing(doc)
+    assert problems_of(tmp_path, doc) == [NO_ROOM_FOR_THE_SURGE]
+
+
+def test_a_second_gpu_service_on_the_gh200_that_overflows_it_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import components.settings.apps as apps_settings
+    from components.apps.catalogue import McpServer
+
+    vision = McpServer("ai-vision", port=9001, gpu=True).service()
+    monkeypatch.setattr(apps_settings, "CATALOGUE", (*CATALOGUE, vision))
+    doc = production_document()
+    services = doc["config"][APPS]["services"]
+    services["ai-vision"] = {**services["ai-memory"], "gpu": {"type": "gh200", "count": 1}}
+    assert problems_of(tmp_path, doc) == [
+        f"{APPS}.services.ai-vision.gpu.count: ai-vision needs (1 replica(s) + 1 surge) x 1 GPU(s) = 2 gh200 GPU(s)"
+        f" during a rollout, 4 with ai-memory; the cluster advertises 2 (1 physical x 2 from {SHARING})"
+    ]
+    # The same service on a GPU model of its own fits: the A100, time-sliced in two, holds its surge.
+    services["ai-vision"]["gpu"] = {"type": "a100", "count": 1}
+    assert problems_of(tmp_path, doc) == []
+
+
+def test_a_stateful_gpu_service_needs_no_room_for_a_surge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A StatefulSet replaces its pod in place: one GH200 without sharing is enough for one replica."""
+    import dataclasses
+
+    import components.settings.apps as apps_settings
+    from components.apps.catalogue import Storage
+
+    stateful = tuple(
+        dataclasses.replace(s, storage=Storage("/var/lib/ai-memory")) if s.name == "ai-memory" else s for s in CATALOGUE
+    )
+    monkeypatch.setattr(apps_settings, "CATALOGUE", stateful)
+    doc = production_document()
+    doc["config"][PLATFORM]["gpuSharing"]["replicas"] = 1
+    memory = doc["config"][APPS]["services"]["ai-memory"]
+    del memory["replicas"]
+    memory["storage"] = "20Gi"
+    assert problems_of(tmp_path, doc) == []

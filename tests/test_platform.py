@@ -11,21 +11,25 @@ from typing import Any
 import pytest
 import yaml
 
+from components.apps.rollout import MAX_SURGE
 from components.cluster.node_config import node_labels
-from components.gpu import ARCH_LABEL, RUNTIME_CLASS
+from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TYPE_LABEL, RUNTIME_CLASS
 from components.platform import namespaces
 from components.platform.charts import (
     CHARTS,
     CHARTS_BY_NAME,
     KUBE_PROMETHEUS_STACK,
+    NVIDIA_DEVICE_PLUGIN,
     undocumented_values,
     unsized_containers,
     value_at,
     values_path,
 )
+from components.platform.nvidia import DEVICE_PLUGIN_CONFIG, device_plugin_values
 from components.settings import Settings
 from components.settings.apps import cpu_millis, memory_bytes
 from components.settings.cluster import Arch, Taint
+from components.settings.platform import NO_SHARING, GpuSharing
 from render import gitops_paths
 from render.__main__ import render
 from render.checks import CheckResult
@@ -153,6 +157,37 @@ def test_every_add_on_container_has_requests_and_limits(production: Rendered) ->
             requests, limits = sizes["requests"], sizes["limits"]
             assert cpu_millis(requests["cpu"]) <= cpu_millis(limits["cpu"]), container
             assert memory_bytes(requests["memory"]) <= memory_bytes(limits["memory"]), container
+
+
+def _limit_range_defaults(rendered: Rendered, namespace: str) -> tuple[dict[str, str], dict[str, str]] | None:
+    """The default requests and limits a LimitRange of `namespace` gives containers that set none."""
+    for limit_range in rendered.objects("LimitRange"):
+        if limit_range["metadata"].get("namespace") != namespace:
+            continue
+        for item in limit_range["spec"]["limits"]:
+            sized = all({"cpu", "memory"} <= set(item.get(kind, {})) for kind in ("defaultRequest", "default"))
+            if item["type"] == "Container" and sized:
+                return item["defaultRequest"], item["default"]
+    return None
+
+
+def test_add_on_containers_the_chart_cannot_size_get_their_namespaces_defaults(production: Rendered) -> None:
+    charts = [c for c in CHARTS if c.limit_range_sized]
+    assert charts, "the device plugin's config-manager has no resources value"
+    for chart in charts:
+        release = _release(production, chart.name)
+        namespace = release["inputs"]["namespace"]
+        defaults = _limit_range_defaults(production, namespace)
+        assert defaults is not None, f"{chart.name}: {chart.limit_range_sized} run unsized in {namespace}"
+        requests, limits = defaults
+        assert cpu_millis(requests["cpu"]) <= cpu_millis(limits["cpu"])
+        assert memory_bytes(requests["memory"]) <= memory_bytes(limits["memory"])
+        (limit_range,) = [
+            r
+            for r in production.resources
+            if r["inputs"].get("kind") == "LimitRange" and r["inputs"]["metadata"]["namespace"] == namespace
+        ]
+        assert limit_range["urn"] in release["dependencies"], f"{chart.name} may start pods before the defaults exist"
 
 
 def test_a_container_without_limits_is_caught() -> None:
@@ -311,6 +346,59 @@ def test_the_device_plugin_runs_on_both_architectures_and_tolerates_the_gpu_tain
     for node in settings.cluster.nodes:
         if node.gpu is None:
             assert not _schedulable(values, {**node_labels(node), ARCH_LABEL: node.arch.value}, node.taints)
+
+
+def _time_slicing(values: Mapping[str, Any]) -> dict[str, Any]:
+    config = values["config"]
+    assert config["default"] == DEVICE_PLUGIN_CONFIG and list(config["map"]) == [DEVICE_PLUGIN_CONFIG]
+    document = yaml.safe_load(config["map"][DEVICE_PLUGIN_CONFIG])
+    assert document["version"] == "v1"
+    return dict(document["sharing"]["timeSlicing"])
+
+
+def test_the_device_plugin_time_slices_each_gpu_as_configured(production: Rendered, settings: Settings) -> None:
+    sharing = _time_slicing(_values(production, "nvidia-device-plugin"))
+    assert sharing["resources"] == [{"name": GPU_RESOURCE, "replicas": settings.platform.gpu_sharing.replicas}]
+    # Pods keep asking for `nvidia.com/gpu`, and one asking for two slices of a shared GPU is refused.
+    assert sharing["renameByDefault"] is False
+    assert sharing["failRequestsGreaterThanOne"] is True
+
+
+def test_without_sharing_the_device_plugin_gets_no_config() -> None:
+    """The plugin refuses a time-slicing config with fewer than 2 replicas: 1 means no config at all."""
+    assert "config" not in device_plugin_values(NO_SHARING)
+    assert "config" in device_plugin_values(GpuSharing(3))
+    assert _time_slicing(device_plugin_values(GpuSharing(3)))["resources"][0]["replicas"] == 3
+    for sharing in (NO_SHARING, GpuSharing(3)):
+        assert undocumented_values(NVIDIA_DEVICE_PLUGIN, device_plugin_values(sharing)) == []
+
+
+def test_every_gpu_rollout_fits_the_gpus_the_cluster_advertises(production: Rendered, settings: Settings) -> None:
+    """From the render alone: surge pods of every GPU Deployment, all at once, fit the time-sliced GPUs."""
+    replicas = _time_slicing(_values(production, "nvidia-device-plugin"))["resources"][0]["replicas"]
+    hpas = {
+        (h["metadata"]["namespace"], h["metadata"]["name"]): h for h in production.objects("HorizontalPodAutoscaler")
+    }
+    needed: dict[str, int] = {}
+    for controller in production.objects("Deployment") + production.objects("StatefulSet"):
+        spec = controller["spec"]
+        pod = spec["template"]["spec"]
+        gpus = sum(int(c["resources"].get("limits", {}).get(GPU_RESOURCE, 0)) for c in pod["containers"])
+        if not gpus:
+            continue
+        hpa = hpas.get((controller["metadata"]["namespace"], controller["metadata"]["name"]))
+        count = hpa["spec"]["maxReplicas"] if hpa else spec["replicas"]
+        surge = spec["strategy"]["rollingUpdate"]["maxSurge"] if controller["kind"] == "Deployment" else 0
+        assert surge in (0, MAX_SURGE)
+        terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        (model,) = {v for t in terms for e in t["matchExpressions"] if e["key"] == GPU_TYPE_LABEL for v in e["values"]}
+        needed[model] = needed.get(model, 0) + (count + surge) * gpus
+    assert needed, "production has GPU workloads"
+    for model, gpus in needed.items():
+        physical = sum(n.gpu.count for n in settings.cluster.nodes if n.gpu is not None and n.gpu.model.label == model)
+        assert gpus <= physical * replicas, (
+            f"{model}: rollouts need {gpus}, the cluster advertises {physical * replicas}"
+        )
 
 
 def test_gpu_utilisation_is_scraped_from_the_dcgm_exporter(production: Rendered) -> None:

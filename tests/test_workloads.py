@@ -19,6 +19,7 @@ from components.apps.network import (
     NOT_PUBLIC,
     PROMETHEUS_POD_LABELS,
 )
+from components.apps.rollout import MAX_SURGE
 from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
 from components.settings import ConfigError, Settings, load_settings
 from components.settings.cluster import GPU_MODELS
@@ -391,7 +392,8 @@ def test_deployments_roll_out_with_max_unavailable_zero(production: Rendered) ->
         strategy = m["spec"]["strategy"]
         assert strategy["type"] == "RollingUpdate"
         assert strategy["rollingUpdate"]["maxUnavailable"] == 0
-        assert strategy["rollingUpdate"]["maxSurge"] >= 1
+        # The surge the settings count GPUs for (components.apps.rollout).
+        assert strategy["rollingUpdate"]["maxSurge"] == MAX_SURGE >= 1
 
 
 def test_pods_spread_across_nodes(production: Rendered) -> None:

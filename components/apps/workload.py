@@ -19,6 +19,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.apps.network import PROMETHEUS, TRAEFIK, Connection, Peer, public_https_rule, tcp
+from components.apps.rollout import MAX_SURGE, MAX_UNAVAILABLE
 from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
 from components.settings.apps import Autoscaling, Replicas, Resources
 
@@ -189,7 +190,9 @@ class Workload(pulumi.ComponentResource):
                     selector=k8s.meta.v1.LabelSelectorArgs(match_labels=self.selector),
                     strategy=k8s.apps.v1.DeploymentStrategyArgs(
                         type="RollingUpdate",
-                        rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1),
+                        rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(
+                            max_unavailable=MAX_UNAVAILABLE, max_surge=MAX_SURGE
+                        ),
                     ),
                     revision_history_limit=5,
                     template=template,

@@ -49,6 +49,9 @@ class Chart:
     documented: frozenset[ValuesPath]
     containers: Mapping[str, ValuesPath]
     """Each container (or init container) the chart runs with our values, and its `resources` path."""
+    limit_range_sized: tuple[str, ...] = ()
+    """Containers the chart runs with our values but offers no `resources` value for: the LimitRange of
+    the release's namespace sizes them."""
 
     def is_documented(self, path: ValuesPath) -> bool:
         return any(path[: len(known)] == known for known in self.documented)
@@ -62,10 +65,11 @@ def _chart(
     source: str,
     documented: list[str],
     containers: dict[str, str],
+    limit_range_sized: tuple[str, ...] = (),
 ) -> Chart:
     resources = {container: values_path(path) for container, path in containers.items()}
     paths = frozenset(values_path(p) for p in documented) | frozenset(resources.values())
-    return Chart(name, version, repository, source, paths, MappingProxyType(resources))
+    return Chart(name, version, repository, source, paths, MappingProxyType(resources), limit_range_sized)
 
 
 METALLB: Final = _chart(
@@ -130,9 +134,20 @@ NVIDIA_DEVICE_PLUGIN: Final = _chart(
     repository="https://nvidia.github.io/k8s-device-plugin",
     source="NVIDIA/k8s-device-plugin@v0.20.0 (1b826acc6af3079d8923bac395c3124b8861a9a6)"
     " deployments/helm/nvidia-device-plugin",
-    documented=["runtimeClassName", "affinity", "tolerations", "gfd.enabled"],
-    # Without `config` there is no config-manager sidecar; with gfd and mps off, one container.
+    documented=[
+        "runtimeClassName",
+        "affinity",
+        "tolerations",
+        "gfd.enabled",
+        # An embedded ConfigMap of named plugin config files, and the one every node runs (time-slicing).
+        "config.map",
+        "config.default",
+    ],
+    # gfd is off, and the MPS control daemon only runs on nodes labelled nvidia.com/mps.capable.
     containers={"nvidia-device-plugin-ctr": "resources"},
+    # With a `config`, templates/daemonset-device-plugin.yml adds the config-manager as an init
+    # container and a sidecar, with no resources value for either.
+    limit_range_sized=("nvidia-device-plugin-init (init)", "nvidia-device-plugin-sidecar"),
 )
 
 DCGM_EXPORTER: Final = _chart(

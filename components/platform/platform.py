@@ -80,7 +80,11 @@ class Platform(pulumi.ComponentResource):
         )
         # A cluster without GPU machines has nothing for the device plugin to advertise.
         has_gpus = any(node.gpu is not None for node in args.cluster.nodes)
-        self.nvidia = NvidiaGpu("nvidia", NvidiaArgs(monitoring=monitoring.release), child) if has_gpus else None
+        self.nvidia = (
+            NvidiaGpu("nvidia", NvidiaArgs(monitoring=monitoring.release, gpu_sharing=args.platform.gpu_sharing), child)
+            if has_gpus
+            else None
+        )
         self.argocd = ArgoCD(
             "argocd",
             ArgoCDArgs(

@@ -109,7 +109,7 @@ def load_settings(stack: str, raw: Mapping[str, str], secret_keys: frozenset[str
     platform = section("platform", read_platform)
     secrets = read_secrets(NAMESPACE, raw, secret_keys, problems)
     _check_addresses(cluster, network, problems)
-    check_apps(NAMESPACE, apps, cluster, images, problems)
+    check_apps(NAMESPACE, apps, cluster, images, problems, gpu_sharing=platform.gpu_sharing.replicas)
     check_gitops_ownership(NAMESPACE, gitops, problems)
     problems.raise_if_any()
     return Settings(stack, cluster, network, images, gitops, apps, llm_gateway, platform, secrets)

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
 from components.apps.catalogue import CATALOGUE, Service
+from components.apps.rollout import pods_during_rollout, surge
 from components.settings.cluster import GPU_MODELS, ClusterSettings, GpuModel
 from components.settings.images import ImageSettings
 from components.settings.reader import Problems, Value
@@ -186,10 +187,23 @@ def https_host(url: str) -> str:
 
 
 def check_apps(
-    namespace: str, apps: AppsSettings, cluster: ClusterSettings, images: ImageSettings, problems: Problems
+    namespace: str,
+    apps: AppsSettings,
+    cluster: ClusterSettings,
+    images: ImageSettings,
+    problems: Problems,
+    *,
+    gpu_sharing: int = 1,
 ) -> None:
-    """What the apps section asks of the rest of the configuration: image tags, GPU nodes, architectures."""
+    """What the apps section asks of the rest of the configuration: image tags, GPU nodes, architectures.
+
+    `gpu_sharing` is how many pods the device plugin lets share one GPU (`platform.gpuSharing.replicas`).
+    """
     path = f"{namespace}:apps"
+    sharing_key = f"{namespace}:platform.gpuSharing.replicas"
+    # GPUs asked for so far on each model, by whom; a model is reported once, at the service that overflows it.
+    placed: dict[str, list[tuple[str, int]]] = {}
+    overflowing: set[str] = set()
     for service in CATALOGUE:
         for image in service.images:
             if image not in images.tags:
@@ -213,11 +227,27 @@ def check_apps(
                 f"{model.product} machines are {model.arch.value}, but the images of {service.name} are built for "
                 f"{', '.join(sorted(a.value for a in service.pod_arches))}",
             )
-        capacity = sum(n.gpu.count for n in carriers if n.gpu is not None)
-        needed = wanted.replicas.max * wanted.gpu.count
-        if needed > capacity:
+        if gpu_sharing > 1 and wanted.gpu.count > 1:
+            # A time-sliced GPU is handed out by reference: two of them may be the same GPU twice.
             problems.add(
                 f"{key}.count",
-                f"{wanted.replicas.max} replica(s) x {wanted.gpu.count} GPU(s) need {needed} {model.label} GPUs; "
-                f"the cluster has {capacity}",
+                f"must be 1 while {sharing_key} is {gpu_sharing}: a time-sliced GPU is shared, "
+                f"{wanted.gpu.count} of them are not {wanted.gpu.count} GPUs",
+            )
+            continue
+        physical = sum(n.gpu.count for n in carriers if n.gpu is not None)
+        advertised = physical * gpu_sharing
+        extra = surge(service.stateful)
+        needed = pods_during_rollout(wanted.replicas.max, service.stateful) * wanted.gpu.count
+        before = placed.setdefault(model.label, [])
+        total = needed + sum(n for _, n in before)
+        before.append((service.name, needed))
+        if total > advertised and model.label not in overflowing:
+            overflowing.add(model.label)
+            others = f", {total} with {', '.join(name for name, _ in before[:-1])}" if len(before) > 1 else ""
+            problems.add(
+                f"{key}.count",
+                f"{service.name} needs ({wanted.replicas.max} replica(s) + {extra} surge) x {wanted.gpu.count} GPU(s)"
+                f" = {needed} {model.label} GPU(s) during a rollout{others}; the cluster advertises {advertised}"
+                f" ({physical} physical x {gpu_sharing} from {sharing_key})",
             )

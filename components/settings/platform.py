@@ -1,4 +1,4 @@
-"""What an operator changes about the platform add-ons: how long monitoring keeps data and on how much disk.
+"""What an operator changes about the platform add-ons: monitoring's retention and disks, GPU sharing.
 
 Chart versions, namespaces and container sizes of the add-ons are facts of `components.platform`;
 the Argo CD Applications are the `gitops` section. This module also holds the one rule joining the
@@ -45,9 +45,33 @@ class MonitoringSettings:
         return f"{max(1, int(gib * PROMETHEUS_DISK_SHARE))}GB"
 
 
+# More time-slices of one GPU than this is no longer sharing a GPU but starving every pod on it.
+MAX_GPU_SHARING = 8
+
+
+@dataclass(frozen=True)
+class GpuSharing:
+    """NVIDIA device plugin time-slicing: each physical GPU is advertised `replicas` times.
+
+    1 is no sharing: one pod per GPU, as the hardware has. More lets that many pods run on one GPU,
+    interleaved in time and sharing its memory with no isolation between them.
+    """
+
+    replicas: int = 1
+
+    @property
+    def shared(self) -> bool:
+        return self.replicas > 1
+
+
+NO_SHARING = GpuSharing()
+"""One pod per GPU: the default when `platform.gpuSharing` is not set."""
+
+
 @dataclass(frozen=True)
 class PlatformSettings:
     monitoring: MonitoringSettings
+    gpu_sharing: GpuSharing = NO_SHARING
 
 
 def _storage(value: Value) -> str:
@@ -68,11 +92,21 @@ def _read_monitoring(value: Value) -> MonitoringSettings:
     return monitoring
 
 
+def _read_gpu_sharing(value: Value | None) -> GpuSharing:
+    if value is None:
+        return NO_SHARING
+    section = value.section()
+    sharing = GpuSharing(section.required("replicas").integer(minimum=1, maximum=MAX_GPU_SHARING))
+    section.close()
+    return sharing
+
+
 def read_platform(value: Value) -> PlatformSettings:
     section = value.section()
-    platform = PlatformSettings(_read_monitoring(section.required("monitoring")))
+    monitoring = _read_monitoring(section.required("monitoring"))
+    gpu_sharing = _read_gpu_sharing(section.optional("gpuSharing"))
     section.close()
-    return platform
+    return PlatformSettings(monitoring, gpu_sharing)
 
 
 def pulumi_namespaces() -> frozenset[str]:
