@@ -51,6 +51,10 @@ METALLB_IPS: Final = "metallb.io/loadBalancerIPs"
 CERT_MANAGER_ANNOTATIONS: Final = ("cert-manager.io/cluster-issuer", "cert-manager.io/issuer")
 GITOPS_BRANCH: Final = "main"
 PSA_ENFORCE: Final = "pod-security.kubernetes.io/enforce"
+# The volume types Pod Security `restricted` admits.
+RESTRICTED_VOLUMES: Final = frozenset(
+    {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+)
 PART_OF: Final = ("app.kubernetes.io/part-of", "sophia-ai")
 """The label the apps layer puts on Sophia's namespaces and workloads."""
 
@@ -405,8 +409,9 @@ def app_pods_are_restricted(resource_type: str, inputs: JSON, config: PolicyConf
         if spec.get(key) is True:
             violations.append(f"{path}.{key}: must not be true")
     for i, volume in enumerate(_list(spec.get("volumes"))):
-        if "hostPath" in _map(volume):
-            violations.append(f"{path}.volumes[{i}]: hostPath volumes are not allowed")
+        kinds = set(_map(volume)) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            violations.append(f"{path}.volumes[{i}]: {sorted(kinds - RESTRICTED_VOLUMES)} volumes are not allowed")
     for where, container in containers(spec, path):
         context = _map(container.get("securityContext"))
         if _pod_level(spec, container, "runAsNonRoot") is not True:
@@ -420,6 +425,9 @@ def app_pods_are_restricted(resource_type: str, inputs: JSON, config: PolicyConf
             violations.append(f"{where}.securityContext.allowPrivilegeEscalation: must be false")
         if context.get("privileged") is True:
             violations.append(f"{where}.securityContext.privileged: must not be true")
+        for j, port in enumerate(_list(container.get("ports"))):
+            if _map(port).get("hostPort") not in (None, 0):
+                violations.append(f"{where}.ports[{j}].hostPort: host ports are not allowed")
         capabilities = _map(context.get("capabilities"))
         if "ALL" not in _list(capabilities.get("drop")):
             violations.append(f"{where}.securityContext.capabilities.drop: must contain ALL")

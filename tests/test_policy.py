@@ -264,6 +264,18 @@ def _app_pod_keeps_capabilities(p: Rendered) -> Resource:
     return r
 
 
+def _app_pod_mounts_the_host(p: Rendered) -> Resource:
+    r = _real(p, "StatefulSet", _in_app_namespace)
+    _pod(r)["volumes"].append({"name": "host", "hostPath": {"path": "/var/lib"}})
+    return r
+
+
+def _app_pod_binds_a_host_port(p: Rendered) -> Resource:
+    r = _real(p, "Deployment", _in_app_namespace)
+    _pod(r)["containers"][0]["ports"][0]["hostPort"] = 8080
+    return r
+
+
 def _rollout_drops_capacity(p: Rendered) -> Resource:
     r = _real(p, "Deployment")
     r["inputs"]["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%"}}
@@ -366,7 +378,13 @@ BREAKERS: dict[str, list[Callable[[Rendered], Resource]]] = {
     ],
     "secrets-are-never-empty": [_empty_secret_value, _placeholder_secret_value],
     "app-namespaces-enforce-restricted": [_app_namespace_baseline],
-    "app-pods-are-restricted": [_app_pod_as_root, _app_pod_escalates, _app_pod_keeps_capabilities],
+    "app-pods-are-restricted": [
+        _app_pod_as_root,
+        _app_pod_escalates,
+        _app_pod_keeps_capabilities,
+        _app_pod_mounts_the_host,
+        _app_pod_binds_a_host_port,
+    ],
     "rollouts-keep-capacity-and-spread": [_rollout_drops_capacity, _deployment_not_spread],
     "disruption-budgets-allow-drains": [_pdb_blocks_drains, _pdb_min_available_all],
     "stateful-data-on-local-path": [
