@@ -42,7 +42,8 @@ Doc = dict[str, Any]
 Path_ = tuple[str | int, ...]
 
 EXAMPLES = 500
-ERROR_LINE = re.compile(r"^error: (?P<key>\S+): (?P<message>\S.*)$")
+# Every mutation is of a configuration value, so every problem names a key of the project's namespace.
+ERROR_LINE = re.compile(r"^error: (?P<key>sophia-infra:[A-Za-z][\w-]*(?:\.[^\s.:]+|\[\d+\])*): (?P<message>\S.*)$")
 
 WRONG_TYPES: list[Any] = [42, -1, 0, 3.5, True, False, None, "text", "", " ", [], {}, ["x"], {"x": 1}]
 BAD_ADDRESSES = ["999.1.1.1", "1.2.3", "10.0.0.300", "::g", "192.0.2.10", "a b", "-", "10.0.0.0/33", "fe80::1%eth0"]
