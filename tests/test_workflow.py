@@ -118,6 +118,7 @@ def test_main_runs_up_behind_the_protected_environment_one_at_a_time(workflow: d
 def test_every_run_tests_renders_and_uploads_the_render(workflow: dict[str, Any]) -> None:
     check = workflow["jobs"]["check"]
     assert "if" not in check
+    assert check["permissions"] == {"contents": "read"}, "the offline checks need no token"
     commands = [s["run"] for s in _steps(check) if "run" in s]
     assert commands == ["make test", "make render"]
     (upload,) = _uses(check, "actions/upload-artifact")
