@@ -110,12 +110,24 @@ def _sidecar(**changes: object) -> Sidecar:
         (_args(sidecars=(_sidecar(port=8000),)), "ports must differ"),
         (_args(sidecars=(_sidecar(port_name="http"),)), "ports must differ"),
         (_args(sidecars=(_sidecar(secret_env={"PASS": "OTHER"}),)), "secrets ['OTHER'] are not the workload's"),
+        (_args(args=("serve", "--token", "$(TOKEN)")), "svc: secrets ['TOKEN'] in the arguments"),
+        (
+            _args(sidecars=(_sidecar(secret_env={"PASS": "TOKEN"}, args=("--password=$(PASS)",)),)),
+            "svc/exporter: secrets ['PASS'] in the arguments",
+        ),
         (
             _args(metrics=Metrics("/metrics", "nope", pulumi.CustomResource.__new__(pulumi.CustomResource))),
             "unknown port",
         ),
     ],
-    ids=["same port number", "same port name", "sidecar secret not the workload's", "metrics on an unknown port"],
+    ids=[
+        "same port number",
+        "same port name",
+        "sidecar secret not the workload's",
+        "secret in the main container's arguments",
+        "secret in a sidecar's arguments",
+        "metrics on an unknown port",
+    ],
 )
 def test_a_workload_refuses_inconsistent_arguments(args: WorkloadArgs, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -124,3 +136,11 @@ def test_a_workload_refuses_inconsistent_arguments(args: WorkloadArgs, message: 
 
 def test_consistent_arguments_pass_the_check() -> None:
     Workload._check(_args(sidecars=(_sidecar(secret_env={"PASS": "TOKEN"}),)))
+    # A secret only the sidecar reads; plain variables in the arguments are fine.
+    Workload._check(
+        _args(
+            args=("serve", "--port", "$(PORT)"),
+            sidecar_secrets={"ONLY_SIDECAR": pulumi.Output.secret("y" * 20)},
+            sidecars=(_sidecar(secret_env={"PASS": "ONLY_SIDECAR"}),),
+        )
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.apps.catalogue import BY_NAME, CATALOGUE, NAMESPACES, SECRET_ENV, callers
+from components.apps.catalogue import BY_NAME, CATALOGUE, NAMESPACES, REDIS, REDIS_CONFIG, SECRET_ENV, callers
 from components.apps.network import (
     ACME_SOLVER_LABELS,
     ACME_SOLVER_PORT,
@@ -23,7 +24,7 @@ from components.apps.rollout import MAX_SURGE
 from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
 from components.settings import ConfigError, Settings, load_settings
 from components.settings.cluster import GPU_MODELS
-from components.settings.secrets import SECRET_SPECS
+from components.settings.secrets import SECRET_SPECS, SecretKey
 from render.model import Rendered
 from render.stack import PROJECT_DIR, esc_config_keys, load_stack
 from tests.support import production_document, settings_from
@@ -213,7 +214,10 @@ def test_each_workload_mounts_exactly_the_secrets_it_reads(production: Rendered)
             for e in pod_spec(m)["containers"][0].get("env", [])
             if "secretKeyRef" in e.get("valueFrom", {})
         }
-        assert {key for _, key in refs} == {SECRET_ENV[k] for k in service.secrets}
+        assert {key for _, key in refs} == {SECRET_ENV[k] for k in service.env_secrets}
+        file_secrets = service.secret_config.keys if service.secret_config else frozenset()
+        sidecar_secrets = set(service.exporter.secrets.values()) if service.exporter else set()
+        assert set(service.env_secrets) | file_secrets | sidecar_secrets == set(service.secrets), service.name
         for name, key in refs:
             assert key in secrets[service.namespace, name]["stringData"], f"{service.name}: {name}/{key} missing"
         assert "envFrom" not in pod_spec(m)["containers"][0]
@@ -228,6 +232,77 @@ def test_each_workload_mounts_exactly_the_secrets_it_reads(production: Rendered)
                 (variable, f"{service.name}-secrets", SECRET_ENV[key])
                 for variable, key in service.exporter.secrets.items()
             }
+
+
+POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+SECRET_LOOKING = re.compile(r"\$\(([A-Za-z0-9_]*(PASSWORD|PASS|KEY|TOKEN|SECRET)[A-Za-z0-9_]*)\)", re.IGNORECASE)
+
+
+def _pod_specs(production: Rendered) -> Iterator[tuple[str, Manifest]]:
+    for m in production.manifests:
+        if m["kind"] in POD_TEMPLATE_KINDS:
+            yield f"{m['kind']} {_namespace(m)}/{_name(m)}", pod_spec(m)
+        elif m["kind"] == "CronJob":
+            yield f"CronJob {_namespace(m)}/{_name(m)}", m["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        elif m["kind"] == "Pod":
+            yield f"Pod {_namespace(m)}/{_name(m)}", m["spec"]
+
+
+def test_no_container_passes_a_secret_in_its_command_or_arguments(production: Rendered) -> None:
+    """Kubernetes expands `$(VAR)` into the command line, which every process list on the node shows."""
+    seen = 0
+    for where, spec in _pod_specs(production):
+        for container in [*spec.get("initContainers", []), *spec["containers"]]:
+            seen += 1
+            from_secrets = {e["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+            for text in [*container.get("command", []), *container.get("args", [])]:
+                named = {m.group(1) for m in SECRET_LOOKING.finditer(text)}
+                expanded = {v for v in from_secrets if f"$({v})" in text}
+                assert not named | expanded, f"{where}/{container['name']}: {text!r} puts a secret on the command line"
+    assert seen >= len(CATALOGUE)
+
+
+def test_redis_reads_its_password_from_a_redacted_config_secret_never_from_args(production: Rendered) -> None:
+    namespace = REDIS.namespace
+    config = one(production, "Secret", namespace, f"{REDIS.name}-config")
+    assert config["stringData"] == {REDIS_CONFIG.file: SECRET}
+    assert "data" not in config
+    spec = pod_spec(one(production, "StatefulSet", namespace, REDIS.name))
+    redis, exporter = spec["containers"]
+    assert redis["args"] == ["redis-server", REDIS_CONFIG.path]
+    assert "command" not in redis, "the image's entrypoint must run (it starts redis-server as given)"
+    assert "REDIS_PASSWORD" not in env_of(redis), "redis-server reads its password from the file only"
+    (mount,) = [m for m in redis["volumeMounts"] if m["mountPath"] == REDIS_CONFIG.directory]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == _name(config)
+    assert volume["secret"]["items"] == [{"key": REDIS_CONFIG.file, "path": REDIS_CONFIG.file}]
+    assert not any(m["name"] == mount["name"] for m in exporter.get("volumeMounts", []))
+    # The exporter still logs in: it reads the password from the workload's Secret itself.
+    password = env_of(exporter)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password == {"name": f"{REDIS.name}-secrets", "key": SECRET_ENV[SecretKey.REDIS_PASSWORD]}
+    secrets = one(production, "Secret", namespace, password["name"])
+    assert secrets["stringData"] == {"REDIS_PASSWORD": SECRET}
+
+
+def test_the_redis_config_file_is_built_from_the_secret_and_stays_secret() -> None:
+    import pulumi
+
+    from components.apps.config import secret_config_text
+
+    password = 'p@ss "w\\rd"\nslaveof evil 1 é'
+    text_output = secret_config_text(REDIS_CONFIG, {SecretKey.REDIS_PASSWORD: pulumi.Output.secret(password)})
+    assert pulumi.runtime.sync_await._sync_await(text_output.is_secret())
+    text = pulumi.runtime.sync_await._sync_await(text_output.future())
+    assert text is not None
+    lines = text.splitlines()
+    directives = dict(line.split(" ", 1) for line in lines)
+    assert directives["port"] == str(REDIS.port)
+    assert REDIS.storage is not None and directives["dir"] == REDIS.storage.mount_path
+    assert directives["appendonly"] == "yes"
+    # One quoted argument on one line: the newline cannot start a directive of its own.
+    assert len(lines) == 4 and not any(line.startswith("slaveof") for line in lines)
+    assert directives["requirepass"] == '"p@ss \\"w\\\\rd\\"\\x0aslaveof evil 1 \\xc3\\xa9"'
 
 
 def test_every_pod_pulls_with_the_registry_secret(production: Rendered, settings: Settings) -> None:

@@ -81,6 +81,31 @@ MULTI_ARCH: Final = frozenset({Arch.AMD64, Arch.ARM64})
 
 
 @dataclass(frozen=True)
+class SecretConfig:
+    """A configuration file with secrets in it, as `directive value` lines (Redis' config syntax).
+
+    It reaches the container as a file from a Kubernetes Secret, mounted read-only: a secret in the
+    arguments shows in the process list of the container and the node, one in the environment in
+    /proc/<pid>/environ; one in a file shows in neither.
+    """
+
+    file: str
+    directory: str
+    directives: tuple[tuple[str, str], ...]
+    """Plain `directive value` lines."""
+    secrets: tuple[tuple[str, SecretKey], ...]
+    """Directives whose value is a secret (one of the service's own)."""
+
+    @property
+    def path(self) -> str:
+        return f"{self.directory}/{self.file}"
+
+    @property
+    def keys(self) -> frozenset[SecretKey]:
+        return frozenset(key for _, key in self.secrets)
+
+
+@dataclass(frozen=True)
 class Storage:
     """A stateful service's data: one PVC per replica from the StatefulSet's volumeClaimTemplates."""
 
@@ -133,12 +158,20 @@ class Service:
     read_only_root: bool = True
     writable_paths: tuple[str, ...] = ("/tmp",)
     config_files: tuple[ConfigFile, ...] = ()
+    secret_config: SecretConfig | None = None
+    """A configuration file holding some of its secrets; the main container does not get those as variables."""
     env: Mapping[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ()
 
     @property
     def namespace(self) -> str:
         return NAMESPACES[self.tier]
+
+    @property
+    def env_secrets(self) -> tuple[SecretKey, ...]:
+        """The secrets the main container reads from its environment."""
+        in_file = self.secret_config.keys if self.secret_config else frozenset()
+        return tuple(k for k in self.secrets if k not in in_file)
 
     @property
     def images(self) -> tuple[str, ...]:
@@ -237,6 +270,17 @@ POSTGRES: Final = Service(
     },
 )
 
+REDIS_DATA: Final = "/data"
+# redis-server takes a config file as its first argument; the official image's docker-entrypoint.sh
+# runs `redis-server <file>` as given (as a non-root user it only appends its bundled modules'
+# `--loadmodule`s). The password is in the file, never an argument.
+REDIS_CONFIG: Final = SecretConfig(
+    file="redis.conf",
+    directory="/etc/redis",
+    directives=(("port", str(REDIS_PORT)), ("dir", REDIS_DATA), ("appendonly", "yes")),
+    secrets=(("requirepass", SecretKey.REDIS_PASSWORD),),
+)
+
 REDIS: Final = Service(
     name="redis",
     tier=Tier.DATA,
@@ -246,28 +290,19 @@ REDIS: Final = Service(
     port_name="redis",
     health_path=None,
     secrets=(SecretKey.REDIS_PASSWORD,),
-    storage=Storage("/data"),
+    storage=Storage(REDIS_DATA),
     # oliver006/redis_exporter, mirrored as `redis-exporter`.
     exporter=Exporter(
         image="redis-exporter",
         port=REDIS_EXPORTER_PORT,
         args=(f"--web.listen-address=:{REDIS_EXPORTER_PORT}",),
         env={"REDIS_ADDR": f"redis://localhost:{REDIS_PORT}"},
+        # The exporter reads the variable itself; it is never expanded into its arguments.
         secrets={"REDIS_PASSWORD": SecretKey.REDIS_PASSWORD},
     ),
     uid=DATA_UID,
-    # Kubernetes expands $(VAR) from the container's own environment; the pod spec holds no value.
-    args=(
-        "redis-server",
-        "--port",
-        "$(PORT)",
-        "--requirepass",
-        "$(REDIS_PASSWORD)",
-        "--dir",
-        "/data",
-        "--appendonly",
-        "yes",
-    ),
+    secret_config=REDIS_CONFIG,
+    args=("redis-server", REDIS_CONFIG.path),
 )
 
 BACKEND: Final = Service(
@@ -328,6 +363,18 @@ def catalogue_problems() -> list[str]:
             problems.append(f"{s.name} sets PORT itself; the Workload sets it from `port`")
         if External.QDRANT in s.external and SecretKey.QDRANT_API_KEY not in s.secrets:
             problems.append(f"{s.name} calls Qdrant without its key")
+        if s.secret_config is not None:
+            problems += [
+                f"{s.name}'s {s.secret_config.file} holds {k.value}, which {s.name} does not read"
+                for k in sorted(s.secret_config.keys)
+                if k not in s.secrets
+            ]
+        secret_variables = {SECRET_ENV[k] for k in s.secrets if k in SECRET_ENV}
+        problems += [
+            f"{s.name} passes the secret {v} in its arguments (the process list shows them)"
+            for v in sorted(secret_variables)
+            if any(f"$({v})" in a for a in (*s.args, *(s.exporter.args if s.exporter else ())))
+        ]
         if s.exporter is not None:
             problems += [
                 f"{s.name}'s exporter reads {k.value}, which {s.name} does not"

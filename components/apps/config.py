@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
-from components.apps.catalogue import CATALOGUE, MCP_SERVERS, SECRET_ENV, Tier
+import pulumi
+
+from components.apps.catalogue import CATALOGUE, MCP_SERVERS, SECRET_ENV, SecretConfig, Tier
 from components.settings.apps import AppsSettings
 from components.settings.llm_gateway import Gateway, LlmGatewaySettings, Provider
 from components.settings.secrets import SecretKey
@@ -48,3 +51,35 @@ def mcp_servers_json(apps: AppsSettings) -> str:
             }
         )
     return json.dumps({"servers": servers, "qdrant_url": apps.qdrant_url}, indent=2, sort_keys=True) + "\n"
+
+
+def redis_quoted(value: str) -> str:
+    r"""`value` as one double-quoted Redis config argument: no character can end the line or the argument.
+
+    Redis splits config lines with sdssplitargs, which inside double quotes reads `\\`, `\"` and
+    `\xHH`; everything outside printable ASCII is written as `\xHH` bytes of its UTF-8 encoding.
+    """
+    out = []
+    for char in value:
+        if char in '\\"':
+            out.append("\\" + char)
+        elif " " <= char <= "~":
+            out.append(char)
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode())
+    return '"' + "".join(out) + '"'
+
+
+def secret_config_text(config: SecretConfig, secrets: Mapping[SecretKey, pulumi.Output[str]]) -> pulumi.Output[str]:
+    """The file: plain directives, then each secret one quoted; a secret Output, as its values are."""
+    parts: list[pulumi.Input[str]] = [f"{name} {value}\n" for name, value in config.directives]
+    for name, key in config.secrets:
+        parts += [f"{name} ", secrets[key].apply(redis_quoted), "\n"]
+    return pulumi.Output.concat(*parts)
+
+
+def secret_config_fingerprint(config: SecretConfig) -> str:
+    """The file with its secrets left out: what may go into a checksum that rolls the pods."""
+    lines = [f"{name} {value}" for name, value in config.directives]
+    lines += [f"{name} <{key.value}>" for name, key in config.secrets]
+    return "\n".join(lines) + "\n"

@@ -18,7 +18,12 @@ from components.apps.catalogue import (
     Service,
     callers,
 )
-from components.apps.config import llm_gateway_json, mcp_servers_json
+from components.apps.config import (
+    llm_gateway_json,
+    mcp_servers_json,
+    secret_config_fingerprint,
+    secret_config_text,
+)
 from components.apps.namespaces import PULL_SECRET, AppNamespace, AppNamespaceArgs
 from components.apps.network import ACME_SOLVER_LABELS, ACME_SOLVER_PORT, TRAEFIK, Connection, Peer, tcp
 from components.apps.workload import (
@@ -26,6 +31,7 @@ from components.apps.workload import (
     ConfigMount,
     GpuPlacement,
     Metrics,
+    SecretFile,
     Sidecar,
     StorageClaim,
     Workload,
@@ -86,6 +92,28 @@ def _metrics(service: Service, monitoring: pulumi.Resource | None) -> Metrics | 
     if service.metrics_path is not None:
         return Metrics(service.metrics_path, service.port_name, monitoring)
     return None
+
+
+def _secret_files(service: Service, secrets: Secrets) -> tuple[SecretFile, ...]:
+    config = service.secret_config
+    if config is None:
+        return ()
+    return (
+        SecretFile(
+            key=config.file,
+            directory=config.directory,
+            content=secret_config_text(config, secrets.values),
+            fingerprint=secret_config_fingerprint(config),
+        ),
+    )
+
+
+def _sidecar_secrets(service: Service, secrets: Secrets) -> dict[str, pulumi.Output[str]]:
+    """What the exporter reads that the main container does not get as a variable."""
+    if service.exporter is None:
+        return {}
+    keys = sorted(set(service.exporter.secrets.values()) - set(service.env_secrets))
+    return {SECRET_ENV[key]: secrets[key] for key in keys}
 
 
 def _env(service: Service, apps: AppsSettings) -> dict[str, str]:
@@ -183,7 +211,9 @@ class SophiaApps(pulumi.ComponentResource):
                     read_only_root=service.read_only_root,
                     writable_paths=service.writable_paths,
                     env=_env(service, args.apps),
-                    secret_env={SECRET_ENV[key]: args.secrets[key] for key in service.secrets},
+                    secret_env={SECRET_ENV[key]: args.secrets[key] for key in service.env_secrets},
+                    sidecar_secrets=_sidecar_secrets(service, args.secrets),
+                    secret_files=_secret_files(service, args.secrets),
                     config=mounts,
                     args=service.args,
                     sidecars=_sidecars(service, args.images),

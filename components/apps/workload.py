@@ -1,7 +1,8 @@
 """One service, all of its Kubernetes objects, consistent by construction.
 
 A `Workload` is a Deployment (or, with storage, a StatefulSet with a PVC per replica), its
-Service, its Secret (only the keys it reads), HorizontalPodAutoscaler (when it scales),
+Service, its Secret (only the keys it reads) and config Secret (files with secrets in them,
+mounted read-only: no secret ever goes on a command line), HorizontalPodAutoscaler (when it scales),
 PodDisruptionBudget, NetworkPolicy and ServiceMonitor. Every number and name that two of those
 objects share is taken from one field of `WorkloadArgs`: the port is declared once and is the
 containerPort, the Service port and targetPort, the probes' port and the PORT variable.
@@ -58,6 +59,22 @@ class ConfigMount:
 
 
 @dataclass(frozen=True)
+class SecretFile:
+    """A file with secrets in it: key `key` of the workload's config Secret, mounted read-only in `directory`."""
+
+    key: str
+    directory: str
+    content: pulumi.Output[str]
+    """A secret Output: the render and the state show it redacted."""
+    fingerprint: str
+    """The file with its secrets left out, for the pod template's checksum (a change rolls the pods)."""
+
+    @property
+    def volume(self) -> str:
+        return "secret-" + re.sub(r"[^a-z0-9]+", "-", self.key.lower()).strip("-")[:56]
+
+
+@dataclass(frozen=True)
 class StorageClaim:
     mount_path: str
     size: str
@@ -111,6 +128,10 @@ class WorkloadArgs:
     env: Mapping[str, str] = field(default_factory=dict)
     secret_env: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
     """Variables from secrets: put in this workload's own Secret, read through secretKeyRef."""
+    sidecar_secrets: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
+    """Keys of this workload's own Secret that only sidecars read; the main container never gets them."""
+    secret_files: tuple[SecretFile, ...] = ()
+    """Files with secrets in them, from this workload's config Secret (`<name>-config`)."""
     config: tuple[ConfigMount, ...] = ()
     args: tuple[str, ...] = ()
     sidecars: tuple[Sidecar, ...] = ()
@@ -138,6 +159,7 @@ class Workload(pulumi.ComponentResource):
     controller: k8s.apps.v1.Deployment | k8s.apps.v1.StatefulSet
     service: k8s.core.v1.Service
     secret: k8s.core.v1.Secret | None
+    config_secret: k8s.core.v1.Secret | None
     autoscaler: k8s.autoscaling.v2.HorizontalPodAutoscaler | None
     disruption_budget: k8s.policy.v1.PodDisruptionBudget
     network_policy: k8s.networking.v1.NetworkPolicy
@@ -153,19 +175,29 @@ class Workload(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on))
 
         self.secret = None
-        if args.secret_env:
+        if args.secret_env or args.sidecar_secrets:
             self.secret = k8s.core.v1.Secret(
                 f"{args.name}-secrets",
-                metadata=self._metadata(f"{args.name}-secrets", labels),
+                metadata=self._metadata(self._secret_name, labels),
                 type="Opaque",
                 # Each value a secret Output: the keys stay readable, the values never are.
-                string_data=dict(args.secret_env),
+                string_data={**args.secret_env, **args.sidecar_secrets},
+                opts=child,
+            )
+        self.config_secret = None
+        if args.secret_files:
+            self.config_secret = k8s.core.v1.Secret(
+                f"{args.name}-config",
+                metadata=self._metadata(self._config_secret_name, labels),
+                type="Opaque",
+                string_data={f.key: f.content for f in args.secret_files},
                 opts=child,
             )
 
         template = self._pod_template(labels)
         controller_opts = pulumi.ResourceOptions.merge(
-            child, pulumi.ResourceOptions(depends_on=[self.secret] if self.secret else [])
+            child,
+            pulumi.ResourceOptions(depends_on=[s for s in (self.secret, self.config_secret) if s is not None]),
         )
         self.service = k8s.core.v1.Service(
             args.name,
@@ -318,11 +350,30 @@ class Workload(pulumi.ComponentResource):
                 f"{args.name}: ports must differ in name and number: {dict(zip(names, numbers, strict=True))}"
             )
         for sidecar in args.sidecars:
-            missing = set(sidecar.secret_env.values()) - set(args.secret_env)
+            missing = set(sidecar.secret_env.values()) - set(args.secret_env) - set(args.sidecar_secrets)
             if missing:
                 raise ValueError(f"{args.name}/{sidecar.name}: secrets {sorted(missing)} are not the workload's")
+        # Kubernetes expands `$(VAR)` in command and args: a secret variable there is a secret in the process list.
+        for container, variables, container_args in (
+            (args.name, set(args.secret_env), args.args),
+            *((f"{args.name}/{s.name}", set(s.secret_env), s.args) for s in args.sidecars),
+        ):
+            exposed = sorted(v for v in variables if any(f"$({v})" in a for a in container_args))
+            if exposed:
+                raise ValueError(f"{container}: secrets {exposed} in the arguments show in the process list")
+        keys = [f.key for f in args.secret_files]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{args.name}: secret files must differ in name: {keys}")
         if args.metrics is not None and args.metrics.port_name not in names:
             raise ValueError(f"{args.name}: metrics on unknown port {args.metrics.port_name!r}")
+
+    @property
+    def _secret_name(self) -> str:
+        return f"{self.args.name}-secrets"
+
+    @property
+    def _config_secret_name(self) -> str:
+        return f"{self.args.name}-config"
 
     @property
     def _ports(self) -> dict[str, int]:
@@ -360,7 +411,7 @@ class Workload(pulumi.ComponentResource):
             k8s.core.v1.EnvVarArgs(
                 name=name,
                 value_from=k8s.core.v1.EnvVarSourceArgs(
-                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=f"{self.args.name}-secrets", key=key)
+                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=self._secret_name, key=key)
                 ),
             )
             for name, key in sorted(secret.items())
@@ -462,12 +513,25 @@ class Workload(pulumi.ComponentResource):
                     name=c.volume, config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=c.config_map)
                 )
             )
+        for f in args.secret_files:
+            mounts.append(k8s.core.v1.VolumeMountArgs(name=f.volume, mount_path=f.directory, read_only=True))
+            volumes.append(
+                k8s.core.v1.VolumeArgs(
+                    name=f.volume,
+                    secret=k8s.core.v1.SecretVolumeSourceArgs(
+                        secret_name=self._config_secret_name,
+                        items=[k8s.core.v1.KeyToPathArgs(key=f.key, path=f.key)],
+                        # Read-only for everyone: the container's own user is not the files' owner (root).
+                        default_mode=0o444,
+                    ),
+                )
+            )
         if args.storage is not None:
             mounts.append(k8s.core.v1.VolumeMountArgs(name=DATA_VOLUME, mount_path=args.storage.mount_path))
         annotations = {}
-        if args.config:
-            digest = hashlib.sha256("\0".join(c.content for c in args.config).encode()).hexdigest()
-            annotations[CONFIG_CHECKSUM] = digest
+        checksummed = [*(c.content for c in args.config), *(f.fingerprint for f in args.secret_files)]
+        if checksummed:
+            annotations[CONFIG_CHECKSUM] = hashlib.sha256("\0".join(checksummed).encode()).hexdigest()
         spread = k8s.core.v1.TopologySpreadConstraintArgs(
             max_skew=1,
             topology_key=HOSTNAME_TOPOLOGY,
