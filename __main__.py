@@ -6,8 +6,8 @@ import pulumi_kubernetes as k8s
 from components.apps.sophia import AppsArgs, SophiaApps
 from components.cluster import K3sCluster, K3sClusterArgs
 from components.platform.platform import Platform, PlatformArgs
-from components.settings import load_settings, stack_config
 from components.settings.secrets import SecretKey
+from components.settings.stack import load_settings, stack_config
 
 settings = load_settings(pulumi.get_stack(), *stack_config())
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from components.apps.catalogue import NAMESPACES
 from components.gpu import GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
 from components.settings.secrets import PLACEHOLDER
 
@@ -67,9 +68,6 @@ JSON = Mapping[str, Any]
 
 def sophia_namespaces() -> frozenset[str]:
     """The namespaces of the Sophia tiers, as the apps layer names them."""
-    # Imported here: `components.apps.catalogue` must be imported after `components.settings` (above).
-    from components.apps.catalogue import NAMESPACES
-
     return frozenset(NAMESPACES.values())
 
 

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from components.settings import ConfigError, load_settings
+from components.settings.stack import ConfigError, load_settings
 from render.stack import load_stack
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from components.settings import ConfigError, Settings, load_settings
+from components.settings.stack import ConfigError, Settings, load_settings
 from render.stack import PROJECT_DIR, StackConfig, load_stack
 
 

@@ -18,7 +18,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.apps.sophia import AppsArgs, SophiaApps
-from components.settings import load_settings, stack_config
+from components.settings.stack import load_settings, stack_config
 
 settings = load_settings(pulumi.get_stack(), *stack_config())
 provider = k8s.Provider("test-cluster", kubeconfig="{}")

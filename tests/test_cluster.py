@@ -12,7 +12,7 @@ import yaml
 
 from components.cluster.node_config import flannel_backend, node_scripts
 from components.gpu import GPU_PRESENT_LABEL, GPU_TAINT_KEY, GPU_TYPE_LABEL
-from components.settings import Settings
+from components.settings.stack import Settings
 from render.engine import _SECRET_SIG, StandInCloud, run_program
 from render.model import REMOTE_COMMAND, Rendered, build
 from render.stack import StackConfig, load_stack
@@ -24,7 +24,7 @@ CLUSTER_ONLY_PROGRAM = """
 import pulumi
 
 from components.cluster import K3sCluster, K3sClusterArgs
-from components.settings import load_settings, stack_config
+from components.settings.stack import load_settings, stack_config
 from components.settings.secrets import SecretKey
 
 settings = load_settings(pulumi.get_stack(), *stack_config())

@@ -26,10 +26,10 @@ from components.platform.charts import (
     values_path,
 )
 from components.platform.nvidia import DEVICE_PLUGIN_CONFIG, device_plugin_values
-from components.settings import Settings
 from components.settings.apps import cpu_millis, memory_bytes
 from components.settings.cluster import Arch, Taint
 from components.settings.platform import NO_SHARING, GpuSharing
+from components.settings.stack import Settings
 from render import gitops_paths
 from render.__main__ import render
 from render.checks import CheckResult

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from components.settings import ConfigError, load_settings
 from components.settings.secrets import SECRET_SPECS, SecretKey
+from components.settings.stack import ConfigError, load_settings
 from render.stack import load_stack
 from tests.support import production_document, write_stack
 

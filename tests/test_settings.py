@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from components.settings import ConfigError
 from components.settings.cluster import Arch, Role
+from components.settings.stack import ConfigError
 from tests.support import problems_of, production_document, settings_from
 
 Doc = dict[str, Any]
