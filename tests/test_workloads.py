@@ -22,12 +22,13 @@ from components.apps.network import (
 )
 from components.apps.rollout import MAX_SURGE
 from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
-from components.settings import ConfigError, Settings, load_settings
 from components.settings.cluster import GPU_MODELS
 from components.settings.secrets import SECRET_SPECS, SecretKey
+from components.settings.stack import ConfigError, Settings, load_settings
+from render.__main__ import render
 from render.model import Rendered
 from render.stack import PROJECT_DIR, esc_config_keys, load_stack
-from tests.support import production_document, settings_from
+from tests.support import production_document, settings_from, stack_from
 
 Manifest = dict[str, Any]
 APP_NAMESPACES = frozenset(NAMESPACES.values())
@@ -460,6 +461,15 @@ def test_every_replicated_service_has_a_cpu_and_memory_hpa(production: Rendered,
         assert {x["resource"]["name"] for x in spec["metrics"]} == {"cpu", "memory"}
         assert all(x["resource"]["target"]["type"] == "Utilization" for x in spec["metrics"])
         assert hpa["apiVersion"] == "autoscaling/v2"
+
+
+def test_a_service_with_a_fixed_replica_count_above_one_still_gets_its_hpa(tmp_path: Path) -> None:
+    document = production_document()
+    document["config"]["sophia-infra:apps"]["services"]["sophia-frontend"]["replicas"] = {"min": 2, "max": 2}
+    rendered, results = render(stack_from(tmp_path, document), tmp_path / "out")
+    assert [r.name for r in results if r.violations] == []
+    hpa = one(rendered, "HorizontalPodAutoscaler", "sophia-apps", "sophia-frontend")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 2)
 
 
 def test_deployments_roll_out_with_max_unavailable_zero(production: Rendered) -> None:

@@ -57,7 +57,9 @@ class Replicas:
 
     @property
     def autoscaled(self) -> bool:
-        return self.max > self.min
+        """Every replicated service gets an HPA (invariant 6), even one whose min equals its max:
+        the HPA then holds the count, and raising max is all it takes to let it scale."""
+        return self.max > 1
 
 
 @dataclass(frozen=True)
