@@ -13,7 +13,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from components.settings import ConfigError
+from components.settings.stack import ConfigError
 from render.checks import CheckResult, Context, run_checks
 from render.engine import run_program
 from render.model import Rendered, build
@@ -43,18 +43,22 @@ def render(stack: StackConfig, out: Path) -> tuple[Rendered, list[CheckResult]]:
     return rendered, results
 
 
-def _top_component(rendered: Rendered, urn: str) -> str:
+def _top_components(rendered: Rendered) -> dict[str, str]:
+    """Each resource's top-level component (the child of the stack it sits under), by URN."""
     by_urn = {r.urn: r for r in rendered.registrations}
-    current = by_urn[urn]
-    while current.parent in by_urn and by_urn[current.parent].type != "pulumi:pulumi:Stack":
-        current = by_urn[current.parent]
-    return f"{current.type} {current.name}" if current.urn != urn or not current.custom else "(stack)"
+    top: dict[str, str] = {}
+    for r in rendered.registrations:  # parents come before their children
+        parent = by_urn.get(r.parent) if r.parent else None
+        if parent is None or parent.type == "pulumi:pulumi:Stack":
+            top[r.urn] = "(stack)" if r.custom else f"{r.type} {r.name}"
+        else:
+            top[r.urn] = top[parent.urn]
+    return top
 
 
 def summary(rendered: Rendered, results: list[CheckResult]) -> str:
-    counts = Counter(
-        (_top_component(rendered, r.urn), r.type) for r in rendered.registrations if r.type != "pulumi:pulumi:Stack"
-    )
+    top = _top_components(rendered)
+    counts = Counter((top[r.urn], r.type) for r in rendered.registrations if r.type != "pulumi:pulumi:Stack")
     width = max((len(c) for c, _ in counts), default=10)
     lines = [f"{'component':<{width}}  {'type':<52} {'count':>5}"]
     for (component, type_), n in sorted(counts.items()):
