@@ -11,9 +11,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.apps.network import dns_rule
+from components.pod_security import PodSecurity, pod_security_labels
 
 PULL_SECRET: Final = "registry-pull"
-POD_SECURITY: Final = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
+POD_SECURITY: Final = pod_security_labels(PodSecurity.RESTRICTED)
 # Docker Hub's credentials are keyed by its v1 index URL, as `docker login` writes them; the
 # kubelet also uses them for `docker.io/...` references.
 DOCKER_HUB_HOSTS: Final = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})

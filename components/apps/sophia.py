@@ -37,13 +37,13 @@ from components.apps.workload import (
     Workload,
     WorkloadArgs,
 )
+from components.ingress import Route, tls_ingress
 from components.settings.apps import Amounts, AppsSettings, Resources
 from components.settings.images import ImageSettings
 from components.settings.llm_gateway import LlmGatewaySettings
 from components.settings.secrets import SecretKey, Secrets
 
 INGRESS_NAME = "sophia"
-TLS_SECRET = "sophia-tls"
 
 
 @dataclass(frozen=True)
@@ -271,43 +271,14 @@ class SophiaApps(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespaces[namespace].namespace]),
         )
-        return k8s.networking.v1.Ingress(
+        return tls_ingress(
             INGRESS_NAME,
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=INGRESS_NAME,
-                namespace=namespace,
-                labels={"app.kubernetes.io/part-of": "sophia-ai"},
-                annotations={
-                    "cert-manager.io/cluster-issuer": args.cluster_issuer,
-                    # Served on the TLS entry point only; plain HTTP never reaches the services.
-                    "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
-                    "traefik.ingress.kubernetes.io/router.tls": "true",
-                },
-            ),
-            spec=k8s.networking.v1.IngressSpecArgs(
-                ingress_class_name=args.ingress_class,
-                tls=[k8s.networking.v1.IngressTLSArgs(hosts=[args.domain], secret_name=TLS_SECRET)],
-                rules=[
-                    k8s.networking.v1.IngressRuleArgs(
-                        host=args.domain,
-                        http=k8s.networking.v1.HTTPIngressRuleValueArgs(
-                            paths=[
-                                k8s.networking.v1.HTTPIngressPathArgs(
-                                    path=s.public_path,
-                                    path_type="Prefix",
-                                    backend=k8s.networking.v1.IngressBackendArgs(
-                                        service=k8s.networking.v1.IngressServiceBackendArgs(
-                                            name=self.workloads[s.name].service_name,
-                                            port=k8s.networking.v1.ServiceBackendPortArgs(number=s.port),
-                                        )
-                                    ),
-                                )
-                                for s in public
-                            ]
-                        ),
-                    )
-                ],
-            ),
+            namespace=namespace,
+            host=args.domain,
+            routes=[Route(s.public_path, self.workloads[s.name].service_name, s.port) for s in public if s.public_path],
+            cluster_issuer_name=args.cluster_issuer,
+            ingress_class=args.ingress_class,
+            labels={"app.kubernetes.io/part-of": "sophia-ai"},
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[*args.ingress_depends_on, *(self.workloads[s.name].service for s in public)]
             ),

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.ingress import Route, tls_ingress
 from components.platform import namespaces
 from components.platform.charts import ARGO_CD, INGRESS_CLASS
-from components.platform.common import JSON, PodSecurity, https_url, namespace, release, resources, tls_ingress
+from components.platform.common import JSON, https_url, namespace, release, resources
+from components.pod_security import PodSecurity
 from components.settings.gitops import GitOpsApplication, GitOpsSettings
 
 NAMESPACE = namespaces.ARGOCD
@@ -102,15 +104,13 @@ class ArgoCD(pulumi.ComponentResource):
         self.argocd_url = https_url(args.host)
         tls_ingress(
             "argocd",
-            ns=ns,
+            namespace=ns.metadata.name,
             host=args.host,
-            service=SERVER_SERVICE,
-            port=SERVER_HTTP_PORT,
-            cluster_issuer=args.cluster_issuer,
+            routes=[Route("/", SERVER_SERVICE, SERVER_HTTP_PORT)],
             cluster_issuer_name=args.cluster_issuer_name,
             ingress_class=INGRESS_CLASS,
-            parent=self,
-            depends_on=[self.release],
+            # The first certificate request would fail against an issuer that does not exist yet.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.cluster_issuer, self.release]),
         )
         project = k8s.apiextensions.CustomResource(
             "argocd-project",

@@ -10,7 +10,8 @@ import pulumi_kubernetes as k8s
 
 from components.platform import namespaces
 from components.platform.charts import CERT_MANAGER, INGRESS_CLASS
-from components.platform.common import JSON, PodSecurity, namespace, release, resources
+from components.platform.common import JSON, namespace, release, resources
+from components.pod_security import PodSecurity
 from components.settings.network import NetworkSettings
 
 NAMESPACE = namespaces.CERT_MANAGER

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import StrEnum
 from typing import Any
 
 import pulumi
@@ -11,27 +10,10 @@ import pulumi_kubernetes as k8s
 
 from components.gpu import ARCH_LABEL, GPU_PRESENT_LABEL, GPU_TAINT_KEY
 from components.platform.charts import Chart
+from components.pod_security import PodSecurity, pod_security_labels
 from components.settings.cluster import Arch
 
 JSON = dict[str, Any]
-
-
-class PodSecurity(StrEnum):
-    """Pod Security Standard levels (the `pod-security.kubernetes.io/*` namespace labels)."""
-
-    PRIVILEGED = "privileged"
-    BASELINE = "baseline"
-    RESTRICTED = "restricted"
-
-
-def pod_security_labels(enforce: PodSecurity) -> dict[str, str]:
-    """Enforce `enforce`; warn and audit against `restricted` so any drift from it is visible."""
-    return {
-        "pod-security.kubernetes.io/enforce": enforce.value,
-        "pod-security.kubernetes.io/enforce-version": "latest",
-        "pod-security.kubernetes.io/warn": PodSecurity.RESTRICTED.value,
-        "pod-security.kubernetes.io/audit": PodSecurity.RESTRICTED.value,
-    }
 
 
 def namespace(name: str, enforce: PodSecurity, parent: pulumi.Resource) -> k8s.core.v1.Namespace:
@@ -110,61 +92,3 @@ def gpu_tolerations() -> list[JSON]:
 
 def https_url(host: str) -> str:
     return f"https://{host}"
-
-
-def tls_ingress(
-    name: str,
-    *,
-    ns: k8s.core.v1.Namespace,
-    host: str,
-    service: str,
-    port: int,
-    cluster_issuer: k8s.apiextensions.CustomResource,
-    cluster_issuer_name: str,
-    ingress_class: str,
-    parent: pulumi.Resource,
-    depends_on: Sequence[pulumi.Resource],
-) -> k8s.networking.v1.Ingress:
-    """An Ingress on `host` with a certificate cert-manager obtains from `cluster_issuer`.
-
-    cert-manager's ingress-shim creates the Certificate from the annotation; the Ingress waits for
-    the issuer so the first certificate request does not fail against a missing issuer.
-    """
-    secret = f"{name}-tls"
-    return k8s.networking.v1.Ingress(
-        name,
-        metadata=k8s.meta.v1.ObjectMetaArgs(
-            name=name,
-            namespace=ns.metadata.name,
-            annotations={
-                "cert-manager.io/cluster-issuer": cluster_issuer_name,
-                # HTTPS only; cert-manager's HTTP-01 solver brings its own Ingress for port 80.
-                "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
-                "traefik.ingress.kubernetes.io/router.tls": "true",
-            },
-        ),
-        spec=k8s.networking.v1.IngressSpecArgs(
-            ingress_class_name=ingress_class,
-            tls=[k8s.networking.v1.IngressTLSArgs(hosts=[host], secret_name=secret)],
-            rules=[
-                k8s.networking.v1.IngressRuleArgs(
-                    host=host,
-                    http=k8s.networking.v1.HTTPIngressRuleValueArgs(
-                        paths=[
-                            k8s.networking.v1.HTTPIngressPathArgs(
-                                path="/",
-                                path_type="Prefix",
-                                backend=k8s.networking.v1.IngressBackendArgs(
-                                    service=k8s.networking.v1.IngressServiceBackendArgs(
-                                        name=service,
-                                        port=k8s.networking.v1.ServiceBackendPortArgs(number=port),
-                                    )
-                                ),
-                            )
-                        ]
-                    ),
-                )
-            ],
-        ),
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[cluster_issuer, *depends_on]),
-    )

@@ -11,7 +11,8 @@ import yaml
 from components.gpu import GPU_TAINT_KEY
 from components.platform import namespaces
 from components.platform.charts import METALLB, TRAEFIK_HELM_CHART, TRAEFIK_NAMESPACE
-from components.platform.common import JSON, PodSecurity, namespace, release, resources
+from components.platform.common import JSON, namespace, release, resources
+from components.pod_security import PodSecurity
 from components.settings.network import NetworkSettings
 
 NAMESPACE = namespaces.METALLB

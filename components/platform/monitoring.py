@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.ingress import Route, tls_ingress
 from components.platform import namespaces
 from components.platform.charts import INGRESS_CLASS, KUBE_PROMETHEUS_STACK
-from components.platform.common import JSON, PodSecurity, https_url, namespace, release, resources, tls_ingress
+from components.platform.common import JSON, https_url, namespace, release, resources
+from components.pod_security import PodSecurity
 from components.settings.platform import MonitoringSettings
 
 NAMESPACE = namespaces.MONITORING
@@ -127,14 +129,12 @@ class Monitoring(pulumi.ComponentResource):
         )
         tls_ingress(
             "grafana",
-            ns=ns,
+            namespace=ns.metadata.name,
             host=args.grafana_host,
-            service=GRAFANA_SERVICE,
-            port=GRAFANA_PORT,
-            cluster_issuer=args.cluster_issuer,
+            routes=[Route("/", GRAFANA_SERVICE, GRAFANA_PORT)],
             cluster_issuer_name=args.cluster_issuer_name,
             ingress_class=INGRESS_CLASS,
-            parent=self,
-            depends_on=[self.release],
+            # The first certificate request would fail against an issuer that does not exist yet.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.cluster_issuer, self.release]),
         )
         self.register_outputs({"grafanaUrl": self.grafana_url})

@@ -14,13 +14,13 @@ from components.platform import namespaces
 from components.platform.charts import DCGM_EXPORTER, NVIDIA_DEVICE_PLUGIN
 from components.platform.common import (
     JSON,
-    PodSecurity,
     gpu_node_affinity,
     gpu_tolerations,
     namespace,
     release,
     resources,
 )
+from components.pod_security import PodSecurity
 from components.settings.platform import NO_SHARING, GpuSharing
 
 NAMESPACE = namespaces.NVIDIA
