@@ -350,6 +350,26 @@ def test_flannel_uses_vxlan_when_every_machine_has_a_private_address(tmp_path: P
     assert config["node-external-ip"] == cluster.first_server.host
 
 
+def test_with_private_addresses_on_some_machines_only_every_node_uses_its_public_one(tmp_path: Path) -> None:
+    document = production_document()
+    nodes = document["config"]["sophia-infra:cluster"]["nodes"]
+    nodes[0]["privateIp"] = "10.19.0.2"  # the first server
+    nodes[1]["privateIp"] = "10.19.0.3"
+    cluster = settings_from(tmp_path, document).cluster
+    assert flannel_backend(cluster) == "wireguard-native"
+    for node in cluster.nodes:
+        scripts = node_scripts(cluster, node)
+        config = yaml.safe_load(scripts.config)
+        # A machine without a private address could neither join a private server URL nor reach a
+        # private flannel endpoint.
+        assert config["node-ip"] == node.host, node.name
+        assert config.get("server", f"https://{cluster.first_server.host}:6443") == (
+            f"https://{cluster.first_server.host}:6443"
+        )
+        if scripts.claim is not None:
+            assert exports(scripts.claim)["NODE_IP"] == node.host
+
+
 def test_the_join_token_is_a_generated_stable_secret(production: Rendered) -> None:
     (token,) = production.by_type("random:index/randomPassword:RandomPassword")
     assert token["inputs"]["length"] >= 32

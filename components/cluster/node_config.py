@@ -72,9 +72,25 @@ def install_url(version: str) -> str:
     return f"https://raw.githubusercontent.com/k3s-io/k3s/{version}/install.sh"
 
 
+def uses_private_network(cluster: ClusterSettings) -> bool:
+    """Whether the nodes talk over their private addresses: only when every machine has one."""
+    return all(n.private_ip for n in cluster.nodes)
+
+
+def node_address(cluster: ClusterSettings, node: Node) -> str:
+    """The address K3s gives this node (`node-ip`) and the others reach it on.
+
+    Its private address only when every machine has one: a machine without a private address
+    cannot reach the others' private addresses (its join to a private server URL, the pod traffic
+    to a private flannel endpoint and etcd peering would all fail), so then every node uses its
+    public one.
+    """
+    return node.private_ip if uses_private_network(cluster) and node.private_ip else node.host
+
+
 def flannel_backend(cluster: ClusterSettings) -> str:
-    """VXLAN when every node has a private address; otherwise pod traffic crosses the internet, encrypted."""
-    return "vxlan" if all(n.private_ip for n in cluster.nodes) else "wireguard-native"
+    """VXLAN over the private network; without one, pod traffic crosses the internet, encrypted."""
+    return "vxlan" if uses_private_network(cluster) else "wireguard-native"
 
 
 def url_host(host: str) -> str:
@@ -86,7 +102,7 @@ def url_host(host: str) -> str:
 
 def server_url(cluster: ClusterSettings) -> str:
     """Where joining nodes register: the first server, on the address the nodes reach it by."""
-    return f"https://{url_host(cluster.first_server.address)}:{API_PORT}"
+    return f"https://{url_host(node_address(cluster, cluster.first_server))}:{API_PORT}"
 
 
 def api_server_url(cluster: ClusterSettings) -> str:
@@ -150,7 +166,7 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
         server=None if first_server else server_url(cluster),
         token_file=TOKEN_FILE,
         node_name=node.name,
-        node_ip=node.address,
+        node_ip=node_address(cluster, node),
         node_external_ip=node.host,
         node_label=tuple(f"{k}={v}" for k, v in node_labels(node).items()),
         node_taint=tuple(str(t) for t in node.taints),
@@ -159,7 +175,7 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
         return common
     return replace(
         common,
-        tls_san=tuple(sorted({cluster.api_endpoint, node.host, node.address})),
+        tls_san=tuple(sorted({cluster.api_endpoint, node.host, node_address(cluster, node)})),
         disable=DISABLED_COMPONENTS,
         flannel_backend=flannel_backend(cluster),
         secrets_encryption=True,
@@ -279,7 +295,9 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
             "ready.sh",
             {"READY_TIMEOUT": str(READY_TIMEOUT_SECONDS), "GPU_COUNT": str(node.gpu.count if node.gpu else 0)},
         ),
-        claim=None if first else on_first_server(Step.CLAIM.value, "claim.sh", {"NODE_IP": node.address}),
+        claim=None
+        if first
+        else on_first_server(Step.CLAIM.value, "claim.sh", {"NODE_IP": node_address(cluster, node)}),
         remove=None if first else on_first_server(Step.CLAIM.value, "remove.sh", timeouts),
         admit=on_first_server(
             Step.ADMIT.value,
