@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 import yaml
 
-from components.apps.catalogue import BY_NAME, CATALOGUE, NAMESPACES, REDIS, REDIS_CONFIG, SECRET_ENV, callers
+from components.apps.catalogue import (
+    BY_NAME,
+    CATALOGUE,
+    NAMESPACES,
+    POSTGRES,
+    REDIS,
+    REDIS_CONFIG,
+    SECRET_ENV,
+    callers,
+)
 from components.apps.network import (
     ACME_SOLVER_LABELS,
     ACME_SOLVER_PORT,
@@ -22,6 +31,7 @@ from components.apps.network import (
 )
 from components.apps.rollout import MAX_SURGE
 from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
+from components.settings.apps import memory_bytes
 from components.settings.cluster import GPU_MODELS
 from components.settings.secrets import SECRET_SPECS, SecretKey
 from components.settings.stack import ConfigError, Settings, load_settings
@@ -541,6 +551,31 @@ def test_stateful_services_keep_their_data_on_local_path_volumes(production: Ren
         assert not any(v["name"] == claim["metadata"]["name"] for v in sts["template"]["spec"].get("volumes", []))
     for m in in_apps(production, "Deployment"):
         assert not any("persistentVolumeClaim" in v for v in pod_spec(m).get("volumes", []))
+
+
+def test_postgres_has_a_memory_backed_dev_shm_above_the_runtime_default(production: Rendered) -> None:
+    """Postgres' dynamic shared memory lives in /dev/shm; the runtime's 64Mi fails parallel queries."""
+    spec = pod_spec(one(production, "StatefulSet", POSTGRES.namespace, POSTGRES.name))
+    main = spec["containers"][0]
+    (mount,) = [m for m in main["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert volume["emptyDir"]["medium"] == "Memory"
+    size = memory_bytes(volume["emptyDir"]["sizeLimit"])
+    # tmpfs pages count against the container's memory limit: the volume must fit inside it.
+    assert 64 * 2**20 < size < memory_bytes(main["resources"]["limits"]["memory"])
+
+
+def test_exporter_sidecars_share_no_volume_with_the_service_they_watch(production: Rendered) -> None:
+    sidecar_pods = [m for m in controllers(production) if len(pod_spec(m)["containers"]) > 1]
+    assert sidecar_pods
+    for m in sidecar_pods:
+        main, *sidecars = pod_spec(m)["containers"]
+        service_volumes = {v["name"] for v in main["volumeMounts"]}
+        for sidecar in sidecars:
+            mounts = {v["mountPath"]: v["name"] for v in sidecar["volumeMounts"]}
+            assert "/tmp" in mounts, f"{_name(m)}/{sidecar['name']}: no writable /tmp"
+            shared = set(mounts.values()) & service_volumes
+            assert not shared, f"{_name(m)}/{sidecar['name']}: shares {sorted(shared)} with {main['name']}"
 
 
 # 8 ------------------------------------------------------------------------------------------

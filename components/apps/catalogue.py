@@ -76,6 +76,7 @@ DATA_UID: Final = 999  # the `postgres` and `redis` users of the official images
 POSTGRES_PORT: Final = 5432
 REDIS_PORT: Final = 6379
 POSTGRES_EXPORTER_PORT: Final = 9187
+POSTGRES_SHARED_MEMORY: Final = "1Gi"
 REDIS_EXPORTER_PORT: Final = 9121
 MULTI_ARCH: Final = frozenset({Arch.AMD64, Arch.ARM64})
 
@@ -157,6 +158,8 @@ class Service:
     uid: int = SOPHIA_UID
     read_only_root: bool = True
     writable_paths: tuple[str, ...] = ("/tmp",)
+    shared_memory: str | None = None
+    """Size of a memory-backed /dev/shm for the main container; None keeps the runtime's 64Mi one."""
     config_files: tuple[ConfigFile, ...] = ()
     secret_config: SecretConfig | None = None
     """A configuration file holding some of its secrets; the main container does not get those as variables."""
@@ -260,6 +263,10 @@ POSTGRES: Final = Service(
     ),
     uid=DATA_UID,
     writable_paths=("/tmp", "/var/run/postgresql"),
+    # Parallel queries and hash joins allocate dynamic shared memory in /dev/shm (POSIX, the default
+    # dynamic_shared_memory_type); the container runtime's 64Mi fails them with "could not resize
+    # shared memory segment". It counts against the container's memory limit, like any tmpfs.
+    shared_memory=POSTGRES_SHARED_MEMORY,
     env={
         "POSTGRES_USER": "sophia",
         "POSTGRES_DB": "sophia",

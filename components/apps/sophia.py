@@ -210,6 +210,7 @@ class SophiaApps(pulumi.ComponentResource):
                     gpu=gpu,
                     read_only_root=service.read_only_root,
                     writable_paths=service.writable_paths,
+                    shared_memory=service.shared_memory,
                     env=_env(service, args.apps),
                     secret_env={SECRET_ENV[key]: args.secrets[key] for key in service.env_secrets},
                     sidecar_secrets=_sidecar_secrets(service, args.secrets),

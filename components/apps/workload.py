@@ -31,6 +31,7 @@ HOSTNAME_TOPOLOGY: Final = "kubernetes.io/hostname"
 STORAGE_CLASS: Final = "local-path"  # K3s' bundled local-path-provisioner
 DATA_VOLUME: Final = "data"
 METRICS_INTERVAL: Final = "30s"
+SHARED_MEMORY_PATH: Final = "/dev/shm"
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ class WorkloadArgs:
     gpu: GpuPlacement | None = None
     read_only_root: bool = True
     writable_paths: tuple[str, ...] = ("/tmp",)
+    shared_memory: str | None = None
+    """Size limit of a memory-backed emptyDir at /dev/shm in the main container; None: the runtime's own."""
     env: Mapping[str, str] = field(default_factory=dict)
     secret_env: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
     """Variables from secrets: put in this workload's own Secret, read through secretKeyRef."""
@@ -149,6 +152,10 @@ class WorkloadArgs:
 
 def _volume_name(path: str) -> str:
     return "w-" + (re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-") or "root")[:61]
+
+
+def _sidecar_tmp(sidecar: Sidecar) -> str:
+    return _volume_name(f"{sidecar.name}/tmp")
 
 
 class Workload(pulumi.ComponentResource):
@@ -528,6 +535,16 @@ class Workload(pulumi.ComponentResource):
             )
         if args.storage is not None:
             mounts.append(k8s.core.v1.VolumeMountArgs(name=DATA_VOLUME, mount_path=args.storage.mount_path))
+        if args.shared_memory is not None:
+            mounts.append(
+                k8s.core.v1.VolumeMountArgs(name=_volume_name(SHARED_MEMORY_PATH), mount_path=SHARED_MEMORY_PATH)
+            )
+            volumes.append(
+                k8s.core.v1.VolumeArgs(
+                    name=_volume_name(SHARED_MEMORY_PATH),
+                    empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory", size_limit=args.shared_memory),
+                )
+            )
         annotations = {}
         checksummed = [*(c.content for c in args.config), *(f.fingerprint for f in args.secret_files)]
         if checksummed:
@@ -566,11 +583,13 @@ class Workload(pulumi.ComponentResource):
                 ),
                 env=self._env(s.port, s.env, s.secret_env),
                 args=s.args,
-                # Its own /tmp only: a sidecar never sees the service's data or configuration.
-                mounts=[k8s.core.v1.VolumeMountArgs(name=_volume_name("/tmp"), mount_path="/tmp")]
-                if "/tmp" in args.writable_paths
-                else [],
+                # Its own /tmp only: a sidecar never sees the service's data, configuration or scratch files.
+                mounts=[k8s.core.v1.VolumeMountArgs(name=_sidecar_tmp(s), mount_path="/tmp")],
             )
+            for s in args.sidecars
+        ]
+        volumes += [
+            k8s.core.v1.VolumeArgs(name=_sidecar_tmp(s), empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs())
             for s in args.sidecars
         ]
         return k8s.core.v1.PodTemplateSpecArgs(
