@@ -41,7 +41,8 @@ class Platform(pulumi.ComponentResource):
     """MetalLB, cert-manager, monitoring, NVIDIA GPU support and Argo CD.
 
     Pass the cluster's provider in `opts` (`provider=` or `providers=`); every child inherits it.
-    The five Helm releases wait on nothing but their namespaces. Only what needs another add-on's
+    The six Helm releases wait on no other add-on: only on their namespace and what lives in it
+    (the device plugin on its LimitRange, monitoring on the Grafana admin Secret). Only what needs another add-on's
     CRD or issuer waits for it: the ClusterIssuers for cert-manager, the Ingresses for the
     production issuer, the DCGM ServiceMonitor for the monitoring release.
     """
