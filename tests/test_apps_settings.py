@@ -179,6 +179,12 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
         f"{GATEWAY}.routingRules[1].task: duplicate task 'analysis'",
     ),
     ("no model", _set(GATEWAY, "models", []), f"{GATEWAY}.models: must have at least 1 entry, got 0"),
+    (
+        "a memory limit that /dev/shm would fill",
+        _set(APPS, "services.postgres.resources.limits.memory", "1Gi"),
+        f"{APPS}.services.postgres.resources.limits.memory: must be above the 1Gi of /dev/shm that postgres keeps"
+        " in memory",
+    ),
 ]
 
 

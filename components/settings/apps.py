@@ -211,6 +211,13 @@ def check_apps(
             if image not in images.tags:
                 problems.add(f"{namespace}:images.tags.{image}", f"is required (an image of {service.name})")
         wanted = apps.services.get(service.name)
+        # A memory-backed /dev/shm counts against the container's memory limit.
+        shm = service.shared_memory
+        if wanted is not None and shm is not None and memory_bytes(wanted.resources.limits.memory) <= memory_bytes(shm):
+            problems.add(
+                f"{path}.services.{service.name}.resources.limits.memory",
+                f"must be above the {shm} of /dev/shm that {service.name} keeps in memory",
+            )
         if wanted is None or wanted.gpu is None:
             continue
         key = f"{path}.services.{service.name}.gpu"
