@@ -243,6 +243,48 @@ def test_the_longest_chain_of_ssh_steps_is_the_same_for_50_machines_as_for_5(
     assert longest_chain(command_graph(big)) == longest_chain(command_graph(production)) == 9
 
 
+def _three_server_graph(tmp_path: Path, extra_agents: int) -> tuple[dict[str, set[str]], set[str], set[str]]:
+    document = production_document()
+    nodes = document["config"]["sophia-infra:cluster"]["nodes"]
+    for node in nodes:
+        if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
+            node["role"] = "server"
+    template = next(n for n in nodes if n["name"] == "sophia-development")
+    for i in range(extra_agents):
+        nodes.append(dict(template, name=f"sophia-extra-{i}", host=f"198.51.100.{i + 10}", labels={}))
+    directory = tmp_path / f"agents-{extra_agents}"
+    directory.mkdir()
+    program = directory / "cluster_only.py"
+    program.write_text(CLUSTER_ONLY_PROGRAM)
+    graph = command_graph(build("production", run_program(stack_from(directory, document), program)))
+    servers = {n["name"] for n in nodes if n["role"] == "server"}
+    agents = {n["name"] for n in nodes if n["role"] != "server"}
+    return graph, servers, agents
+
+
+def test_agents_upgrade_only_after_every_server(tmp_path: Path) -> None:
+    graph, servers, agents = _three_server_graph(tmp_path, 0)
+
+    def waited(name: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [name]
+        while todo:
+            for dep in graph[todo.pop()]:
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
+
+    # K3s: upgrade servers first, one at a time, then agents; a server's ready re-runs after its restart.
+    for agent in agents:
+        assert {f"{s}-ready" for s in servers} <= waited(f"{agent}-install"), agent
+    for server in servers:
+        steps = [c for c in graph if c.startswith(f"{server}-")]
+        assert not any(w.startswith(f"{a}-") for c in steps for w in waited(c) for a in agents), server
+    bigger, _, _ = _three_server_graph(tmp_path, 40)
+    assert longest_chain(bigger) == longest_chain(graph)
+
+
 def test_removal_drains_then_uninstalls_then_deletes_the_node(production: Rendered, settings: Settings) -> None:
     graph = command_graph(production)
     for node in settings.cluster.nodes:

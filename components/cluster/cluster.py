@@ -3,12 +3,17 @@
 Each machine is a `K3sNode` component named exactly as the node, whose steps are `remote.Command`s
 named `<node>-<step>` (scripts in node_config.py and scripts/). The dependency graph is flat on
 purpose: every node's preflight starts at once; every joining node (agent or extra server) waits
-for the first server only, never for another joining node. So the longest chain of SSH steps is
-the same for 5 machines as for 50:
+for the first server, an agent's install also for the other servers (below), and no node ever waits
+for an agent. So the longest chain of SSH steps is the same for 5 machines as for 50:
 
     first:  preflight → prepare → install → ready → admit, kubeconfig
     others: preflight ─┐
        first ready ────┴→ claim → prepare → install → ready → admit
+
+An agent's install also waits for every server's ready: K3s wants servers upgraded first, one at
+a time, then agents (a kubelet must not be newer than the API server), and on an upgrade each
+server's ready re-runs after its restart. Servers still join at once and restart in turn through
+a Lease (install.sh); all agents restart at once after them.
 
 `pulumi destroy` (or a machine leaving the configuration) deletes in the reverse order: admit's
 delete drains the node, prepare's delete uninstalls K3s, claim's delete removes the Node object.
@@ -26,7 +31,7 @@ import pulumi_random as random
 from pulumi_command import remote
 
 from components.cluster.node_config import Step, api_server_url, node_scripts
-from components.settings.cluster import ClusterSettings, Node
+from components.settings.cluster import ClusterSettings, Node, Role
 
 JOIN_TOKEN_LENGTH = 48
 
@@ -49,6 +54,8 @@ class K3sNodeArgs:
     join_token: pulumi.Output[str]
     first_server_ready: remote.Command | None
     """None for the first server itself."""
+    servers_ready: tuple[remote.Command, ...] = ()
+    """For an agent: the ready step of every server; its install runs after them."""
 
 
 def ssh_connection(node: Node, private_key: pulumi.Output[str]) -> remote.ConnectionArgs:
@@ -137,7 +144,13 @@ class K3sNode(pulumi.ComponentResource):
             delete=scripts.uninstall,
             stdin=pulumi.Output.secret(args.join_token),
         )
-        install = step(Step.INSTALL, args.connection, scripts.install, [prepare], triggers=scripts.install_triggers)
+        install = step(
+            Step.INSTALL,
+            args.connection,
+            scripts.install,
+            [prepare, *args.servers_ready],
+            triggers=scripts.install_triggers,
+        )
         # A re-run install (new id) re-runs the waits after it.
         self.ready = step(Step.READY, args.connection, scripts.ready, [install], triggers=[install.id])
         # No triggers: a replaced admit would run its old delete, a drain, right after the new one
@@ -195,7 +208,9 @@ class K3sCluster(pulumi.ComponentResource):
         first = cluster.first_server
         node_opts = pulumi.ResourceOptions(parent=self, providers={"command": ssh})
 
-        def make(node: Node, first_ready: remote.Command | None) -> K3sNode:
+        def make(
+            node: Node, first_ready: remote.Command | None, servers_ready: tuple[remote.Command, ...] = ()
+        ) -> K3sNode:
             return K3sNode(
                 node.name,
                 K3sNodeArgs(
@@ -205,15 +220,22 @@ class K3sCluster(pulumi.ComponentResource):
                     first_server_connection=connections[first.name],
                     join_token=join_token,
                     first_server_ready=first_ready,
+                    servers_ready=servers_ready,
                 ),
                 opts=node_opts,
             )
 
         first_node = make(first, None)
         self.nodes = {first.name: first_node}
-        for node in cluster.nodes:
+        for node in cluster.servers:
             if node.name != first.name:
                 self.nodes[node.name] = make(node, first_node.ready)
+        servers_ready = tuple(self.nodes[n.name].ready for n in cluster.servers)
+        for node in cluster.nodes:
+            if node.role is not Role.SERVER:
+                self.nodes[node.name] = make(node, first_node.ready, servers_ready)
+        # The configured order, which the render and the stack outputs list the nodes in.
+        self.nodes = {n.name: self.nodes[n.name] for n in cluster.nodes}
         assert first_node.kubeconfig is not None
         self.kubeconfig = pulumi.Output.secret(first_node.kubeconfig)
         self.api_endpoint = cluster.api_endpoint
