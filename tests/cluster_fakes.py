@@ -128,7 +128,8 @@ if name == "systemctl":
                 taints = config.get("node-taint", [])
                 labels = dict(item.split("=", 1) for item in config.get("node-label", []))
                 api.state["nodes"][node] = {"ip": config["node-ip"], "labels": labels, "taints": taints,
-                                            "unschedulable": False}
+                                            "unschedulable": False, "annotations": {},
+                                            "etcd": service == "k3s"}
             api.state["nodes"][node]["ready"] = not flag("never-ready")
             api.state["restarts"] = api.state.get("restarts", []) + [[node, time.time()]]
         sys.exit(0)
@@ -161,6 +162,8 @@ if name == "k3s":
                 out("")
             if "name" in rest:
                 out(f"node/{words[2]}\n")
+            if "removed-node-name" in jsonpath:
+                out(node.get("annotations", {}).get("etcd.k3s.cattle.io/removed-node-name", ""))
             if "Ready" in jsonpath:
                 out("True" if node["ready"] else "False")
             if "InternalIP" in jsonpath:
@@ -190,6 +193,15 @@ if name == "k3s":
         if words[:2] == ["taint", "node"]:
             node = nodes[words[2]]
             node["taints"] = [t for t in node["taints"] if t.split("=")[0] != words[3].split("=")[0]] + [words[3]]
+            out("")
+        if words[:2] == ["annotate", "node"]:
+            key, value = words[3].split("=", 1)
+            node = nodes[words[2]]
+            node.setdefault("annotations", {})[key] = value
+            # K3s's etcd member controller: removes the member of a server and records it.
+            if key == "etcd.k3s.cattle.io/remove" and node.get("etcd") and not (cluster / "etcd-stuck").exists():
+                node["annotations"]["etcd.k3s.cattle.io/removed-node-name"] = words[2]
+                api.state.setdefault("etcd_removed", []).append([words[2], time.time()])
             out("")
         if words[0] == "uncordon":
             nodes[words[1]]["unschedulable"] = False

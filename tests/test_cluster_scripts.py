@@ -519,3 +519,48 @@ def test_agents_restart_without_the_lease(tmp_path: Path, api: Path, cluster: Cl
     agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
     bring_up(agent, scripts_for(cluster, AGENT_A10))
     assert not any("lease" in call for call in agent.calls())
+
+
+def test_a_removed_server_leaves_etcd_before_it_is_uninstalled(tmp_path: Path, api: Path) -> None:
+    cluster, machines, _ = _two_running_servers(tmp_path, api)
+    first, leaving = machines[0], machines[1]
+    scripts = scripts_for(cluster, leaving.root.name)
+    assert scripts.drain is not None
+    assert scripts.remove is not None
+
+    drained = first.run(scripts.drain)
+
+    assert drained.returncode == 0, drained.output
+    # Two of three servers removed at once keep quorum only if each leaves etcd while it still runs.
+    assert [name for name, _ in cluster_state(api)["etcd_removed"]] == [leaving.root.name]
+    assert leaving.installs()[-1] != "uninstalled"
+    for on, script in ((leaving, scripts.uninstall), (first, scripts.remove), (first, scripts.drain)):
+        result = on.run(script)
+        assert result.returncode == 0, result.output
+    assert leaving.root.name not in cluster_state(api)["nodes"]
+
+
+def test_a_server_whose_etcd_member_stays_is_not_uninstalled(tmp_path: Path, api: Path) -> None:
+    cluster, machines, _ = _two_running_servers(tmp_path, api)
+    first, leaving = machines[0], machines[1]
+    drain = scripts_for(cluster, leaving.root.name).drain
+    assert drain is not None
+    (api / "etcd-stuck").touch()
+
+    result = first.run(with_exports(drain, DRAIN_TIMEOUT="1"))
+
+    assert result.returncode != 0
+    assert f"did not remove the etcd member of server {leaving.root.name}" in result.stderr
+
+
+def test_draining_an_agent_leaves_etcd_alone(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    bring_up(server, scripts_for(cluster, SERVER))
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    bring_up(agent, scripts)
+    assert scripts.drain is not None
+
+    assert server.run(scripts.drain).returncode == 0
+    assert not any(call[:3] == ["k3s", "kubectl", "--kubeconfig"] and "annotate" in call for call in server.calls())
+    assert "etcd_removed" not in cluster_state(api)

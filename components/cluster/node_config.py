@@ -309,7 +309,9 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
             },
         ),
         # The first server is the last node standing on `pulumi destroy`: there is nowhere to drain to.
-        drain=None if first else on_first_server(Step.ADMIT.value, "drain.sh", timeouts),
+        drain=None
+        if first
+        else on_first_server(Step.ADMIT.value, "drain.sh", timeouts | {"NODE_ROLE": node.role.value}),
         kubeconfig=on_node(Step.KUBECONFIG.value, "kubeconfig.sh", {"API_SERVER_URL": api_server_url(cluster)})
         if first
         else None,
