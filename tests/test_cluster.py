@@ -412,6 +412,45 @@ def test_with_private_addresses_on_some_machines_only_every_node_uses_its_public
             assert exports(scripts.claim)["NODE_IP"] == node.host
 
 
+# The K3s flags this project may write to config.yaml, with their value types, as `k3s agent --help`
+# and `k3s server --help` list them (docs.k3s.io cli/agent and cli/server). K3s skips a key that is
+# not a flag of the running command with only a warning in its log ("Unknown flag ... found in
+# config.yaml, skipping", pkg/configfilearg/parser.go), so a misspelt key would silently do nothing.
+K3S_AGENT_FLAGS: dict[str, type] = {
+    "server": str,
+    "token-file": str,
+    "node-name": str,
+    "node-ip": str,
+    "node-external-ip": str,
+    "node-label": list,
+    "node-taint": list,
+    "flannel-iface": str,
+}
+K3S_SERVER_FLAGS: dict[str, type] = K3S_AGENT_FLAGS | {
+    "cluster-init": bool,
+    "tls-san": list,
+    "disable": list,
+    "flannel-backend": str,
+    "flannel-external-ip": bool,
+    "secrets-encryption": bool,
+    "write-kubeconfig-mode": str,
+    "etcd-snapshot-schedule-cron": str,
+    "etcd-snapshot-retention": int,
+}
+
+
+def test_every_config_key_is_a_flag_of_the_k3s_command_the_node_runs(production: Rendered, settings: Settings) -> None:
+    for node in settings.cluster.nodes:
+        config = k3s_config(production, node.name)
+        install = exports(command(production, f"{node.name}-install")["inputs"]["create"])
+        flags = K3S_SERVER_FLAGS if install["NODE_ROLE"] == "server" else K3S_AGENT_FLAGS
+        assert node.role.value == install["NODE_ROLE"]
+        for key, value in config.items():
+            assert key in flags, f"{node.name}: {key} is not a k3s {install['NODE_ROLE']} flag"
+            assert isinstance(value, flags[key]), f"{node.name}: {key}={value!r}"
+        assert config["flannel-backend" if node.role.value == "server" else "node-name"]
+
+
 def test_the_join_token_is_a_generated_stable_secret(production: Rendered) -> None:
     (token,) = production.by_type("random:index/randomPassword:RandomPassword")
     assert token["inputs"]["length"] >= 32
