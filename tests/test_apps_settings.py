@@ -293,3 +293,10 @@ def test_a_stateful_gpu_service_needs_no_room_for_a_surge(tmp_path: Path, monkey
     del memory["replicas"]
     memory["storage"] = "20Gi"
     assert problems_of(tmp_path, doc) == []
+
+
+def test_an_unreadable_postgres_memory_limit_is_one_problem_not_a_crash(tmp_path: Path) -> None:
+    doc = production_document()
+    _set(APPS, "services.postgres.resources.limits.memory", "lots")(doc)
+    problems = problems_of(tmp_path, doc)
+    assert [p.split(":")[1] for p in problems] == ["apps.services.postgres.resources.limits.memory"]

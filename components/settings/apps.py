@@ -211,9 +211,11 @@ def check_apps(
             if image not in images.tags:
                 problems.add(f"{namespace}:images.tags.{image}", f"is required (an image of {service.name})")
         wanted = apps.services.get(service.name)
-        # A memory-backed /dev/shm counts against the container's memory limit.
+        # A memory-backed /dev/shm counts against the container's memory limit. An empty limit was
+        # invalid and is reported already.
         shm = service.shared_memory
-        if wanted is not None and shm is not None and memory_bytes(wanted.resources.limits.memory) <= memory_bytes(shm):
+        limit = wanted.resources.limits.memory if wanted is not None else ""
+        if shm is not None and limit and memory_bytes(limit) <= memory_bytes(shm):
             problems.add(
                 f"{path}.services.{service.name}.resources.limits.memory",
                 f"must be above the {shm} of /dev/shm that {service.name} keeps in memory",
