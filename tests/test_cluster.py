@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.cluster.node_config import flannel_backend, node_scripts
+from components.cluster.node_config import flannel_backend, node_address, node_scripts
 from components.gpu import GPU_PRESENT_LABEL, GPU_TAINT_KEY, GPU_TYPE_LABEL
 from components.settings.stack import Settings
 from render.engine import _SECRET_SIG, StandInCloud, run_program
@@ -372,10 +372,10 @@ def test_agents_join_the_first_server_with_the_token_file(production: Rendered, 
         if node.name == FIRST:
             continue
         config = k3s_config(production, node.name)
-        assert config["server"] == f"https://{settings.cluster.first_server.address}:6443"
+        assert config["server"] == f"https://{node_address(settings.cluster, settings.cluster.first_server)}:6443"
         assert "cluster-init" not in config
         assert config["token-file"] == "/etc/rancher/k3s/sophia-join-token"
-        assert config["node-ip"] == node.address
+        assert config["node-ip"] == node_address(settings.cluster, node)
         assert config["node-external-ip"] == node.host
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from components.cluster.node_config import SCRIPTS_DIR, NodeScripts, node_scripts
+from components.cluster.node_config import SCRIPTS_DIR, NodeScripts, node_address, node_scripts
 from components.settings.cluster import ClusterSettings
 from tests.cluster_fakes import Machine, cluster_state
 from tests.support import production_document, settings_from
@@ -291,7 +291,8 @@ def test_a_node_that_cannot_reach_the_first_server_fails_its_install_saying_so(
     result = agent.run(quick)
 
     assert result.returncode != 0
-    assert f"cannot reach the first server at https://{cluster.first_server.address}:6443" in result.stderr
+    first = node_address(cluster, cluster.first_server)
+    assert f"cannot reach the first server at https://{first}:6443" in result.stderr
     assert agent.installs() == []
 
 

@@ -84,11 +84,6 @@ class Node:
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
 
-    @property
-    def address(self) -> str:
-        """The address other nodes reach this one on: the private one where there is one."""
-        return self.private_ip or self.host
-
 
 @dataclass(frozen=True)
 class EtcdSnapshots:
