@@ -161,6 +161,12 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
         " got 'AAAAC3NzaC1lZDI1NTE5'",
     ),
     (
+        "ssh-rsa host key",
+        _set("sophia-infra:cluster.nodes[0].hostKey", "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ=="),
+        "sophia-infra:cluster.nodes[0].hostKey: is an ssh-rsa key, which pulumi-command can only verify with SHA-1"
+        " signatures and OpenSSH >= 8.8 refuses; pin the machine's ed25519 key instead (ssh-keyscan -t ed25519 <host>)",
+    ),
+    (
         "load-balancer address is a node's",
         _set("sophia-infra:network.loadBalancerAddresses", ["192.0.2.8/29"]),
         "sophia-infra:network.loadBalancerAddresses[0]: 192.0.2.8/29 includes 192.0.2.10, the address of node"

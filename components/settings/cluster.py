@@ -13,6 +13,13 @@ K3S_VERSION = re.compile(r"^v1\.\d{2}\.\d{1,2}\+k3s\d+$")
 SSH_HOST_KEY = re.compile(
     r"^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) [A-Za-z0-9+/]+={0,3}$"
 )
+# pulumi-command 1.2.1 offers the pinned key's own type as the only host-key algorithm, and for an
+# RSA key that type is `ssh-rsa` (SHA-1 signatures), which OpenSSH >= 8.8 no longer signs with: the
+# handshake would fail on every step. The format is recognised so the refusal can say why.
+REFUSED_HOST_KEY_TYPES = {
+    "ssh-rsa": "an ssh-rsa key, which pulumi-command can only verify with SHA-1 signatures and OpenSSH >= 8.8 "
+    "refuses; pin the machine's ed25519 key instead (ssh-keyscan -t ed25519 <host>)",
+}
 CRON = re.compile(r"^(\S+\s+){4}\S+$")
 
 
@@ -146,9 +153,12 @@ def _read_node(value: Value, default_user: str, default_port: int) -> Node:
     arch = Arch(arch_text) if arch_text else None
     user_value = section.optional("sshUser")
     port_value = section.optional("sshPort")
-    host_key = section.required("hostKey").string(
-        pattern=SSH_HOST_KEY, what="an SSH public host key ('<type> <base64>')"
-    )
+    host_key_value = section.required("hostKey")
+    host_key = host_key_value.string(pattern=SSH_HOST_KEY, what="an SSH public host key ('<type> <base64>')")
+    refused = REFUSED_HOST_KEY_TYPES.get(host_key.split(" ", 1)[0])
+    if refused is not None:
+        host_key_value.fail(f"is {refused}")
+        host_key = ""
     gpu_value = section.optional("gpu")
     labels_value = section.optional("labels")
     taints_value = section.optional("taints")
