@@ -307,12 +307,22 @@ def test_removal_drains_then_uninstalls_then_deletes_the_node(production: Render
 
 
 def test_a_step_that_drains_uninstalls_or_removes_is_never_replaced_while_its_node_stays(production: Rendered) -> None:
-    # A replaced Command runs its old `delete`; replacement comes from `triggers` or a changed connection.
+    # pulumi-command 1.2.1 replaces a Command only when `triggers` change, and a replaced Command
+    # runs its old `delete`: a drain, an uninstall or a Node removal on a machine that stays.
     holders = [c for c in commands(production) if c["inputs"].get("delete")]
     assert {c["name"].rsplit("-", 1)[-1] for c in holders} == {"claim", "prepare", "admit"}
     for resource in holders:
         assert "triggers" not in resource["inputs"], resource["name"]
-        assert "connection" in resource["options"].get("ignoreChanges", []), resource["name"]
+        # The SDK itself declares `triggers[*]` replace-on-change; nothing else may be added to it.
+        assert resource["options"].get("replaceOnChanges", []) == ["triggers[*]"], resource["name"]
+
+
+def test_every_step_keeps_the_current_ssh_connection_in_state_for_its_delete(production: Rendered) -> None:
+    # Any other changed input, the connection included, is an in-place update that runs `create`
+    # again and stores the new connection; a later delete runs with what is in state. Ignoring
+    # connection changes would keep a rotated-away key there, and the drain on removal would fail.
+    for resource in commands(production):
+        assert "connection" not in resource["options"].get("ignoreChanges", []), resource["name"]
 
 
 def test_a_changed_version_or_config_reruns_the_install_through_triggers(

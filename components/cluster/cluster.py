@@ -116,11 +116,11 @@ class K3sNode(pulumi.ComponentResource):
                     parent=self,
                     depends_on=list(depends_on),
                     additional_secret_outputs=["stdout"] if secret_stdout else None,
-                    # A changed `connection` (a rotated SSH key, a new address) makes pulumi-command
-                    # replace the Command, and a replaced Command runs its old `delete`: a drain, an
-                    # uninstall or a node removal on a machine that stays. A step with a delete therefore
-                    # keeps the connection it was created with; it is only ever deleted with its node.
-                    ignore_changes=["connection"] if delete is not None else None,
+                    # No ignore_changes on `connection`: pulumi-command 1.2.1 treats a changed
+                    # connection (a rotated SSH key, a new address) as an in-place update that runs the
+                    # idempotent `create` again and stores the new connection, and a later `delete`
+                    # (drain, uninstall, Node removal) runs with the connection in state. Ignoring the
+                    # change would keep a key that may no longer open the machine.
                 ),
             )
 
@@ -185,6 +185,9 @@ class K3sCluster(pulumi.ComponentResource):
     """The K3s cluster on the configured machines; hands back the admin kubeconfig as a secret."""
 
     kubeconfig: pulumi.Output[str]
+    identifier: str
+    """Which cluster this is, for the Kubernetes provider's `clusterIdentifier`: the first server
+    initialises etcd and the cluster CA, so the cluster is the same while that machine is."""
     api_endpoint: str
     api_server_url: str
     node_names: list[str]
@@ -238,6 +241,7 @@ class K3sCluster(pulumi.ComponentResource):
         self.nodes = {n.name: self.nodes[n.name] for n in cluster.nodes}
         assert first_node.kubeconfig is not None
         self.kubeconfig = pulumi.Output.secret(first_node.kubeconfig)
+        self.identifier = f"k3s/{name}/{first.name}"
         self.api_endpoint = cluster.api_endpoint
         self.api_server_url = api_server_url(cluster)
         self.node_names = [n.name for n in cluster.nodes]
