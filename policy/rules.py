@@ -722,6 +722,24 @@ def _objects(resources: Resources) -> list[JSON]:
     return [obj for type_, inputs in resources if (obj := kubernetes_object(type_, inputs)) is not None]
 
 
+# Kubernetes resource types that are not one object of the cluster.
+_NOT_AN_OBJECT: Final = ("kubernetes:helm.sh/", "kubernetes:yaml/", "kubernetes:kustomize/")
+
+
+def all_seen(resources: Resources) -> bool:
+    """Whether every Kubernetes object of the stack shows what it holds.
+
+    The engine runs stack policies on resource outputs, and at a first preview the outputs of the
+    objects behind a provider whose kubeconfig is still unknown are empty. A rule can judge what it
+    sees, but it can say that something is missing only when nothing is hidden from it.
+    """
+    return all(
+        kubernetes_object(type_, props) is not None
+        for type_, props in resources
+        if type_.startswith("kubernetes:") and not type_.endswith("Patch") and not type_.startswith(_NOT_AN_OBJECT)
+    )
+
+
 def _label(obj: JSON) -> str:
     namespace = _namespace(obj)
     return f"{_kind(obj)} {namespace + '/' if namespace else ''}{_map(obj.get('metadata')).get('name')}"
@@ -746,6 +764,7 @@ _WORKLOADS: Final = ("Deployment", "StatefulSet", "DaemonSet")
 def services_reach_a_declared_port(resources: Resources, config: PolicyConfig) -> list[str]:
     """Each Sophia Service selects a workload, and its targetPort is a port that workload's container declares."""
     objects = _objects(resources)
+    complete = all_seen(resources)
     workloads = [o for o in objects if _kind(o) in _WORKLOADS]
     violations = []
     for service in (o for o in objects if _kind(o) == "Service" and _in_scope(o, config)):
@@ -754,7 +773,7 @@ def services_reach_a_declared_port(resources: Resources, config: PolicyConfig) -
         if not selector or is_unknown(spec.get("selector")):
             continue
         selected = [w for w in workloads if _namespace(w) == _namespace(service) and _selects(selector, _pod_labels(w))]
-        if not selected:
+        if not selected and complete:
             violations.append(f"{_label(service)}: its selector {dict(selector)} matches no workload of the stack")
         for workload in selected:
             found = pod_spec(workload)
@@ -782,6 +801,8 @@ def _selector_is_everything(policy: JSON) -> bool:
 
 def app_namespaces_deny_by_default(resources: Resources, config: PolicyConfig) -> list[str]:
     """Each Sophia namespace has a NetworkPolicy denying all ingress and egress; the rest are explicit allows."""
+    if not all_seen(resources):
+        return []
     objects = _objects(resources)
     violations = []
     for namespace in (o for o in objects if _kind(o) == "Namespace"):
@@ -808,6 +829,7 @@ def app_namespaces_deny_by_default(resources: Resources, config: PolicyConfig) -
 def replicated_services_have_budgets_and_autoscalers(resources: Resources, config: PolicyConfig) -> list[str]:
     """A replicated Sophia service has an HPA and a PDB, and the PDB never demands all of its replicas."""
     objects = _objects(resources)
+    complete = all_seen(resources)
     violations = []
     for workload in (o for o in objects if _kind(o) in ("Deployment", "StatefulSet") and _in_scope(o, config)):
         name = _map(workload.get("metadata")).get("name")
@@ -829,12 +851,18 @@ def replicated_services_have_budgets_and_autoscalers(resources: Resources, confi
             and _namespace(b) == _namespace(workload)
             and _selects(_map(_map(_map(b.get("spec")).get("selector")).get("matchLabels")), _pod_labels(workload))
         ]
-        if _kind(workload) == "Deployment" and replicas is None and not autoscalers:
+        if _kind(workload) == "Deployment" and replicas is None and not autoscalers and complete:
             violations.append(f"{_label(workload)}: leaves spec.replicas to an autoscaler, but no HPA targets it")
         replicated = bool(autoscalers) or (isinstance(replicas, int) and replicas >= 2)
-        if _kind(workload) == "Deployment" and isinstance(replicas, int) and replicas >= 2 and not autoscalers:
+        if (
+            _kind(workload) == "Deployment"
+            and isinstance(replicas, int)
+            and replicas >= 2
+            and not autoscalers
+            and complete
+        ):
             violations.append(f"{_label(workload)}: {replicas} replicas and no HPA")
-        if replicated and not budgets:
+        if replicated and not budgets and complete:
             violations.append(f"{_label(workload)}: replicated, but no PodDisruptionBudget selects its pods")
         floor = min(
             [int(_map(h.get("spec")).get("minReplicas", 1)) for h in autoscalers]

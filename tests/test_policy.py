@@ -652,3 +652,59 @@ def test_the_engine_path_reads_real_secret_values(production: Rendered) -> None:
     assert _analyze(analyzer, secret) == []
     secret["inputs"][field][keys[0]] = {**_SECRET_SIG, "value": ""}
     assert [name for name, _ in _analyze(analyzer, secret)] == ["secrets-are-never-empty"]
+
+
+# -- stack policies judge outputs: what the engine sends to AnalyzeStack ------------------------
+
+
+def _hidden(stack: Stack, *kinds: str) -> Stack:
+    """The stack as the engine shows it while these objects' outputs are still empty (unknown)."""
+    return [(t, {} if i.get("kind") in kinds else i) for t, i in stack]
+
+
+def _as_outputs(stack: Stack) -> Stack:
+    """Each object as the API server hands it back: what it was given, plus the fields the server sets."""
+    served = copy.deepcopy(stack)
+    for n, (_, props) in enumerate(served):
+        if "kind" in props and "apiVersion" in props:
+            props["metadata"] = {
+                **props.get("metadata", {}),
+                "uid": f"00000000-0000-0000-0000-{n:012d}",
+                "resourceVersion": str(1000 + n),
+                "creationTimestamp": "2026-11-29T00:00:00Z",
+            }
+            props["status"] = {}
+    return served
+
+
+def test_at_a_first_preview_stack_policies_see_nothing_and_report_nothing(production: Rendered) -> None:
+    # The engine runs stack policies on outputs, and the objects behind a provider whose kubeconfig
+    # is still unknown have none: a rule must not call an object missing because it is hidden.
+    every_kind = {str(i["kind"]) for _, i in _stack(production) if "kind" in i}
+    analyzer = _analyzer()
+    for rule, breaker in STACK_CASES:
+        hidden = _hidden(breaker(_stack(production)), *every_kind)
+        assert STACK_BY_NAME[rule].judge(hidden, DEFAULT_CONFIG) == [], rule
+        as_sent = [{"type": t, "urn": f"urn:{n}", "name": str(n), "inputs": i} for n, (t, i) in enumerate(hidden)]
+        assert _analyze_stack(analyzer, as_sent) == [], rule
+
+
+def test_a_stack_policy_judges_what_it_sees_while_some_objects_are_hidden(production: Rendered) -> None:
+    # A Service whose workload is not yet known is not "selecting nothing"...
+    hidden = _hidden(_stack(production), "Deployment", "StatefulSet", "HorizontalPodAutoscaler")
+    for rule in STACK_RULES:
+        assert rule.judge(hidden, DEFAULT_CONFIG) == [], rule.name
+    # ...but a visible fault is still one.
+    wrong_port = _service_targets_another_port(_stack(production))
+    budget = _budget_demands_every_replica(_hidden(wrong_port, "HorizontalPodAutoscaler"))
+    assert STACK_BY_NAME["services-reach-a-declared-port"].judge(budget, DEFAULT_CONFIG) != []
+    assert STACK_BY_NAME["replicated-services-have-budgets-and-autoscalers"].judge(budget, DEFAULT_CONFIG) != []
+
+
+@pytest.mark.parametrize(("rule", "breaker"), STACK_CASES, ids=[f"{r}:{b.__name__.strip('_')}" for r, b in STACK_CASES])
+def test_stack_policies_judge_objects_as_the_api_server_returns_them(
+    production: Rendered, rule: str, breaker: Callable[[Stack], Stack]
+) -> None:
+    judge = STACK_BY_NAME[rule].judge
+    assert judge(_as_outputs(_stack(production)), DEFAULT_CONFIG) == []
+    assert judge(_as_outputs(breaker(_stack(production))), DEFAULT_CONFIG) != []
