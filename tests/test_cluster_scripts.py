@@ -161,6 +161,29 @@ def test_a_changed_version_reinstalls_k3s(tmp_path: Path, api: Path, cluster: Cl
     assert upgraded.install_triggers != scripts_for(cluster, AGENT_A10).install_triggers
 
 
+def test_a_rerun_after_an_applied_config_change_restarts_nothing_and_takes_no_lease(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    bring_up(server, scripts_for(cluster, SERVER))
+    document = production_document()
+    document["config"]["sophia-infra:cluster"]["etcdSnapshots"]["retention"] = 30
+    changed = scripts_for(cluster_from(tmp_path, document), SERVER)
+    applied = server.run(changed.install)
+    assert applied.returncode == 0, applied.output
+    assert server.restarts("k3s") == 2
+    # A running server restarts only under the lease: the change did take it (and gave it back).
+    leases_taken = len(cluster_state(api)["lease_history"])
+    assert leases_taken > 0
+
+    again = server.run(changed.install)
+
+    assert again.returncode == 0, again.output
+    assert server.restarts("k3s") == 2
+    assert len(cluster_state(api)["lease_history"]) == leases_taken
+    assert "nothing to do" in again.stdout
+
+
 def test_an_interrupted_install_completes_when_run_again(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
     agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
     scripts = scripts_for(cluster, AGENT_A10)
