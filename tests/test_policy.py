@@ -288,11 +288,24 @@ def _deployment_not_spread(p: Rendered) -> Resource:
     return r
 
 
-def _pdb_blocks_drains(p: Rendered) -> Resource:
+# Kubernetes reads maxUnavailable 0, "0" and "0%" alike: no eviction allowed, so no drain finishes.
+def _pdb_max_unavailable(p: Rendered, value: int | str) -> Resource:
     r = _real(p, "PodDisruptionBudget")
     r["inputs"]["spec"].pop("minAvailable", None)
-    r["inputs"]["spec"]["maxUnavailable"] = 0
+    r["inputs"]["spec"]["maxUnavailable"] = value
     return r
+
+
+def _pdb_blocks_drains(p: Rendered) -> Resource:
+    return _pdb_max_unavailable(p, 0)
+
+
+def _pdb_blocks_drains_with_zero_percent(p: Rendered) -> Resource:
+    return _pdb_max_unavailable(p, "0%")
+
+
+def _pdb_blocks_drains_with_zero_as_a_string(p: Rendered) -> Resource:
+    return _pdb_max_unavailable(p, "0")
 
 
 def _pdb_min_available_all(p: Rendered) -> Resource:
@@ -386,7 +399,12 @@ BREAKERS: dict[str, list[Callable[[Rendered], Resource]]] = {
         _app_pod_binds_a_host_port,
     ],
     "rollouts-keep-capacity-and-spread": [_rollout_drops_capacity, _deployment_not_spread],
-    "disruption-budgets-allow-drains": [_pdb_blocks_drains, _pdb_min_available_all],
+    "disruption-budgets-allow-drains": [
+        _pdb_blocks_drains,
+        _pdb_blocks_drains_with_zero_percent,
+        _pdb_blocks_drains_with_zero_as_a_string,
+        _pdb_min_available_all,
+    ],
     "stateful-data-on-local-path": [
         _statefulset_other_storage_class,
         _statefulset_deletes_claims,
