@@ -761,8 +761,24 @@ def _selects(selector: JSON, labels: JSON) -> bool:
 _WORKLOADS: Final = ("Deployment", "StatefulSet", "DaemonSet")
 
 
-def services_reach_a_declared_port(resources: Resources, config: PolicyConfig) -> list[str]:
-    """Each Sophia Service selects a workload, and its targetPort is a port that workload's container declares."""
+def _ports_by_name(spec: JSON) -> dict[str, object]:
+    """Each named port the pod's containers declare, and its number."""
+    return {
+        name: _map(port).get("containerPort")
+        for container in _list(spec.get("containers"))
+        for port in _list(_map(container).get("ports"))
+        if isinstance(name := _map(port).get("name"), str)
+    }
+
+
+def services_reach_the_port_they_name(resources: Resources, config: PolicyConfig) -> list[str]:
+    """Each Sophia Service selects a workload, and each of its ports reaches the container port of its name.
+
+    Any declared port is not enough: a pod also declares its exporter's port, and a Service port that
+    sent the service's traffic there would pass a check of "some declared port". The port a Service
+    port is meant to reach is the one it is named after (the apps layer names both alike), so a
+    Sophia Service names each port, and its targetPort is that container port, by number or by name.
+    """
     objects = _objects(resources)
     complete = all_seen(resources)
     workloads = [o for o in objects if _kind(o) in _WORKLOADS]
@@ -777,20 +793,23 @@ def services_reach_a_declared_port(resources: Resources, config: PolicyConfig) -
             violations.append(f"{_label(service)}: its selector {dict(selector)} matches no workload of the stack")
         for workload in selected:
             found = pod_spec(workload)
-            containers_ = _list(found[1].get("containers")) if found else []
-            numbers: set[int] = set()
-            names: set[str] = set()
-            for container in containers_:
-                more_numbers, more_names = _declared_ports(_map(container))
-                numbers |= more_numbers
-                names |= more_names
-            for i, port in enumerate(_list(spec.get("ports"))):
-                target = _map(port).get("targetPort", _map(port).get("port"))
-                if is_unknown(target) or target in numbers or target in names:
+            declared = _ports_by_name(found[1]) if found else {}
+            for i, raw_port in enumerate(_list(spec.get("ports"))):
+                port = _map(raw_port)
+                name = port.get("name")
+                target = port.get("targetPort", port.get("port"))
+                where = f"{_label(service)}: spec.ports[{i}]"
+                if is_unknown(name) or is_unknown(target):
                     continue
-                violations.append(
-                    f"{_label(service)}: spec.ports[{i}].targetPort {target!r} is no port {_label(workload)} declares"
-                )
+                if not isinstance(name, str) or not name:
+                    violations.append(f"{where}: no name; name it after the port of {_label(workload)} it reaches")
+                elif name not in declared:
+                    violations.append(f"{where}: {name!r} is no port {_label(workload)} declares")
+                elif target not in (name, declared[name]):
+                    violations.append(
+                        f"{where}.targetPort {target!r} is not {name!r} ({declared[name]!r}), "
+                        f"the port of {_label(workload)} it is named after"
+                    )
     return violations
 
 
@@ -888,10 +907,10 @@ class StackRule:
 
 STACK_RULES: Final[tuple[StackRule, ...]] = (
     StackRule(
-        "services-reach-a-declared-port",
+        "services-reach-the-port-they-name",
         2,
-        "Each Sophia Service selects a workload and targets a port that workload's container declares.",
-        services_reach_a_declared_port,
+        "Each Sophia Service selects a workload, and each of its ports targets the container port of its name.",
+        services_reach_the_port_they_name,
     ),
     StackRule(
         "app-namespaces-deny-by-default",

@@ -4,7 +4,8 @@ A `Machine` is a scratch directory used as SOPHIA_ROOT (every system path in the
 prefixed with it) plus stub programs on PATH: sudo, id, uname, ss, nvidia-smi, modinfo, curl,
 systemctl, journalctl, and the `k3s` binary that the fake installer (served by the curl stub)
 puts in place. Every stub call is logged with its arguments and environment, so a test can see
-what a script ran, and that a secret never reached an argument list or an environment.
+what a script ran, and that a secret never reached an argument list or an environment; and every
+script run keeps what it printed, which pulumi-command logs, so a test can see that no secret is in it.
 A `FakeCluster` directory is the API server those `k3s kubectl` calls talk to: nodes and leases as
 JSON files, changed under a file lock so that concurrent scripts see one consistent cluster.
 """
@@ -111,7 +112,10 @@ if name == "systemctl":
         config = yaml.safe_load((root / "etc/rancher/k3s/config.yaml").read_text())
         if service == "k3s":
             admin = root / "etc/rancher/k3s/k3s.yaml"
-            admin.write_text("clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n  name: default\n")
+            admin.write_text(
+                "clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n  name: default\n"
+                f"users:\n- name: default\n  user:\n    client-key-data: {os.environ['FAKE_ADMIN_KEY']}\n"
+            )
         else:
             kubelet = root / "var/lib/rancher/k3s/agent/kubelet.kubeconfig"
             kubelet.parent.mkdir(parents=True, exist_ok=True)
@@ -237,6 +241,8 @@ chmod +x "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh"
 """
 
 STUBS = ("sudo", "id", "uname", "ss", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
+# The private key K3s writes into the admin kubeconfig (`client-key-data`): a secret every server holds.
+ADMIN_CLIENT_KEY = "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCmZha2UtYWRtaW4ta2V5"
 
 
 @dataclass
@@ -250,6 +256,14 @@ class Result:
         return self.stdout + self.stderr
 
 
+@dataclass(frozen=True)
+class StepRun:
+    """One script run on a machine, and what it printed (what pulumi-command would log of it)."""
+
+    script: str
+    result: Result
+
+
 @dataclass
 class Machine:
     """One fake machine: a scratch root, its stubs, and the cluster it talks to."""
@@ -257,6 +271,8 @@ class Machine:
     root: Path
     cluster: Path
     bin: Path = field(init=False)
+    runs: list[StepRun] = field(init=False, default_factory=list)
+    """Every `run` on this machine, in order."""
 
     def __post_init__(self) -> None:
         self.fake = self.root / "fake"
@@ -286,39 +302,40 @@ class Machine:
     def unset(self, name: str) -> None:
         (self.fake / name).unlink(missing_ok=True)
 
-    def run(self, script: str, stdin: str = "", extra_env: dict[str, str] | None = None) -> Result:
-        env = {
+    def _env(self) -> dict[str, str]:
+        return {
             "PATH": f"{self.bin}:{os.environ['PATH']}",
             "HOME": str(self.root),
             "SOPHIA_ROOT": str(self.root),
             "FAKE_CLUSTER": str(self.cluster),
             "FAKE_INSTALLER": INSTALLER,
             "FAKE_K3S_PROGRAM": str(self.k3s_source / "k3s"),
+            "FAKE_ADMIN_KEY": ADMIN_CLIENT_KEY,
             "POLL_SECONDS": "0.1",
-            **(extra_env or {}),
         }
+
+    def run(self, script: str, stdin: str = "", extra_env: dict[str, str] | None = None) -> Result:
         done = subprocess.run(
-            ["bash", "-c", script], input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False
+            ["bash", "-c", script],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self._env() | (extra_env or {}),
+            timeout=120,
+            check=False,
         )
-        return Result(done.returncode, done.stdout, done.stderr)
+        result = Result(done.returncode, done.stdout, done.stderr)
+        self.runs.append(StepRun(script, result))
+        return result
 
     def start(self, script: str, stdin: str = "") -> subprocess.Popen[str]:
-        env = {
-            "PATH": f"{self.bin}:{os.environ['PATH']}",
-            "HOME": str(self.root),
-            "SOPHIA_ROOT": str(self.root),
-            "FAKE_CLUSTER": str(self.cluster),
-            "FAKE_INSTALLER": INSTALLER,
-            "FAKE_K3S_PROGRAM": str(self.k3s_source / "k3s"),
-            "POLL_SECONDS": "0.1",
-        }
         process = subprocess.Popen(
             ["bash", "-c", script],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=env,
+            env=self._env(),
         )
         assert process.stdin is not None
         process.stdin.write(stdin)

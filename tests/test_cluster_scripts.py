@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,8 @@ import pytest
 
 from components.cluster.node_config import SCRIPTS_DIR, NodeScripts, node_address, node_scripts
 from components.settings.cluster import ClusterSettings
-from tests.cluster_fakes import Machine, cluster_state
+from render.model import REMOTE_COMMAND, Rendered
+from tests.cluster_fakes import ADMIN_CLIENT_KEY, Machine, StepRun, cluster_state
 from tests.support import production_document, settings_from
 
 TOKEN = "K10sophiatesttoken0123456789abcdefABCDEF"
@@ -63,6 +65,14 @@ def machine(tmp_path: Path, api: Path, name: str, arch: str = "x86_64", gpus: st
     if gpus:
         m.set("gpus", gpus)
     return m
+
+
+def step_of(run: StepRun) -> str:
+    """The step a script belongs to, `<node>-<step>`: the name of the remote.Command that runs it."""
+    match = re.search(r"^export STEP=(.*)$", run.script, flags=re.M)
+    assert match, run.script[:200]
+    (name,) = shlex.split(match[1])
+    return name
 
 
 def bring_up(m: Machine, scripts: NodeScripts) -> None:
@@ -151,6 +161,29 @@ def test_a_changed_version_reinstalls_k3s(tmp_path: Path, api: Path, cluster: Cl
     assert upgraded.install_triggers != scripts_for(cluster, AGENT_A10).install_triggers
 
 
+def test_a_rerun_after_an_applied_config_change_restarts_nothing_and_takes_no_lease(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    bring_up(server, scripts_for(cluster, SERVER))
+    document = production_document()
+    document["config"]["sophia-infra:cluster"]["etcdSnapshots"]["retention"] = 30
+    changed = scripts_for(cluster_from(tmp_path, document), SERVER)
+    applied = server.run(changed.install)
+    assert applied.returncode == 0, applied.output
+    assert server.restarts("k3s") == 2
+    # A running server restarts only under the lease: the change did take it (and gave it back).
+    leases_taken = len(cluster_state(api)["lease_history"])
+    assert leases_taken > 0
+
+    again = server.run(changed.install)
+
+    assert again.returncode == 0, again.output
+    assert server.restarts("k3s") == 2
+    assert len(cluster_state(api)["lease_history"]) == leases_taken
+    assert "nothing to do" in again.stdout
+
+
 def test_an_interrupted_install_completes_when_run_again(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
     agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
     scripts = scripts_for(cluster, AGENT_A10)
@@ -183,6 +216,52 @@ def test_the_join_token_reaches_only_a_root_only_file(tmp_path: Path, api: Path,
     assert agent.calls()
     assert TOKEN not in agent.call_log()
     assert "token-file: /etc/rancher/k3s/sophia-join-token" in (agent.root / "etc/rancher/k3s/config.yaml").read_text()
+
+
+def test_no_step_whose_output_is_logged_prints_a_secret(
+    tmp_path: Path, api: Path, cluster: ClusterSettings, production: Rendered
+) -> None:
+    # Every step of the first server and of a GPU agent, through a whole life: the join, a changed
+    # configuration (a server restart under the lease), the agent's removal.
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    agent = machine(tmp_path, api, AGENT, arch="aarch64", gpus="NVIDIA GH200 480GB\n")
+    first, joining = scripts_for(cluster, SERVER), scripts_for(cluster, AGENT)
+    assert first.kubeconfig is not None
+    assert joining.claim is not None and joining.drain is not None and joining.remove is not None
+    bring_up(server, first)
+    server.run(first.admit)
+    server.run(first.kubeconfig)
+    server.run(joining.claim)
+    bring_up(agent, joining)
+    server.run(joining.admit)
+    document = production_document()
+    cluster_doc = document["config"]["sophia-infra:cluster"]
+    cluster_doc["etcdSnapshots"]["retention"] = 30
+    next(n for n in cluster_doc["nodes"] if n["name"] == AGENT)["labels"]["sophia.ai/tier"] = "core"
+    changed = cluster_from(tmp_path, document)
+    for m, name in ((server, SERVER), (agent, AGENT)):
+        scripts = scripts_for(changed, name)
+        m.run(scripts.install)
+        m.run(scripts.ready)
+        server.run(scripts.admit)
+    server.run(joining.drain)
+    agent.run(joining.uninstall)
+    server.run(joining.remove)
+
+    runs = server.runs + agent.runs
+    assert [step_of(r) for r in runs if r.result.returncode != 0] == []
+    logging = {c["name"]: c["inputs"]["logging"] for c in production.by_type(REMOTE_COMMAND)}
+    assert {step_of(r) for r in runs} == {name for name in logging if name.startswith((f"{SERVER}-", f"{AGENT}-"))}
+    secrets = {"the join token": TOKEN, "the admin client key": ADMIN_CLIENT_KEY}
+    printed = [
+        f"{step_of(r)} printed {what}"
+        for r in runs
+        for what, secret in secrets.items()
+        if secret in r.result.output and logging[step_of(r)] != "none"
+    ]
+    assert printed == []
+    # The key is within reach of the steps: the kubeconfig step prints it, and is not logged.
+    assert [step_of(r) for r in runs if ADMIN_CLIENT_KEY in r.result.output] == [f"{SERVER}-kubeconfig"]
 
 
 def test_prepare_without_a_token_fails(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:

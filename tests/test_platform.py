@@ -39,6 +39,11 @@ from render.platform_checks import load_balancer_violations, ownership_violation
 from tests.support import problems_of, production_document, settings_from, stack_from, write_stack
 
 EXACT_VERSION = re.compile(r"^v?\d+\.\d+\.\d+$")
+# `Chart.source`: `<GitHub repo>@<tag> (<commit>) <chart dir>`.
+CHART_SOURCE = re.compile(r"^[\w.-]+/[\w.-]+@(?P<tag>\S+) \([0-9a-f]{40}\) \S")
+# The version a chart's tag names: its last x.y.z, after a `v` (`v0.16.1`), the chart's name and a dash
+# (`argo-cd-10.1.1`) or the DCGM version and a dash (dcgm-exporter's `4.5.3-4.8.2` is chart 4.8.2).
+TAG_VERSION = re.compile(r"(?:^|[-v])(\d+\.\d+\.\d+)$")
 APPLICATIONS = [
     {"name": "sophia-agents", "path": "infrastructure/kubernetes/manifests", "namespace": "sophia-agents"},
     {"name": "sophia-labs", "path": "deploy/labs", "namespace": "sophia-labs"},
@@ -125,6 +130,19 @@ def test_every_platform_release_pins_an_exact_chart_version_from_its_official_re
         assert inputs["version"] == chart.version
         assert inputs["repositoryOpts"] == {"repo": chart.repository}
         assert chart.repository.startswith("https://")
+
+
+def test_every_release_installs_the_version_of_the_chart_tag_its_values_were_read_at(production: Rendered) -> None:
+    releases = production.by_type(HELM_RELEASE)
+    assert {r["inputs"]["chart"] for r in releases} == set(CHARTS_BY_NAME)
+    for release in releases:
+        chart = CHARTS_BY_NAME[release["inputs"]["chart"]]
+        source = CHART_SOURCE.match(chart.source)
+        assert source, f"{chart.name}: source {chart.source!r} names no tag and commit"
+        tagged = TAG_VERSION.search(source["tag"])
+        assert tagged, f"{chart.name}: tag {source['tag']!r} names no version"
+        version = release["inputs"]["version"]
+        assert version.removeprefix("v") == tagged[1], f"{chart.name} {version} was read at tag {source['tag']}"
 
 
 def test_every_release_has_a_fixed_name_in_its_own_namespace(production: Rendered) -> None:

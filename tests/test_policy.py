@@ -288,11 +288,24 @@ def _deployment_not_spread(p: Rendered) -> Resource:
     return r
 
 
-def _pdb_blocks_drains(p: Rendered) -> Resource:
+# Kubernetes reads maxUnavailable 0, "0" and "0%" alike: no eviction allowed, so no drain finishes.
+def _pdb_max_unavailable(p: Rendered, value: int | str) -> Resource:
     r = _real(p, "PodDisruptionBudget")
     r["inputs"]["spec"].pop("minAvailable", None)
-    r["inputs"]["spec"]["maxUnavailable"] = 0
+    r["inputs"]["spec"]["maxUnavailable"] = value
     return r
+
+
+def _pdb_blocks_drains(p: Rendered) -> Resource:
+    return _pdb_max_unavailable(p, 0)
+
+
+def _pdb_blocks_drains_with_zero_percent(p: Rendered) -> Resource:
+    return _pdb_max_unavailable(p, "0%")
+
+
+def _pdb_blocks_drains_with_zero_as_a_string(p: Rendered) -> Resource:
+    return _pdb_max_unavailable(p, "0")
 
 
 def _pdb_min_available_all(p: Rendered) -> Resource:
@@ -386,7 +399,12 @@ BREAKERS: dict[str, list[Callable[[Rendered], Resource]]] = {
         _app_pod_binds_a_host_port,
     ],
     "rollouts-keep-capacity-and-spread": [_rollout_drops_capacity, _deployment_not_spread],
-    "disruption-budgets-allow-drains": [_pdb_blocks_drains, _pdb_min_available_all],
+    "disruption-budgets-allow-drains": [
+        _pdb_blocks_drains,
+        _pdb_blocks_drains_with_zero_percent,
+        _pdb_blocks_drains_with_zero_as_a_string,
+        _pdb_min_available_all,
+    ],
     "stateful-data-on-local-path": [
         _statefulset_other_storage_class,
         _statefulset_deletes_claims,
@@ -524,6 +542,25 @@ def _service_targets_another_port(stack: Stack) -> Stack:
     return stack
 
 
+def _service_targets_its_exporters_port(stack: Stack) -> Stack:
+    # A port the pod does declare, but the exporter's: the Service's postgres port would reach the exporter.
+    pod = _find(stack, "StatefulSet", "postgres", "sophia-data")["spec"]["template"]["spec"]
+    main, exporter = (container["ports"][0] for container in pod["containers"])
+    service = _find(stack, "Service", "postgres", "sophia-data")
+    next(p for p in service["spec"]["ports"] if p["name"] == main["name"])["targetPort"] = exporter["containerPort"]
+    return stack
+
+
+def _service_port_without_a_name(stack: Stack) -> Stack:
+    del _find(stack, "Service", "sophia-backend", "sophia-apps")["spec"]["ports"][0]["name"]
+    return stack
+
+
+def _service_port_named_after_no_port(stack: Stack) -> Stack:
+    _find(stack, "Service", "sophia-backend", "sophia-apps")["spec"]["ports"][0]["name"] = "web"
+    return stack
+
+
 def _service_selects_nothing(stack: Stack) -> Stack:
     _find(stack, "Service", "redis", "sophia-data")["spec"]["selector"] = {"app.kubernetes.io/name": "redis-old"}
     return stack
@@ -554,7 +591,13 @@ def _budget_demands_every_replica(stack: Stack) -> Stack:
 
 
 STACK_BREAKERS: dict[str, list[Callable[[Stack], Stack]]] = {
-    "services-reach-a-declared-port": [_service_targets_another_port, _service_selects_nothing],
+    "services-reach-the-port-they-name": [
+        _service_targets_another_port,
+        _service_targets_its_exporters_port,
+        _service_port_without_a_name,
+        _service_port_named_after_no_port,
+        _service_selects_nothing,
+    ],
     "app-namespaces-deny-by-default": [_no_default_deny, _default_deny_that_allows],
     "replicated-services-have-budgets-and-autoscalers": [_no_autoscaler, _no_budget, _budget_demands_every_replica],
 }
@@ -572,6 +615,16 @@ def test_each_stack_policy_fires_on_the_production_stack_broken_in_one_place(
     judge = STACK_BY_NAME[rule].judge
     assert judge(_stack(production), DEFAULT_CONFIG) == []
     assert judge(breaker(_stack(production)), DEFAULT_CONFIG) != []
+
+
+def test_the_render_fails_a_service_that_targets_another_port_of_its_pod(production: Rendered) -> None:
+    broken = Rendered(production.stack, production.registrations, production.component_outputs)
+    broken.resources = copy.deepcopy(production.resources)
+    _service_targets_its_exporters_port([(r["type"], r["inputs"]) for r in broken.resources])
+    assert policies_pass(Context(production, load_stack("production"), Path())) == []
+    violations = policies_pass(Context(broken, load_stack("production"), Path()))
+    assert violations
+    assert all("Service sophia-data/postgres" in v for v in violations), violations
 
 
 def test_a_stack_policy_reports_through_the_engine(production: Rendered) -> None:
