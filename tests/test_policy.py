@@ -750,7 +750,7 @@ def test_a_stack_policy_judges_what_it_sees_while_some_objects_are_hidden(produc
     # ...but a visible fault is still one.
     wrong_port = _service_targets_another_port(_stack(production))
     budget = _budget_demands_every_replica(_hidden(wrong_port, "HorizontalPodAutoscaler"))
-    assert STACK_BY_NAME["services-reach-a-declared-port"].judge(budget, DEFAULT_CONFIG) != []
+    assert STACK_BY_NAME["services-reach-the-port-they-name"].judge(budget, DEFAULT_CONFIG) != []
     assert STACK_BY_NAME["replicated-services-have-budgets-and-autoscalers"].judge(budget, DEFAULT_CONFIG) != []
 
 
