@@ -172,6 +172,12 @@ if name == "k3s":
         if words[:2] == ["get", "lease"]:
             lease = leases.get(words[2])
             out("" if lease is None else f"{lease['rv']}|{lease['holder']}|{lease['renew']}|{lease['seconds']}")
+        if words[:2] == ["get", "pv"]:
+            # The PersistentVolumes a test put in state.json, in the fields drain.sh's jsonpath asks for.
+            if (cluster / "api-down").exists():
+                fail("The connection to the server 127.0.0.1:6443 was refused")
+            out("".join(f"{v['name']}|{v['phase']}|{v['class']}|{v['claim']}|{v['node']}\n"
+                        for v in api.state.get("pvs", [])))
         if words[:2] == ["get", "pods"]:
             out("pod/sophia-api-0\n")
         if words[0] in ("create", "replace"):
@@ -352,6 +358,16 @@ class Machine:
                     stat = path.stat()
                     result[str(path.relative_to(self.root))] = (path.read_bytes(), stat.st_mode, stat.st_mtime_ns)
         return result
+
+
+def add_volume(
+    cluster: Path, name: str, claim: str, node: str, *, phase: str = "Bound", cls: str = "local-path"
+) -> None:
+    """A PersistentVolume in the fake cluster, with node affinity to `node` as local-path makes it."""
+    path = cluster / "state.json"
+    state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"nodes": {}, "leases": {}, "rv": 0}
+    state.setdefault("pvs", []).append({"name": name, "phase": phase, "class": cls, "claim": claim, "node": node})
+    path.write_text(json.dumps(state, indent=1))
 
 
 def cluster_state(cluster: Path) -> dict[str, Any]:

@@ -51,6 +51,10 @@ SERVER_PORTS: Final = ("tcp/6443", "tcp/2379", "tcp/2380", "tcp/10250")
 AGENT_PORTS: Final = ("tcp/10250",)
 FLANNEL_PORTS: Final = {"vxlan": ("udp/8472",), "wireguard-native": ("udp/51820",)}
 
+# K3s's bundled local-path provisioner keeps each volume in the node's data directory, which the
+# uninstall deletes: a removal that would take such a volume with it needs the operator's word.
+LOCAL_STORAGE_CLASS: Final = "local-path"
+
 # servicelb (klipper) is replaced by MetalLB; Traefik stays as the ingress controller.
 DISABLED_COMPONENTS: Final[tuple[str, ...]] = ("servicelb",)
 
@@ -311,7 +315,16 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
         # The first server is the last node standing on `pulumi destroy`: there is nowhere to drain to.
         drain=None
         if first
-        else on_first_server(Step.ADMIT.value, "drain.sh", timeouts | {"NODE_ROLE": node.role.value}),
+        else on_first_server(
+            Step.ADMIT.value,
+            "drain.sh",
+            timeouts
+            | {
+                "NODE_ROLE": node.role.value,
+                "LOCAL_STORAGE_CLASS": LOCAL_STORAGE_CLASS,
+                "ALLOW_DATA_LOSS": "true" if node.allow_data_loss else "false",
+            },
+        ),
         kubeconfig=on_node(Step.KUBECONFIG.value, "kubeconfig.sh", {"API_SERVER_URL": api_server_url(cluster)})
         if first
         else None,

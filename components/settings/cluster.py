@@ -83,6 +83,8 @@ class Node:
     gpu: Gpu | None
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
+    allow_data_loss: bool = False
+    """Removing this node may delete the local-path volumes on it (their data is lost with the machine)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ def _read_node(value: Value, default_user: str, default_port: int) -> Node:
     gpu_value = section.optional("gpu")
     labels_value = section.optional("labels")
     taints_value = section.optional("taints")
+    data_loss_value = section.optional("allowDataLoss")
     node = Node(
         name=name,
         host=host,
@@ -166,6 +169,7 @@ def _read_node(value: Value, default_user: str, default_port: int) -> Node:
         gpu=_read_gpu(gpu_value, arch) if gpu_value else None,
         labels=labels_value.labels() if labels_value else {},
         taints=taints_value.list_of(_read_taint, maximum=20) if taints_value else (),
+        allow_data_loss=data_loss_value.boolean() if data_loss_value else False,
     )
     section.close()
     return node
