@@ -16,7 +16,13 @@ cluster = K3sCluster(
 )
 provider = k8s.Provider(
     "sophia",
-    k8s.ProviderArgs(kubeconfig=cluster.kubeconfig, enable_server_side_apply=True),
+    k8s.ProviderArgs(
+        kubeconfig=cluster.kubeconfig,
+        enable_server_side_apply=True,
+        # Without it a changed Secret is replaced, deleted first because its name is fixed: a rotated
+        # password would leave every pod that starts in between without its Secret.
+        enable_secret_mutable=True,
+    ),
     opts=pulumi.ResourceOptions(depends_on=[cluster]),
 )
 

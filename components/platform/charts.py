@@ -195,6 +195,10 @@ KUBE_PROMETHEUS_STACK: Final = _chart(
         # `root_url` is documented (commented) under grafana.ini.server in grafana's values.yaml.
         "grafana.[grafana.ini].server.root_url",
         "grafana.testFramework.enabled",
+        # `podAnnotations` is a commented key of grafana's values.yaml; `extraInitContainers` a
+        # documented list of container specs the chart passes through `tpl`.
+        "grafana.podAnnotations",
+        "grafana.extraInitContainers",
     ],
     containers={
         "prometheus-operator": "prometheusOperator.resources",
