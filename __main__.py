@@ -5,6 +5,7 @@ import pulumi_kubernetes as k8s
 
 from components.apps.sophia import AppsArgs, SophiaApps
 from components.cluster import K3sCluster, K3sClusterArgs
+from components.platform.backups import BackupKeys
 from components.platform.platform import Platform, PlatformArgs
 from components.settings.secrets import SecretKey
 from components.settings.stack import load_settings, stack_config
@@ -34,6 +35,11 @@ platform = Platform(
         gitops=settings.gitops,
         platform=settings.platform,
         grafana_admin_password=settings.secrets[SecretKey.GRAFANA_ADMIN_PASSWORD],
+        backup_keys=BackupKeys(
+            settings.secrets[SecretKey.BACKUP_ACCESS_KEY_ID], settings.secrets[SecretKey.BACKUP_SECRET_ACCESS_KEY]
+        )
+        if settings.cluster.backups is not None
+        else None,
     ),
     opts=pulumi.ResourceOptions(provider=provider),
 )

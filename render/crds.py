@@ -11,6 +11,9 @@ field fails the render instead of being pruned by the API server. Read from:
   (only the fields every helm-controller K3s has shipped since v1.21 knows: valuesContent, failurePolicy)
 - ServiceMonitor: prometheus-operator's CRD
   (example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml)
+- PrometheusRule: prometheus-operator's CRD as kube-prometheus-stack 88.5.3 ships it
+  (charts/kube-prometheus-stack/charts/crds/crds/crd-prometheusrules.yaml): groups need a name,
+  rules an expr; alert, record, for, keep_firing_for, labels, annotations
 
 kubernetes-validate knows only built-in kinds; a custom resource is checked against the schema
 registered here for its `(apiVersion, kind)`, and one with no schema here is a violation.
@@ -354,6 +357,53 @@ SERVICE_MONITOR = _object(
     },
 )
 
+PROMETHEUS_RULE = _object(
+    "monitoring.coreos.com/v1",
+    "PrometheusRule",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "groups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "interval": {"type": "string", "pattern": _DURATION},
+                        "query_offset": {"type": "string", "pattern": _DURATION},
+                        "limit": {"type": "integer"},
+                        "partial_response_strategy": {
+                            "type": "string",
+                            "pattern": "^([Aa][Bb][Oo][Rr][Tt]|[Ww][Aa][Rr][Nn])?$",
+                        },
+                        "labels": _STRING_MAP,
+                        "rules": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["expr"],
+                                "properties": {
+                                    "alert": {"type": "string"},
+                                    "record": {"type": "string"},
+                                    "expr": {"type": ["integer", "string"]},
+                                    "for": {"type": "string", "pattern": _DURATION},
+                                    "keep_firing_for": {"type": "string", "minLength": 1, "pattern": _DURATION},
+                                    "labels": _STRING_MAP,
+                                    "annotations": _STRING_MAP,
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+)
+
 CUSTOM_RESOURCE_SCHEMAS: dict[tuple[str, str], Schema] = {
     ("metallb.io/v1beta1", "IPAddressPool"): IP_ADDRESS_POOL,
     ("metallb.io/v1beta1", "L2Advertisement"): L2_ADVERTISEMENT,
@@ -362,4 +412,5 @@ CUSTOM_RESOURCE_SCHEMAS: dict[tuple[str, str], Schema] = {
     ("argoproj.io/v1alpha1", "AppProject"): APP_PROJECT,
     ("argoproj.io/v1alpha1", "Application"): APPLICATION,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
 }
