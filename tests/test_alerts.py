@@ -23,13 +23,15 @@ EXPECTED = {
     "SophiaGpuMemoryNearlyFull",
     "SophiaNodeNotReady",
     "SophiaVolumeNearlyFull",
+    "SophiaPostgresBackupTooOld",
 }
 
 
 def _rules(production: Rendered) -> list[dict[str, Any]]:
-    (rule,) = [m for m in production.objects("PrometheusRule") if m["metadata"]["name"] == RULE_NAME]
-    assert rule["metadata"]["namespace"] == "monitoring"
-    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    """Every alert of every PrometheusRule: the platform's and the database's own."""
+    (platform,) = [m for m in production.objects("PrometheusRule") if m["metadata"]["name"] == RULE_NAME]
+    assert platform["metadata"]["namespace"] == "monitoring"
+    return [r for m in production.objects("PrometheusRule") for group in m["spec"]["groups"] for r in group["rules"]]
 
 
 def test_the_production_render_has_every_platform_alert(production: Rendered) -> None:
@@ -76,6 +78,11 @@ def test_the_snapshot_alert_allows_two_schedule_periods(production: Rendered) ->
 )
 def test_the_longest_gap_of_a_schedule(cron: str, hours: int) -> None:
     assert longest_gap_hours(cron) == hours
+
+
+def test_the_postgres_backup_alert_allows_two_schedule_periods(production: Rendered) -> None:
+    (rule,) = [r for r in _rules(production) if r["alert"] == "SophiaPostgresBackupTooOld"]
+    assert rule["expr"].endswith("> 48 * 3600")  # a base backup every night at 03:00
 
 
 def test_cert_manager_and_k3s_are_scraped_for_the_alerts(production: Rendered) -> None:

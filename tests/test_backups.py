@@ -44,6 +44,11 @@ def _cluster_doc(document: Doc) -> Doc:
     return cluster
 
 
+def _postgres_doc(document: Doc) -> Doc:
+    postgres: Doc = document["config"]["sophia-infra:apps"]["services"]["postgres"]
+    return postgres
+
+
 # ---- settings -------------------------------------------------------------------------------
 
 
@@ -88,6 +93,7 @@ def test_backup_keys_missing_from_esc_fail_while_backups_are_set(tmp_path: Path)
 def test_without_backups_the_keys_are_not_needed(tmp_path: Path) -> None:
     document = production_document()
     del _cluster_doc(document)["backups"]
+    del _postgres_doc(document)["backups"]
     assert _problems(tmp_path, document, drop=("backupAccessKeyId", "backupSecretAccessKey")) == []
 
 
@@ -97,6 +103,42 @@ def test_allow_data_loss_must_be_true_or_false(tmp_path: Path) -> None:
     assert _problems(tmp_path, document) == [
         "sophia-infra:cluster.nodes[4].allowDataLoss: must be true or false, got a string"
     ]
+
+
+def test_postgres_backups_need_the_bucket(tmp_path: Path) -> None:
+    document = production_document()
+    del _cluster_doc(document)["backups"]
+    _postgres_doc(document)["restoreFrom"] = {"cluster": "postgres-old"}
+    assert _problems(tmp_path, document, drop=("backupAccessKeyId", "backupSecretAccessKey")) == [
+        f"sophia-infra:apps.services.postgres.{key}: needs sophia-infra:cluster.backups, the bucket the backups are in"
+        for key in ("backups", "restoreFrom")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "line"),
+    [
+        (
+            {"restoreFrom": {"cluster": "postgres"}},
+            "sophia-infra:apps.services.postgres.restoreFrom.cluster: must differ from the cluster's own name"
+            " 'postgres': a restore bootstraps a new cluster, so give it a new name in cluster",
+        ),
+        (
+            {"cluster": "postgres-2", "restoreFrom": {"cluster": "postgres", "targetTime": "yesterday"}},
+            "sophia-infra:apps.services.postgres.restoreFrom.targetTime: must be an RFC 3339 time such as"
+            " 2026-11-28T12:00:00Z, got 'yesterday'",
+        ),
+        (
+            {"backups": {"schedule": "0 3 * * *"}},
+            "sophia-infra:apps.services.postgres.backups.schedule: must be a cron expression with six numeric fields,"
+            " seconds first, got '0 3 * * *'",
+        ),
+    ],
+)
+def test_bad_postgres_backup_settings_name_their_key(tmp_path: Path, setting: Doc, line: str) -> None:
+    document = production_document()
+    _postgres_doc(document).update(setting)
+    assert _problems(tmp_path, document) == [line]
 
 
 def test_incomplete_backup_settings_stop_the_render_before_anything_is_written(

@@ -70,7 +70,9 @@ def baseline() -> tuple[StackConfig, dict[str, Any]]:
 
 def _expected(key: SecretKey) -> set[str]:
     names = {
-        f"{'StatefulSet' if s.stateful else 'Deployment'}/{s.namespace}/{s.name}" for s in CATALOGUE if key in s.secrets
+        f"{'StatefulSet' if s.stateful else 'Deployment'}/{s.namespace}/{s.name}"
+        for s in CATALOGUE
+        if key in s.secrets and not s.managed_database
     }
     return names | ({"grafana"} if key is SecretKey.GRAFANA_ADMIN_PASSWORD else set())
 
@@ -80,6 +82,8 @@ def _expected(key: SecretKey) -> set[str]:
     [
         (SecretKey.REDIS_PASSWORD, {"StatefulSet/sophia-data/redis", "Deployment/sophia-apps/sophia-backend"}),
         (SecretKey.QDRANT_API_KEY, {"Deployment/sophia-mcp/ai-memory"}),
+        # PostgreSQL itself takes the new password through its managed role (test_postgres.py).
+        (SecretKey.POSTGRES_PASSWORD, {"Deployment/sophia-apps/sophia-backend"}),
         (SecretKey.GRAFANA_ADMIN_PASSWORD, {"grafana"}),
         # Read when an image is pulled, not by a running pod: no rollout.
         (SecretKey.DOCKER_HUB_TOKEN, set()),

@@ -38,6 +38,10 @@ EXPORTED_METRICS: Final[dict[str, str]] = {
     "DCGM_FI_DEV_GPU_TEMP": "NVIDIA/dcgm-exporter etc/default-counters.csv (also in dcp-metrics-included.csv)",
     "DCGM_FI_DEV_FB_USED": "NVIDIA/dcgm-exporter etc/default-counters.csv (also in dcp-metrics-included.csv)",
     "DCGM_FI_DEV_FB_FREE": "NVIDIA/dcgm-exporter etc/default-counters.csv (also in dcp-metrics-included.csv)",
+    # Served by each PostgreSQL instance's metrics port (9187) for the Barman Cloud plugin (CNPG-I metrics).
+    "barman_cloud_cloudnative_pg_io_last_available_backup_timestamp": (
+        "cloudnative-pg/plugin-barman-cloud internal/cnpgi/instance/metrics.go"
+    ),
     "kube_node_status_condition": "kubernetes/kube-state-metrics internal/store/node.go",
     "kubelet_volume_stats_available_bytes": "kubernetes/kubernetes pkg/kubelet/metrics/collectors/volume_stats.go",
     "kubelet_volume_stats_capacity_bytes": "kubernetes/kubernetes pkg/kubelet/metrics/collectors/volume_stats.go",

@@ -15,6 +15,7 @@ from components.platform.charts import INGRESS_CLASS
 from components.platform.metallb import MetalLB, MetalLBArgs
 from components.platform.monitoring import Monitoring, MonitoringArgs
 from components.platform.nvidia import NvidiaArgs, NvidiaGpu
+from components.platform.postgres_operator import CloudNativePG
 from components.settings.cluster import ClusterSettings
 from components.settings.gitops import GitOpsSettings
 from components.settings.network import NetworkSettings
@@ -67,6 +68,7 @@ class Platform(pulumi.ComponentResource):
     nvidia: NvidiaGpu | None
     etcd_backups: EtcdBackups | None
     alerts: PlatformAlerts
+    postgres_operator: CloudNativePG
 
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("sophia:platform:Platform", name, None, opts)
@@ -110,6 +112,7 @@ class Platform(pulumi.ComponentResource):
                 EtcdBackupsArgs(args.cluster.backups, args.cluster.etcd_snapshots, args.backup_keys),
                 child,
             )
+        self.postgres_operator = CloudNativePG("cloudnative-pg", self.cert_manager.release, child)
         self.alerts = PlatformAlerts("alerts", args.cluster, monitoring.release, self.cert_manager.release, child)
         self.cluster_issuer_name = self.cert_manager.cluster_issuer_name
         self.cluster_issuer = issuer

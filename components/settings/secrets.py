@@ -56,7 +56,11 @@ SECRET_SPECS: tuple[SecretSpec, ...] = (
     SecretSpec(SecretKey.PORTKEY_API_KEY, SecretKind.API_TOKEN, "Portkey, the primary LLM gateway"),
     SecretSpec(SecretKey.OPENROUTER_API_KEY, SecretKind.API_TOKEN, "OpenRouter, the fallback LLM gateway"),
     SecretSpec(SecretKey.QDRANT_API_KEY, SecretKind.API_TOKEN, "Qdrant Cloud, the vector store of ai-memory"),
-    SecretSpec(SecretKey.POSTGRES_PASSWORD, SecretKind.PASSWORD, "PostgreSQL superuser password"),
+    SecretSpec(
+        SecretKey.POSTGRES_PASSWORD,
+        SecretKind.PASSWORD,
+        "PostgreSQL password of the application role sophia (CloudNativePG applies changes)",
+    ),
     SecretSpec(SecretKey.REDIS_PASSWORD, SecretKind.PASSWORD, "Redis password"),
     SecretSpec(SecretKey.GRAFANA_ADMIN_PASSWORD, SecretKind.PASSWORD, "Grafana admin password"),
     SecretSpec(
