@@ -320,8 +320,21 @@ def test_a_failed_restore_says_how_to_go_back(tmp_path: Path, cluster: ClusterSe
     assert "systemctl start k3s" in result.stderr
 
 
+def test_rejoin_refuses_on_the_first_server(tmp_path: Path, cluster: ClusterSettings) -> None:
+    server = _running_server(tmp_path, cluster)
+
+    result = _run(server, "rejoin", "etcd-snapshot-x")
+
+    assert result.returncode != 0
+    assert "first server" in result.stderr
+    assert (server.fake / "active-k3s").exists()
+
+
 def test_rejoin_moves_the_old_etcd_data_aside_once(tmp_path: Path, cluster: ClusterSettings) -> None:
     server = _running_server(tmp_path, cluster)
+    # The tool as composed for a server that is not the first (the fake machine is the same).
+    tool = server.root / RESTORE_PATH.lstrip("/")
+    tool.write_text(tool.read_text().replace("export FIRST_SERVER=true", "export FIRST_SERVER=false"))
     db = server.root / "var/lib/rancher/k3s/server/db/etcd"
     db.mkdir(parents=True)
     (db / "member").write_text("old")

@@ -290,6 +290,7 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
                 "S3_BUCKET": cluster.backups.bucket,
                 "S3_REGION": cluster.backups.region,
                 "S3_FOLDER": cluster.etcd_snapshots.folder,
+                "FIRST_SERVER": "true" if first else "false",
             },
         )
     # Only servers have a restore path: an agent's install leaves the file alone (it never has one).

@@ -4,7 +4,7 @@
 # and an operator runs it during an incident (README, "Backups and restore"):
 #
 #   sophia-etcd-restore list                     S3 snapshots the cluster knows of, oldest first
-#   sophia-etcd-restore restore <name|latest>    on ONE server, after K3s was stopped on the others;
+#   sophia-etcd-restore restore <name|latest>    on the first server, after K3s was stopped on the others;
 #                                                the bucket's keys on standard input, two lines
 #   sophia-etcd-restore rejoin <name>            then on every other server
 #
@@ -16,7 +16,7 @@
 # and do nothing when run again for the same snapshot.
 set -euo pipefail
 : "${NODE_NAME:?}" "${K3S_SERVICE:?}" "${KUBECONFIG_PATH:?}" "${READY_TIMEOUT:?}" "${DATA_DIR:?}"
-: "${S3_ENDPOINT:?}" "${S3_BUCKET:?}" "${S3_REGION:?}" "${S3_FOLDER:?}"
+: "${S3_ENDPOINT:?}" "${S3_BUCKET:?}" "${S3_REGION:?}" "${S3_FOLDER:?}" "${FIRST_SERVER:?}"
 
 marker=$ROOT$DATA_DIR/sophia-restored
 
@@ -90,6 +90,11 @@ rejoin)
   [[ $# -eq 2 ]] || usage
   name=$2
   snapshot_name "$name"
+  # The first server's config.yaml says cluster-init: with no etcd data it would start a new, empty
+  # cluster beside the restored one. It is where the restore runs instead.
+  if [[ $FIRST_SERVER == true ]]; then
+    die "$NODE_NAME is the first server (cluster-init); run 'sophia-etcd-restore restore $name' here, then rejoin the others"
+  fi
   if [[ $(as_root cat "$marker" 2>/dev/null || true) == "rejoined $name" ]] && service_active; then
     log "$NODE_NAME already rejoined the cluster restored from $name; nothing to do"
     exit 0
