@@ -11,6 +11,15 @@ field fails the render instead of being pruned by the API server. Read from:
   (only the fields every helm-controller K3s has shipped since v1.21 knows: valuesContent, failurePolicy)
 - ServiceMonitor: prometheus-operator's CRD
   (example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml)
+- PrometheusRule: prometheus-operator's CRD as kube-prometheus-stack 88.5.3 ships it
+  (charts/kube-prometheus-stack/charts/crds/crds/crd-prometheusrules.yaml): groups need a name,
+  rules an expr; alert, record, for, keep_firing_for, labels, annotations
+- PodMonitor: the same CRD set (crd-podmonitors.yaml): selector required, podMetricsEndpoints
+- Cluster, ScheduledBackup (postgresql.cnpg.io/v1): cloudnative-pg/charts@cloudnative-pg-v0.29.0
+  charts/cloudnative-pg/templates/crds/crds.yaml (operator 1.30.0)
+- ObjectStore (barmancloud.cnpg.io/v1): cloudnative-pg/charts@plugin-barman-cloud-v0.7.0
+  charts/plugin-barman-cloud/templates/crds/crds.yaml (its rule `!has(self.serverName)` on
+  configuration: the server name belongs in the Cluster's plugin parameters)
 
 kubernetes-validate knows only built-in kinds; a custom resource is checked against the schema
 registered here for its `(apiVersion, kind)`, and one with no schema here is a violation.
@@ -354,6 +363,333 @@ SERVICE_MONITOR = _object(
     },
 )
 
+PROMETHEUS_RULE = _object(
+    "monitoring.coreos.com/v1",
+    "PrometheusRule",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "groups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "interval": {"type": "string", "pattern": _DURATION},
+                        "query_offset": {"type": "string", "pattern": _DURATION},
+                        "limit": {"type": "integer"},
+                        "partial_response_strategy": {
+                            "type": "string",
+                            "pattern": "^([Aa][Bb][Oo][Rr][Tt]|[Ww][Aa][Rr][Nn])?$",
+                        },
+                        "labels": _STRING_MAP,
+                        "rules": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["expr"],
+                                "properties": {
+                                    "alert": {"type": "string"},
+                                    "record": {"type": "string"},
+                                    "expr": {"type": ["integer", "string"]},
+                                    "for": {"type": "string", "pattern": _DURATION},
+                                    "keep_firing_for": {"type": "string", "minLength": 1, "pattern": _DURATION},
+                                    "labels": _STRING_MAP,
+                                    "annotations": _STRING_MAP,
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+)
+
+PODMONITOR = _object(
+    "monitoring.coreos.com/v1",
+    "PodMonitor",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["selector"],
+        "properties": {
+            "selector": _SELECTOR,
+            "namespaceSelector": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"any": {"type": "boolean"}, "matchNames": _STRINGS},
+            },
+            "jobLabel": {"type": "string"},
+            "podTargetLabels": _STRINGS,
+            "podMetricsEndpoints": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "port": {"type": "string"},
+                        "portNumber": {"type": "integer", "minimum": 1, "maximum": 65535},
+                        "path": {"type": "string"},
+                        "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                        "interval": {"type": "string", "pattern": _DURATION},
+                        "scrapeTimeout": {"type": "string", "pattern": _DURATION},
+                        "honorLabels": {"type": "boolean"},
+                        "relabelings": _RELABELINGS,
+                        "metricRelabelings": _RELABELINGS,
+                    },
+                },
+            },
+        },
+    },
+)
+
+# Kubernetes' quantity, as the CRDs spell it (int-or-string with this pattern).
+_QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+_QUANTITY = {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": _QUANTITY_PATTERN}]}
+_RESOURCES: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "limits": {"type": "object", "additionalProperties": _QUANTITY},
+        "requests": {"type": "object", "additionalProperties": _QUANTITY},
+    },
+}
+_NAME_REF: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {"name": {"type": "string"}},
+}
+_KEY_REF: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["key", "name"],
+    "properties": {"key": {"type": "string"}, "name": {"type": "string"}},
+}
+_PLUGIN: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string"},
+        "enabled": {"type": "boolean"},
+        "isWALArchiver": {"type": "boolean"},
+        "parameters": _STRING_MAP,
+    },
+}
+_BOOTSTRAP_COMMON: dict[str, Schema] = {
+    "database": {"type": "string"},
+    "owner": {"type": "string"},
+    "secret": _NAME_REF,
+}
+CNPG_CLUSTER = _object(
+    "postgresql.cnpg.io/v1",
+    "Cluster",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["instances"],
+        "properties": {
+            "instances": {"type": "integer", "minimum": 1},
+            "imageName": {"type": "string"},
+            "imagePullSecrets": {"type": "array", "items": _NAME_REF},
+            "enableSuperuserAccess": {"type": "boolean"},
+            "enablePDB": {"type": "boolean"},
+            "storage": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "size": {"type": "string"},
+                    "storageClass": {"type": "string"},
+                    "resizeInUseVolumes": {"type": "boolean"},
+                },
+            },
+            "resources": _RESOURCES,
+            "ephemeralVolumesSizeLimit": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"shm": _QUANTITY, "temporaryData": _QUANTITY},
+            },
+            "inheritedMetadata": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"labels": _STRING_MAP, "annotations": _STRING_MAP},
+            },
+            "managed": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "roles": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["name"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "ensure": {"enum": ["present", "absent"]},
+                                "login": {"type": "boolean"},
+                                "superuser": {"type": "boolean"},
+                                "createdb": {"type": "boolean"},
+                                "createrole": {"type": "boolean"},
+                                "inherit": {"type": "boolean"},
+                                "replication": {"type": "boolean"},
+                                "bypassrls": {"type": "boolean"},
+                                "disablePassword": {"type": "boolean"},
+                                "connectionLimit": {"type": "integer"},
+                                "comment": {"type": "string"},
+                                "inRoles": _STRINGS,
+                                "validUntil": {"type": "string"},
+                                "passwordSecret": _NAME_REF,
+                            },
+                        },
+                    }
+                },
+            },
+            "plugins": {"type": "array", "items": _PLUGIN},
+            "bootstrap": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "initdb": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {**_BOOTSTRAP_COMMON, "dataChecksums": {"type": "boolean"}},
+                    },
+                    "recovery": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            **_BOOTSTRAP_COMMON,
+                            "source": {"type": "string"},
+                            "recoveryTarget": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    key: {"type": "string"}
+                                    for key in (
+                                        "backupID",
+                                        "targetTime",
+                                        "targetLSN",
+                                        "targetName",
+                                        "targetTLI",
+                                        "targetXID",
+                                    )
+                                }
+                                | {"exclusive": {"type": "boolean"}, "targetImmediate": {"type": "boolean"}},
+                            },
+                        },
+                    },
+                },
+            },
+            "externalClusters": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "plugin": _PLUGIN},
+                },
+            },
+        },
+    },
+)
+CNPG_SCHEDULED_BACKUP = _object(
+    "postgresql.cnpg.io/v1",
+    "ScheduledBackup",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["cluster", "schedule"],
+        "properties": {
+            "schedule": {"type": "string"},
+            "cluster": _NAME_REF,
+            "method": {"enum": ["barmanObjectStore", "volumeSnapshot", "plugin"]},
+            "pluginConfiguration": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": _STRING_MAP},
+            },
+            "immediate": {"type": "boolean"},
+            "suspend": {"type": "boolean"},
+            "online": {"type": "boolean"},
+            "target": {"enum": ["primary", "prefer-standby"]},
+            "backupOwnerReference": {"enum": ["none", "self", "cluster"]},
+        },
+    },
+)
+_COMPRESSION = ["bzip2", "gzip", "lz4", "snappy"]
+BARMAN_OBJECT_STORE = _object(
+    "barmancloud.cnpg.io/v1",
+    "ObjectStore",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["configuration"],
+        "properties": {
+            "configuration": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["destinationPath"],
+                "properties": {
+                    "destinationPath": {"type": "string"},
+                    "endpointURL": {"type": "string"},
+                    "endpointCA": _KEY_REF,
+                    "s3Credentials": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "accessKeyId": _KEY_REF,
+                            "secretAccessKey": _KEY_REF,
+                            "region": _KEY_REF,
+                            "sessionToken": _KEY_REF,
+                            "inheritFromIAMRole": {"type": "boolean"},
+                        },
+                    },
+                    "wal": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "compression": {"enum": [*_COMPRESSION, "xz", "zstd"]},
+                            "encryption": {"enum": ["AES256", "aws:kms"]},
+                            "maxParallel": {"type": "integer", "minimum": 1},
+                        },
+                    },
+                    "data": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "compression": {"enum": _COMPRESSION},
+                            "encryption": {"enum": ["AES256", "aws:kms"]},
+                            "jobs": {"type": "integer", "minimum": 1},
+                            "immediateCheckpoint": {"type": "boolean"},
+                        },
+                    },
+                },
+            },
+            "retentionPolicy": {"type": "string", "pattern": "^[1-9][0-9]*[dwm]$"},
+            "instanceSidecarConfiguration": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "resources": _RESOURCES,
+                    "logLevel": {"enum": ["error", "warning", "info", "debug", "trace"]},
+                    "retentionPolicyIntervalSeconds": {"type": "integer"},
+                },
+            },
+        },
+    },
+)
+
 CUSTOM_RESOURCE_SCHEMAS: dict[tuple[str, str], Schema] = {
     ("metallb.io/v1beta1", "IPAddressPool"): IP_ADDRESS_POOL,
     ("metallb.io/v1beta1", "L2Advertisement"): L2_ADVERTISEMENT,
@@ -362,4 +698,9 @@ CUSTOM_RESOURCE_SCHEMAS: dict[tuple[str, str], Schema] = {
     ("argoproj.io/v1alpha1", "AppProject"): APP_PROJECT,
     ("argoproj.io/v1alpha1", "Application"): APPLICATION,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
+    ("monitoring.coreos.com/v1", "PodMonitor"): PODMONITOR,
+    ("postgresql.cnpg.io/v1", "Cluster"): CNPG_CLUSTER,
+    ("postgresql.cnpg.io/v1", "ScheduledBackup"): CNPG_SCHEDULED_BACKUP,
+    ("barmancloud.cnpg.io/v1", "ObjectStore"): BARMAN_OBJECT_STORE,
 }

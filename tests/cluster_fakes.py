@@ -73,7 +73,7 @@ if name == "sudo":
         args = args[1:]
     os.execvp(args[0], args)
 if name == "id":
-    out("ubuntu\n" if "-un" in args else "1000\n")
+    out("ubuntu\n" if "-un" in args else ("0\n" if flag("root") else "1000\n"))
 if name == "uname":
     out((fake / "machine").read_text())
 if name == "ss":
@@ -102,7 +102,10 @@ if name == "systemctl":
     verb, service = command[0], command[-1]
     if verb == "is-active":
         sys.exit(0 if flag(f"active-{service}") else 3)
-    if verb == "restart":
+    if verb == "stop":
+        (fake / f"active-{service}").unlink(missing_ok=True)
+        sys.exit(0)
+    if verb in ("restart", "start"):
         if flag("fail-restart"):
             (fake / "fail-restart").unlink()
             fail(f"Job for {service}.service failed")
@@ -141,6 +144,15 @@ if name == "systemctl":
 if name == "k3s":
     if args[0] == "--version":
         out(f"k3s version {(fake / 'k3s-version').read_text()} (fake)\ngo version go1.24\n")
+    if args[0] == "server":
+        # `k3s server --cluster-reset ...`: etcd is reset to the snapshot, then K3s exits.
+        if flag("active-k3s"):
+            fail("etcd: a K3s server is already running on this machine")
+        if flag("reset-fails"):
+            fail("failed to download snapshot from S3: bucket does not exist")
+        with open(fake / "resets.log", "a") as resets:
+            resets.write(json.dumps(args) + "\n")
+        out("Managed etcd cluster membership has been reset, restart without --cluster-reset flag now\n")
     assert args[0] == "kubectl", args
     rest, namespace, kubeconfig = [], None, None
     i = 1
@@ -176,6 +188,16 @@ if name == "k3s":
         if words[:2] == ["get", "lease"]:
             lease = leases.get(words[2])
             out("" if lease is None else f"{lease['rv']}|{lease['holder']}|{lease['renew']}|{lease['seconds']}")
+        if words[:2] == ["get", "etcdsnapshotfiles"]:
+            if (cluster / "api-down").exists():
+                fail("The connection to the server 127.0.0.1:6443 was refused")
+            out("".join(f"{v['name']}|{v['created']}|{v['ready']}\n" for v in api.state.get("snapshots", [])))
+        if words[:2] == ["get", "pv"]:
+            # The PersistentVolumes a test put in state.json, in the fields drain.sh's jsonpath asks for.
+            if (cluster / "api-down").exists():
+                fail("The connection to the server 127.0.0.1:6443 was refused")
+            out("".join(f"{v['name']}|{v['phase']}|{v['class']}|{v['claim']}|{v['node']}\n"
+                        for v in api.state.get("pvs", [])))
         if words[:2] == ["get", "pods"]:
             out("pod/sophia-api-0\n")
         if words[0] in ("create", "replace"):
@@ -369,6 +391,24 @@ class Machine:
                     stat = path.stat()
                     result[str(path.relative_to(self.root))] = (path.read_bytes(), stat.st_mode, stat.st_mtime_ns)
         return result
+
+
+def add_volume(
+    cluster: Path, name: str, claim: str, node: str, *, phase: str = "Bound", cls: str = "local-path"
+) -> None:
+    """A PersistentVolume in the fake cluster, with node affinity to `node` as local-path makes it."""
+    path = cluster / "state.json"
+    state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"nodes": {}, "leases": {}, "rv": 0}
+    state.setdefault("pvs", []).append({"name": name, "phase": phase, "class": cls, "claim": claim, "node": node})
+    path.write_text(json.dumps(state, indent=1))
+
+
+def add_snapshot(cluster: Path, name: str, created: str, *, ready: str = "true") -> None:
+    """An S3 etcd snapshot K3s recorded (an ETCDSnapshotFile of node `s3`)."""
+    path = cluster / "state.json"
+    state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"nodes": {}, "leases": {}, "rv": 0}
+    state.setdefault("snapshots", []).append({"name": name, "created": created, "ready": ready})
+    path.write_text(json.dumps(state, indent=1))
 
 
 def cluster_state(cluster: Path) -> dict[str, Any]:

@@ -143,8 +143,8 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
     ),
     (
         "an exporter image without a tag",
-        _set("sophia-infra:images", "tags.postgres-exporter", ...),
-        "sophia-infra:images.tags.postgres-exporter: is required (an image of postgres)",
+        _set("sophia-infra:images", "tags.redis-exporter", ...),
+        "sophia-infra:images.tags.redis-exporter: is required (an image of redis)",
     ),
     (
         "Qdrant over plain HTTP",

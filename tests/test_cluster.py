@@ -446,6 +446,9 @@ K3S_SERVER_FLAGS: dict[str, type] = K3S_AGENT_FLAGS | {
     "write-kubeconfig-mode": str,
     "etcd-snapshot-schedule-cron": str,
     "etcd-snapshot-retention": int,
+    "supervisor-metrics": bool,
+    "etcd-s3": bool,
+    "etcd-s3-config-secret": str,
 }
 
 

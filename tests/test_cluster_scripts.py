@@ -22,7 +22,7 @@ import pytest
 from components.cluster.node_config import SCRIPTS_DIR, NodeScripts, node_address, node_scripts
 from components.settings.cluster import ClusterSettings
 from render.model import REMOTE_COMMAND, Rendered
-from tests.cluster_fakes import ADMIN_CLIENT_KEY, Machine, StepRun, cluster_state
+from tests.cluster_fakes import ADMIN_CLIENT_KEY, Machine, StepRun, add_volume, cluster_state
 from tests.support import production_document, settings_from
 
 TOKEN = "K10sophiatesttoken0123456789abcdefABCDEF"
@@ -498,6 +498,68 @@ def test_a_drain_that_cannot_finish_leaves_the_node_schedulable_and_fails(
     assert "uncordoned and stays in the cluster" in result.stderr
     node = cluster_state(api)["nodes"][AGENT_A10]
     assert node["unschedulable"] is False
+
+
+def _agent_with_volumes(tmp_path: Path, api: Path, cluster: ClusterSettings) -> tuple[Machine, Machine, NodeScripts]:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    bring_up(server, scripts_for(cluster, SERVER))
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    bring_up(agent, scripts)
+    add_volume(api, "pvc-1111", "sophia-data/data-redis-0", AGENT_A10)
+    add_volume(api, "pvc-2222", "monitoring/prometheus-db-0", AGENT_A10)
+    # Not this node's, not bound, or not local-path: none of them holds the removal up.
+    add_volume(api, "pvc-3333", "sophia-data/data-postgres-0", SERVER)
+    add_volume(api, "pvc-4444", "sophia-data/old-0", AGENT_A10, phase="Released")
+    add_volume(api, "pvc-5555", "sophia-data/nfs-0", AGENT_A10, cls="nfs")
+    return server, agent, scripts
+
+
+def test_removing_a_node_with_bound_local_volumes_refuses_and_names_them(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server, _, scripts = _agent_with_volumes(tmp_path, api, cluster)
+    assert scripts.drain is not None
+
+    result = server.run(scripts.drain)
+
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if "FAILED" in line]
+    assert f"node {AGENT_A10} holds bound local-path volumes" in line
+    assert "monitoring/prometheus-db-0 (pvc-2222), sophia-data/data-redis-0 (pvc-1111);" in line
+    assert "pvc-3333" not in line and "pvc-4444" not in line and "pvc-5555" not in line
+    assert "allowDataLoss: true" in line
+    # Refused before the drain: the node was never cordoned and nothing was evicted.
+    assert cluster_state(api)["nodes"][AGENT_A10]["unschedulable"] is False
+    assert not any(call[2:3] == ["drain"] for call in server.calls() if call[:1] == ["k3s"])
+
+
+def test_a_node_whose_settings_allow_data_loss_is_removed_with_its_volumes(tmp_path: Path, api: Path) -> None:
+    document = production_document()
+    nodes = document["config"]["sophia-infra:cluster"]["nodes"]
+    next(n for n in nodes if n["name"] == AGENT_A10)["allowDataLoss"] = True
+    cluster = cluster_from(tmp_path, document)
+    server, _, scripts = _agent_with_volumes(tmp_path, api, cluster)
+    assert scripts.drain is not None
+
+    result = server.run(scripts.drain)
+
+    assert result.returncode == 0, result.output
+    assert "allowDataLoss is set" in result.stdout
+    assert cluster_state(api)["nodes"][AGENT_A10]["unschedulable"] is True
+
+
+def test_the_data_guard_fails_closed_when_the_api_does_not_answer(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server, _, scripts = _agent_with_volumes(tmp_path, api, cluster)
+    assert scripts.drain is not None
+    (api / "api-down").touch()
+
+    result = server.run(scripts.drain)
+
+    assert result.returncode != 0
+    assert cluster_state(api)["nodes"][AGENT_A10]["unschedulable"] is False
 
 
 def _two_running_servers(tmp_path: Path, api: Path) -> tuple[ClusterSettings, list[Machine], list[NodeScripts]]:

@@ -30,6 +30,7 @@ from components.apps.network import (
     PROMETHEUS_POD_LABELS,
 )
 from components.apps.rollout import MAX_SURGE
+from components.apps.sophia import host
 from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
 from components.settings.apps import memory_bytes
 from components.settings.cluster import GPU_MODELS
@@ -96,7 +97,11 @@ def matches(labels: dict[str, str], selector: dict[str, str]) -> bool:
 
 def test_the_render_holds_the_whole_catalogue(production: Rendered) -> None:
     found = {(_namespace(m), _name(m), m["kind"]) for m in controllers(production)}
-    expected = {(s.namespace, s.name, "StatefulSet" if s.stateful else "Deployment") for s in CATALOGUE}
+    found |= {(_namespace(m), _name(m), m["kind"]) for m in production.objects("Cluster")}
+    expected = {
+        (s.namespace, s.name, "Cluster" if s.managed_database else "StatefulSet" if s.stateful else "Deployment")
+        for s in CATALOGUE
+    }
     assert found == expected
 
 
@@ -146,13 +151,14 @@ def test_probes_service_and_port_variable_use_the_one_declared_port(production: 
             assert pod_spec(m)["containers"][0]["readinessProbe"]["httpGet"]["path"] == service.health_path
 
 
-def test_callers_are_told_the_same_port_the_service_declares(production: Rendered) -> None:
+def test_callers_are_told_the_same_port_the_service_declares(production: Rendered, settings: Settings) -> None:
     for m in controllers(production):
         env = env_of(pod_spec(m)["containers"][0])
         for target in BY_NAME[_name(m)].talks_to:
             prefix = target.upper().replace("-", "_")
             assert env[f"{prefix}_PORT"]["value"] == str(BY_NAME[target].port)
-            assert env[f"{prefix}_HOST"]["value"] == BY_NAME[target].host
+            # The database's is its Cluster's read-write Service (test_postgres.py).
+            assert env[f"{prefix}_HOST"]["value"] == host(BY_NAME[target], settings.apps)
 
 
 # 3 ------------------------------------------------------------------------------------------
@@ -421,6 +427,8 @@ def _peers(rules: list[Manifest], side: str) -> set[tuple[str, str, int]]:
 def test_network_policies_allow_exactly_the_catalogue_connections(production: Rendered) -> None:
     prometheus = PROMETHEUS_POD_LABELS[NAME]
     for s in CATALOGUE:
+        if s.managed_database:
+            continue  # its pods are CloudNativePG's; test_postgres.py holds their policy
         policy = one(production, "NetworkPolicy", s.namespace, s.name)["spec"]
         assert policy["podSelector"]["matchLabels"] == {NAME: s.name}
         expected_in = {(c.namespace, c.name, s.port) for c in callers(s)}
@@ -503,7 +511,8 @@ def test_every_service_is_scraped_through_a_service_monitor(production: Rendered
     assert {
         (_namespace(m), _name(m)) for m in production.objects("ServiceMonitor") if _namespace(m) in APP_NAMESPACES
     } == {(s.namespace, s.name) for s in CATALOGUE if s.scraped}
-    assert {s.name for s in CATALOGUE if not s.scraped} <= {"sophia-frontend"}
+    # The database is scraped through a PodMonitor of its Cluster's pods (test_postgres.py).
+    assert {s.name for s in CATALOGUE if not s.scraped} <= {"sophia-frontend", "postgres"}
 
 
 def test_services_with_metrics_are_scraped_through_a_service_monitor(production: Rendered) -> None:
@@ -540,6 +549,10 @@ def test_stateful_services_keep_their_data_on_local_path_volumes(production: Ren
         if not s.stateful:
             continue
         assert s.storage is not None
+        if s.managed_database:
+            cluster = one(production, "Cluster", s.namespace, s.name)["spec"]
+            assert cluster["storage"] == {"size": settings.apps.services[s.name].storage, "storageClass": "local-path"}
+            continue
         sts = one(production, "StatefulSet", s.namespace, s.name)["spec"]
         (claim,) = sts["volumeClaimTemplates"]
         assert claim["spec"]["storageClassName"] == "local-path"
@@ -554,15 +567,13 @@ def test_stateful_services_keep_their_data_on_local_path_volumes(production: Ren
 
 
 def test_postgres_has_a_memory_backed_dev_shm_above_the_runtime_default(production: Rendered) -> None:
-    """Postgres' dynamic shared memory lives in /dev/shm; the runtime's 64Mi fails parallel queries."""
-    spec = pod_spec(one(production, "StatefulSet", POSTGRES.namespace, POSTGRES.name))
-    main = spec["containers"][0]
-    (mount,) = [m for m in main["volumeMounts"] if m["mountPath"] == "/dev/shm"]
-    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
-    assert volume["emptyDir"]["medium"] == "Memory"
-    size = memory_bytes(volume["emptyDir"]["sizeLimit"])
+    """Postgres' dynamic shared memory lives in /dev/shm; the runtime's 64Mi fails parallel queries.
+
+    CloudNativePG mounts a memory-backed /dev/shm itself, sized by ephemeralVolumesSizeLimit.shm."""
+    spec = one(production, "Cluster", POSTGRES.namespace, POSTGRES.name)["spec"]
+    size = memory_bytes(spec["ephemeralVolumesSizeLimit"]["shm"])
     # tmpfs pages count against the container's memory limit: the volume must fit inside it.
-    assert 64 * 2**20 < size < memory_bytes(main["resources"]["limits"]["memory"])
+    assert 64 * 2**20 < size < memory_bytes(spec["resources"]["limits"]["memory"])
 
 
 def test_exporter_sidecars_share_no_volume_with_the_service_they_watch(production: Rendered) -> None:

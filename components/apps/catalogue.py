@@ -75,7 +75,6 @@ DATA_UID: Final = 999  # the `postgres` and `redis` users of the official images
 
 POSTGRES_PORT: Final = 5432
 REDIS_PORT: Final = 6379
-POSTGRES_EXPORTER_PORT: Final = 9187
 POSTGRES_SHARED_MEMORY: Final = "1Gi"
 REDIS_EXPORTER_PORT: Final = 9121
 MULTI_ARCH: Final = frozenset({Arch.AMD64, Arch.ARM64})
@@ -165,6 +164,8 @@ class Service:
     """A configuration file holding some of its secrets; the main container does not get those as variables."""
     env: Mapping[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ()
+    managed_database: bool = False
+    """PostgreSQL run by CloudNativePG (components.apps.postgres) instead of a Workload of its own."""
 
     @property
     def namespace(self) -> str:
@@ -243,9 +244,16 @@ MCP_SERVERS: Final[tuple[McpServer, ...]] = (
     ),
 )
 
+POSTGRES_DATABASE: Final = "sophia"
+POSTGRES_USER: Final = "sophia"
+"""The application role: owner of the database, its password `postgresPassword` from ESC."""
+
+# Run by CloudNativePG: the Cluster, its backups and its metrics are components.apps.postgres; this
+# entry holds what the other services need to know (port, secret, image) and what it is sized by.
 POSTGRES: Final = Service(
     name="postgres",
     tier=Tier.DATA,
+    # CloudNativePG's operand image (ghcr.io/cloudnative-pg/postgresql), mirrored as `postgres`.
     image="postgres",
     arches=MULTI_ARCH,
     port=POSTGRES_PORT,
@@ -253,28 +261,12 @@ POSTGRES: Final = Service(
     health_path=None,
     secrets=(SecretKey.POSTGRES_PASSWORD,),
     storage=Storage("/var/lib/postgresql/data"),
-    # prometheus-community/postgres_exporter, mirrored as `postgres-exporter`.
-    exporter=Exporter(
-        image="postgres-exporter",
-        port=POSTGRES_EXPORTER_PORT,
-        args=(f"--web.listen-address=:{POSTGRES_EXPORTER_PORT}",),
-        env={"DATA_SOURCE_URI": f"localhost:{POSTGRES_PORT}/sophia?sslmode=disable", "DATA_SOURCE_USER": "sophia"},
-        secrets={"DATA_SOURCE_PASS": SecretKey.POSTGRES_PASSWORD},
-    ),
     uid=DATA_UID,
-    writable_paths=("/tmp", "/var/run/postgresql"),
     # Parallel queries and hash joins allocate dynamic shared memory in /dev/shm (POSIX, the default
     # dynamic_shared_memory_type); the container runtime's 64Mi fails them with "could not resize
     # shared memory segment". It counts against the container's memory limit, like any tmpfs.
     shared_memory=POSTGRES_SHARED_MEMORY,
-    env={
-        "POSTGRES_USER": "sophia",
-        "POSTGRES_DB": "sophia",
-        # A subdirectory, so that initdb never meets a non-empty volume root.
-        "PGDATA": "/var/lib/postgresql/data/pgdata",
-        # The server reads its port from PGPORT.
-        "PGPORT": str(POSTGRES_PORT),
-    },
+    managed_database=True,
 )
 
 REDIS_DATA: Final = "/data"
@@ -331,7 +323,7 @@ BACKEND: Final = Service(
     external=(External.LLM_APIS,),
     public_path="/api",
     config_files=(ConfigFile.LLM_GATEWAY, ConfigFile.MCP_SERVERS),
-    env={"POSTGRES_USER": "sophia", "POSTGRES_DB": "sophia"},
+    env={"POSTGRES_USER": POSTGRES_USER, "POSTGRES_DB": POSTGRES_DATABASE},
 )
 
 FRONTEND: Final = Service(

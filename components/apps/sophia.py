@@ -26,6 +26,7 @@ from components.apps.config import (
 )
 from components.apps.namespaces import PULL_SECRET, AppNamespace, AppNamespaceArgs
 from components.apps.network import ACME_SOLVER_LABELS, ACME_SOLVER_PORT, TRAEFIK, Connection, Peer, tcp
+from components.apps.postgres import BackupTarget, PostgresArgs, PostgresCluster, service_host
 from components.apps.workload import (
     NAME_LABEL,
     ConfigMount,
@@ -60,6 +61,10 @@ class AppsArgs:
     """The release that installs the ServiceMonitor CRD; without it no ServiceMonitor is made."""
     ingress_depends_on: tuple[pulumi.Resource, ...] = ()
     """What must exist before the Ingress asks for its certificate: the ClusterIssuer."""
+    database_operator: tuple[pulumi.Resource, ...] = ()
+    """CloudNativePG's operator and Barman Cloud plugin releases (their CRDs)."""
+    backups: BackupTarget | None = None
+    """The backup bucket and its keys, when `cluster.backups` is set."""
 
 
 def _variable(name: str) -> str:
@@ -116,11 +121,18 @@ def _sidecar_secrets(service: Service, secrets: Secrets) -> dict[str, pulumi.Out
     return {SECRET_ENV[key]: secrets[key] for key in keys}
 
 
+def host(service: Service, apps: AppsSettings) -> str:
+    """Where a service is reached: its Service, or for the database its Cluster's read-write Service
+    (whose name follows the Cluster's, which a restore changes)."""
+    database = apps.services[service.name].database
+    return service_host(database.cluster, service.namespace) if database is not None else service.host
+
+
 def _env(service: Service, apps: AppsSettings) -> dict[str, str]:
     env = dict(service.env)
     for name in service.talks_to:
         target = SERVICES[name]
-        env[f"{_variable(name)}_HOST"] = target.host
+        env[f"{_variable(name)}_HOST"] = host(target, apps)
         env[f"{_variable(name)}_PORT"] = str(target.port)
     if External.QDRANT in service.external:
         env["QDRANT_URL"] = apps.qdrant_url
@@ -174,9 +186,28 @@ class SophiaApps(pulumi.ComponentResource):
                 )
 
         self.workloads = {}
+        self.databases: dict[str, PostgresCluster] = {}
         for service in CATALOGUE:
             wanted = args.apps.services[service.name]
             namespace = self.namespaces[service.namespace]
+            if service.managed_database:
+                self.databases[service.name] = PostgresCluster(
+                    service.name,
+                    PostgresArgs(
+                        service=service,
+                        settings=wanted,
+                        image=args.images.image(service.image),
+                        pull_secret=PULL_SECRET,
+                        password=args.secrets[SecretKey.POSTGRES_PASSWORD],
+                        callers=tuple(Peer(c.namespace, {NAME_LABEL: c.name}) for c in callers(service)),
+                        backups=args.backups,
+                        operator=args.database_operator,
+                        monitoring=args.monitoring,
+                        depends_on=(namespace.namespace, namespace.pull_secret),
+                    ),
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+                continue
             arches = set(service.pod_arches)
             gpu = None
             if wanted.gpu is not None:
@@ -245,7 +276,7 @@ class SophiaApps(pulumi.ComponentResource):
             {
                 "url": self.url,
                 "namespaces": sorted(self.namespaces),
-                "services": {s.name: f"{s.host}:{s.port}" for s in CATALOGUE},
+                "services": {s.name: f"{host(s, args.apps)}:{s.port}" for s in CATALOGUE},
             }
         )
 

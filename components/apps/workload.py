@@ -21,14 +21,16 @@ import pulumi_kubernetes as k8s
 
 from components.apps.network import PROMETHEUS, TRAEFIK, Connection, Peer, public_https_rule, tcp
 from components.apps.rollout import MAX_SURGE, MAX_UNAVAILABLE
+from components.cluster.node_config import LOCAL_STORAGE_CLASS
 from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
 from components.settings.apps import Autoscaling, Replicas, Resources
 
 NAME_LABEL: Final = "app.kubernetes.io/name"
 PART_OF: Final = {"app.kubernetes.io/part-of": "sophia-ai", "app.kubernetes.io/managed-by": "pulumi"}
 CONFIG_CHECKSUM: Final = "sophia.ai/config-checksum"
+SECRET_CHECKSUM: Final = "sophia.ai/secret-checksum"
 HOSTNAME_TOPOLOGY: Final = "kubernetes.io/hostname"
-STORAGE_CLASS: Final = "local-path"  # K3s' bundled local-path-provisioner
+STORAGE_CLASS: Final = LOCAL_STORAGE_CLASS  # K3s' bundled local-path-provisioner
 DATA_VOLUME: Final = "data"
 METRICS_INTERVAL: Final = "30s"
 SHARED_MEMORY_PATH: Final = "/dev/shm"
@@ -545,10 +547,13 @@ class Workload(pulumi.ComponentResource):
                     empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory", size_limit=args.shared_memory),
                 )
             )
-        annotations = {}
+        annotations: dict[str, pulumi.Input[str]] = {}
         checksummed = [*(c.content for c in args.config), *(f.fingerprint for f in args.secret_files)]
         if checksummed:
             annotations[CONFIG_CHECKSUM] = hashlib.sha256("\0".join(checksummed).encode()).hexdigest()
+        secret_checksum = self._secret_checksum()
+        if secret_checksum is not None:
+            annotations[SECRET_CHECKSUM] = secret_checksum
         spread = k8s.core.v1.TopologySpreadConstraintArgs(
             max_skew=1,
             topology_key=HOSTNAME_TOPOLOGY,
@@ -615,6 +620,31 @@ class Workload(pulumi.ComponentResource):
                 volumes=volumes,
             ),
         )
+
+    def _secret_checksum(self) -> pulumi.Output[str] | None:
+        """A digest of every secret value the pods read, so that a secret rotated in ESC rolls them.
+
+        Kubernetes hands a pod its Secret's values when the container starts (variables) and a
+        running process keeps what it read (Redis its `requirepass`), so only a new pod sees a new
+        value. The digest is a secret Output itself: a hash of a short secret can be reversed by
+        trying candidates, so it is kept out of the render and encrypted in the state. The image
+        pull secret is left out: it is read when an image is pulled, not by a running pod.
+        """
+        args = self.args
+        values: dict[str, pulumi.Output[str]] = {
+            **{f"env:{k}": v for k, v in args.secret_env.items()},
+            **{f"env:{k}": v for k, v in args.sidecar_secrets.items()},
+            **{f"file:{f.key}": f.content for f in args.secret_files},
+        }
+        if not values:
+            return None
+        names = sorted(values)
+
+        def digest(texts: list[str]) -> str:
+            text = "\0".join(f"{name}={value}" for name, value in zip(names, texts, strict=True))
+            return hashlib.sha256(text.encode()).hexdigest()
+
+        return pulumi.Output.secret(pulumi.Output.all(*(values[n] for n in names)).apply(digest))
 
     def _network_policy(self) -> k8s.networking.v1.NetworkPolicySpecArgs:
         args = self.args

@@ -9,6 +9,7 @@ Secrets never appear in a script: the join token travels on standard input only.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import shlex
@@ -33,6 +34,8 @@ APPLIED_FILE: Final = "/var/lib/rancher/k3s/sophia-applied"
 ADMIN_KUBECONFIG: Final = "/etc/rancher/k3s/k3s.yaml"
 AGENT_KUBECONFIG: Final = "/var/lib/rancher/k3s/agent/kubelet.kubeconfig"
 LEASE_NAME: Final = "sophia-server-restart"
+DATA_DIR: Final = "/var/lib/rancher/k3s"
+RESTORE_PATH: Final = "/usr/local/sbin/sophia-etcd-restore"
 
 # Bounds of the waits. A first server start pulls images and initialises etcd; ten minutes is
 # generous on Lambda machines and still ends a stuck `pulumi up` with a message instead of a hang.
@@ -50,6 +53,14 @@ UNAME_MACHINE: Final = {Arch.AMD64: "x86_64", Arch.ARM64: "aarch64"}
 SERVER_PORTS: Final = ("tcp/6443", "tcp/2379", "tcp/2380", "tcp/10250")
 AGENT_PORTS: Final = ("tcp/10250",)
 FLANNEL_PORTS: Final = {"vxlan": ("udp/8472",), "wireguard-native": ("udp/51820",)}
+
+# The kube-system Secret K3s reads its etcd S3 settings and keys from (`etcd-s3-config-secret`);
+# components.platform.backups writes it from the settings and ESC.
+ETCD_S3_SECRET: Final = "k3s-etcd-s3"
+
+# K3s's bundled local-path provisioner keeps each volume in the node's data directory, which the
+# uninstall deletes: a removal that would take such a volume with it needs the operator's word.
+LOCAL_STORAGE_CLASS: Final = "local-path"
 
 # servicelb (klipper) is replaced by MetalLB; Traefik stays as the ingress controller.
 DISABLED_COMPONENTS: Final[tuple[str, ...]] = ("servicelb",)
@@ -143,6 +154,9 @@ class K3sConfig:
     write_kubeconfig_mode: str | None = None
     etcd_snapshot_schedule_cron: str | None = None
     etcd_snapshot_retention: int | None = None
+    supervisor_metrics: bool | None = None
+    etcd_s3: bool | None = None
+    etcd_s3_config_secret: str | None = None
 
     def as_flags(self) -> dict[str, object]:
         flags: dict[str, object] = {}
@@ -182,6 +196,14 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
         write_kubeconfig_mode="0600",
         etcd_snapshot_schedule_cron=cluster.etcd_snapshots.schedule,
         etcd_snapshot_retention=cluster.etcd_snapshots.retention,
+        # Only the switch and the Secret's name: K3s reads the endpoint, bucket, region, folder,
+        # retention and keys from that Secret, and only while no other etcd-s3 option is set
+        # (k3s-io/k3s pkg/etcd/s3/s3.go GetClient), so none of them is in this file.
+        # K3s's own metrics (etcd snapshot results among them) on the supervisor port, 6443, which the
+        # monitoring stack scrapes as the API server; the snapshot alert reads them.
+        supervisor_metrics=True,
+        etcd_s3=True if cluster.backups is not None else None,
+        etcd_s3_config_secret=ETCD_S3_SECRET if cluster.backups is not None else None,
     )
 
 
@@ -227,6 +249,8 @@ class NodeScripts:
     admit: str
     drain: str | None
     kubeconfig: str | None
+    restore: str | None = None
+    """On servers with backups: the restore tool the install step puts at RESTORE_PATH (not a step)."""
 
     @property
     def install_triggers(self) -> list[str]:
@@ -254,6 +278,26 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
     files = {"TOKEN_FILE": TOKEN_FILE, "MARKER_FILE": MARKER_FILE}
     timeouts = {"READY_TIMEOUT": str(READY_TIMEOUT_SECONDS), "DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_SECONDS)}
     labels = node_labels(node)
+    restore = None
+    if node.role is Role.SERVER and cluster.backups is not None:
+        restore = on_node(
+            "restore",
+            "restore.sh",
+            {
+                "READY_TIMEOUT": str(READY_TIMEOUT_SECONDS),
+                "DATA_DIR": DATA_DIR,
+                "S3_ENDPOINT": cluster.backups.endpoint_host,
+                "S3_BUCKET": cluster.backups.bucket,
+                "S3_REGION": cluster.backups.region,
+                "S3_FOLDER": cluster.etcd_snapshots.folder,
+                "FIRST_SERVER": "true" if first else "false",
+            },
+        )
+    # Only servers have a restore path: an agent's install leaves the file alone (it never has one).
+    # Base64: one line in the install script's prelude, like every other setting, instead of a
+    # second script (with an export prelude of its own) inside the first.
+    encoded = base64.b64encode(restore.encode()).decode() if restore else ""
+    restore_files = {"RESTORE_PATH": RESTORE_PATH, "RESTORE_SCRIPT_B64": encoded} if node.role is Role.SERVER else {}
     return NodeScripts(
         node=node,
         first=first,
@@ -288,7 +332,8 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
                 "READY_TIMEOUT": str(READY_TIMEOUT_SECONDS),
                 "LEASE_NAME": LEASE_NAME,
                 "LEASE_SECONDS": str(LEASE_SECONDS),
-            },
+            }
+            | restore_files,
         ),
         ready=on_node(
             Step.READY.value,
@@ -311,8 +356,18 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
         # The first server is the last node standing on `pulumi destroy`: there is nowhere to drain to.
         drain=None
         if first
-        else on_first_server(Step.ADMIT.value, "drain.sh", timeouts | {"NODE_ROLE": node.role.value}),
+        else on_first_server(
+            Step.ADMIT.value,
+            "drain.sh",
+            timeouts
+            | {
+                "NODE_ROLE": node.role.value,
+                "LOCAL_STORAGE_CLASS": LOCAL_STORAGE_CLASS,
+                "ALLOW_DATA_LOSS": "true" if node.allow_data_loss else "false",
+            },
+        ),
         kubeconfig=on_node(Step.KUBECONFIG.value, "kubeconfig.sh", {"API_SERVER_URL": api_server_url(cluster)})
         if first
         else None,
+        restore=restore,
     )

@@ -195,6 +195,10 @@ KUBE_PROMETHEUS_STACK: Final = _chart(
         # `root_url` is documented (commented) under grafana.ini.server in grafana's values.yaml.
         "grafana.[grafana.ini].server.root_url",
         "grafana.testFramework.enabled",
+        # `podAnnotations` is a commented key of grafana's values.yaml; `extraInitContainers` a
+        # documented list of container specs the chart passes through `tpl`.
+        "grafana.podAnnotations",
+        "grafana.extraInitContainers",
     ],
     containers={
         "prometheus-operator": "prometheusOperator.resources",
@@ -210,6 +214,29 @@ KUBE_PROMETHEUS_STACK: Final = _chart(
     },
 )
 
+CLOUDNATIVE_PG: Final = _chart(
+    "cloudnative-pg",
+    "0.29.0",
+    repository="https://cloudnative-pg.github.io/charts",
+    source="cloudnative-pg/charts@cloudnative-pg-v0.29.0 (d1b5ad60cee2d9432a9cc05627b42a8d8dc7bbae)"
+    " charts/cloudnative-pg (operator 1.30.0)",
+    # Everything else at the chart's defaults: CRDs on, cluster-wide, webhooks on.
+    documented=[],
+    containers={"manager": "resources"},
+)
+
+PLUGIN_BARMAN_CLOUD: Final = _chart(
+    "plugin-barman-cloud",
+    "0.7.0",
+    repository="https://cloudnative-pg.github.io/charts",
+    source="cloudnative-pg/charts@plugin-barman-cloud-v0.7.0 (83bd9c59514cb7ff3692049d85ba604dcb458700)"
+    " charts/plugin-barman-cloud (plugin v0.13.0)",
+    # Its certificates come from a cert-manager Issuer the chart creates (certificate.*, defaults).
+    # The sidecar it adds to PostgreSQL pods is sized by the ObjectStore, not by this chart.
+    documented=[],
+    containers={"barman-cloud": "resources"},
+)
+
 CHARTS: Final[tuple[Chart, ...]] = (
     METALLB,
     CERT_MANAGER,
@@ -217,6 +244,8 @@ CHARTS: Final[tuple[Chart, ...]] = (
     NVIDIA_DEVICE_PLUGIN,
     DCGM_EXPORTER,
     KUBE_PROMETHEUS_STACK,
+    CLOUDNATIVE_PG,
+    PLUGIN_BARMAN_CLOUD,
 )
 CHARTS_BY_NAME: Final[Mapping[str, Chart]] = MappingProxyType({c.name: c for c in CHARTS})
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.cluster.node_config import LOCAL_STORAGE_CLASS
 from components.ingress import Route, tls_ingress
 from components.platform import namespaces
 from components.platform.charts import INGRESS_CLASS, KUBE_PROMETHEUS_STACK
@@ -16,7 +18,7 @@ from components.settings.platform import MonitoringSettings
 
 NAMESPACE = namespaces.MONITORING
 RELEASE = "monitoring"
-STORAGE_CLASS = "local-path"
+STORAGE_CLASS = LOCAL_STORAGE_CLASS
 """K3s's bundled provisioner: volumes on the node's disk, which is where the data should stay."""
 GRAFANA_SERVICE = f"{RELEASE}-grafana"
 """The grafana subchart names its Service `<release>-grafana` (grafana.fullname, release name without `grafana`)."""
@@ -25,6 +27,22 @@ GRAFANA_ADMIN_SECRET = "grafana-admin"
 GRAFANA_USER_KEY = "admin-user"
 GRAFANA_PASSWORD_KEY = "admin-password"
 GRAFANA_ADMIN_USER = "admin"
+SECRET_CHECKSUM = "sophia.ai/secret-checksum"
+"""The pod annotation that rolls Grafana when its admin password changes (as Workload's does for Sophia)."""
+
+# Grafana applies GF_SECURITY_ADMIN_PASSWORD only when it creates its database; afterwards the
+# password lives in the database (/var/lib/grafana/grafana.db, on the PVC) and the variable is
+# ignored. So before Grafana starts, this init container sets the admin password in an existing
+# database to the one in the Secret: a rotated ESC value reaches Grafana on the rollout the checksum
+# annotation starts. The chart's image is distroless (no shell, so no way to pass the password on
+# stdin); the init container runs the same release's full image, `grafana cli` included. The chart
+# evaluates extraInitContainers as a template, so the tag is the subchart's own appVersion.
+# The password goes through the shell's printf builtin into stdin: never an argument of any process.
+GRAFANA_RESET_SCRIPT = (
+    'if [ -s /var/lib/grafana/grafana.db ]; then printf %s "$GF_SECURITY_ADMIN_PASSWORD" | '
+    "grafana cli --homepath /usr/share/grafana --config /etc/grafana/grafana.ini "
+    "admin reset-admin-password --password-from-stdin; fi"
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +67,42 @@ def _volume(size: str) -> JSON:
     }
 
 
-def monitoring_values(settings: MonitoringSettings, grafana_url: str) -> JSON:
+def grafana_password_init() -> JSON:
+    """The init container that makes Grafana's stored admin password the one in the Secret."""
+    return {
+        "name": "admin-password",
+        "image": "docker.io/grafana/grafana:{{ .Chart.AppVersion }}",
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", "-c", GRAFANA_RESET_SCRIPT],
+        "env": [
+            {
+                "name": "GF_SECURITY_ADMIN_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": GRAFANA_ADMIN_SECRET, "key": GRAFANA_PASSWORD_KEY}},
+            }
+        ],
+        # The chart's own volumes: `storage` is the PVC, `config` the rendered grafana.ini.
+        "volumeMounts": [
+            {"name": "storage", "mountPath": "/var/lib/grafana"},
+            {"name": "config", "mountPath": "/etc/grafana/grafana.ini", "subPath": "grafana.ini"},
+        ],
+        "resources": resources("50m", "64Mi", "500m", "256Mi"),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def password_checksum(password: pulumi.Output[str]) -> pulumi.Output[str]:
+    """A secret digest of the password: in the pod template it rolls the pods, and stays secret in state."""
+    return pulumi.Output.secret(password.apply(lambda p: hashlib.sha256(p.encode()).hexdigest()))
+
+
+def monitoring_values(
+    settings: MonitoringSettings, grafana_url: str, grafana_password_checksum: pulumi.Input[str] | None = None
+) -> JSON:
     return {
         "crds": {"enabled": True},
         "kubeControllerManager": {"enabled": False},
@@ -89,6 +142,8 @@ def monitoring_values(settings: MonitoringSettings, grafana_url: str) -> JSON:
             "resources": resources("100m", "256Mi", "500m", "1Gi"),
             "sidecar": {"resources": resources("20m", "64Mi", "200m", "256Mi")},
             "initChownData": {"resources": resources("10m", "16Mi", "100m", "64Mi")},
+            "extraInitContainers": [grafana_password_init()],
+            "podAnnotations": {} if grafana_password_checksum is None else {SECRET_CHECKSUM: grafana_password_checksum},
             # The chart's `helm test` pod is never run by Pulumi; it would only be an unsized pod.
             "testFramework": {"enabled": False},
         },
@@ -123,7 +178,7 @@ class Monitoring(pulumi.ComponentResource):
             RELEASE,
             KUBE_PROMETHEUS_STACK,
             ns=ns,
-            values=monitoring_values(args.settings, self.grafana_url),
+            values=monitoring_values(args.settings, self.grafana_url, password_checksum(args.grafana_admin_password)),
             parent=self,
             depends_on=[admin],
         )

@@ -9,8 +9,9 @@ CERT_MANAGER: Final = "cert-manager"
 ARGOCD: Final = "argocd"
 MONITORING: Final = "monitoring"
 NVIDIA: Final = "nvidia"
+CNPG: Final = "cnpg-system"
 
 KUBERNETES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")
 """Kubernetes' and K3s's own (Traefik, CoreDNS, local-path-provisioner live in kube-system)."""
 
-PLATFORM: Final = (METALLB, CERT_MANAGER, ARGOCD, MONITORING, NVIDIA)
+PLATFORM: Final = (METALLB, CERT_MANAGER, ARGOCD, MONITORING, NVIDIA, CNPG)

@@ -7,12 +7,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.platform.alerts import PlatformAlerts
 from components.platform.argocd import ArgoCD, ArgoCDArgs
+from components.platform.backups import BackupKeys, EtcdBackups, EtcdBackupsArgs
 from components.platform.cert_manager import CertManager, CertManagerArgs
 from components.platform.charts import INGRESS_CLASS
 from components.platform.metallb import MetalLB, MetalLBArgs
 from components.platform.monitoring import Monitoring, MonitoringArgs
 from components.platform.nvidia import NvidiaArgs, NvidiaGpu
+from components.platform.postgres_operator import CloudNativePG
 from components.settings.cluster import ClusterSettings
 from components.settings.gitops import GitOpsSettings
 from components.settings.network import NetworkSettings
@@ -27,6 +30,8 @@ class PlatformArgs:
     platform: PlatformSettings
     grafana_admin_password: pulumi.Output[str]
     """`settings.secrets[SecretKey.GRAFANA_ADMIN_PASSWORD]`: a secret Output from ESC."""
+    backup_keys: BackupKeys | None = None
+    """The backup bucket's keys from ESC; present exactly when `cluster.backups` is set."""
 
 
 def argocd_host(network: NetworkSettings) -> str:
@@ -61,6 +66,9 @@ class Platform(pulumi.ComponentResource):
     cert_manager: CertManager
     argocd: ArgoCD
     nvidia: NvidiaGpu | None
+    etcd_backups: EtcdBackups | None
+    alerts: PlatformAlerts
+    postgres_operator: CloudNativePG
 
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("sophia:platform:Platform", name, None, opts)
@@ -96,6 +104,16 @@ class Platform(pulumi.ComponentResource):
             ),
             child,
         )
+        self.etcd_backups = None
+        if args.cluster.backups is not None:
+            assert args.backup_keys is not None, "the settings require the backup keys with cluster.backups"
+            self.etcd_backups = EtcdBackups(
+                "etcd-backups",
+                EtcdBackupsArgs(args.cluster.backups, args.cluster.etcd_snapshots, args.backup_keys),
+                child,
+            )
+        self.postgres_operator = CloudNativePG("cloudnative-pg", self.cert_manager.release, child)
+        self.alerts = PlatformAlerts("alerts", args.cluster, monitoring.release, self.cert_manager.release, child)
         self.cluster_issuer_name = self.cert_manager.cluster_issuer_name
         self.cluster_issuer = issuer
         self.ingress_class = INGRESS_CLASS

@@ -16,12 +16,19 @@ from components.apps.catalogue import CATALOGUE, Service
 from components.apps.rollout import pods_during_rollout, surge
 from components.settings.cluster import GPU_MODELS, ClusterSettings, GpuModel
 from components.settings.images import ImageSettings
-from components.settings.reader import Problems, Value
+from components.settings.reader import Problems, Section, Value
 
 CPU = re.compile(r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$")
 MEMORY = re.compile(r"^[0-9]+(Ki|Mi|Gi|Ti)$")
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 HTTPS_URL = re.compile(r"^https://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[-A-Za-z0-9._~/]*)?$")
+# CloudNativePG's ScheduledBackup takes six cron fields, seconds first (robfig/cron with seconds).
+_CRON_FIELD = r"(\*|[0-9]{1,2}(-[0-9]{1,2})?)(/[1-9][0-9]?)?(,(\*|[0-9]{1,2}(-[0-9]{1,2})?)(/[1-9][0-9]?)?)*"
+BACKUP_SCHEDULE = re.compile(rf"^{_CRON_FIELD}(\s+{_CRON_FIELD}){{5}}$")
+# The Barman Cloud ObjectStore's retentionPolicy (its CRD's pattern).
+BACKUP_RETENTION = re.compile(r"^[1-9][0-9]*[dwm]$")
+RFC3339 = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:?[0-9]{2})$")
+CLUSTER_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,48}[a-z0-9])?$")
 
 
 def cpu_millis(text: str) -> Decimal:
@@ -63,12 +70,32 @@ class Replicas:
 
 
 @dataclass(frozen=True)
+class Restore:
+    """Bootstrap the database from another cluster's backups in the bucket (point in time optional)."""
+
+    cluster: str
+    target_time: str | None = None
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """A database run by CloudNativePG: the Cluster's name, its backups, where it starts from."""
+
+    cluster: str
+    backup_schedule: str | None
+    """Six-field cron (seconds first); None: no base backups (and no WAL archive)."""
+    backup_retention: str
+    restore: Restore | None = None
+
+
+@dataclass(frozen=True)
 class ServiceSettings:
     resources: Resources
     replicas: Replicas
     gpu: GpuRequest | None
     storage: str | None
     """PVC size of a stateful service."""
+    database: DatabaseSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -159,8 +186,46 @@ def _service(value: Value, service: Service) -> ServiceSettings:
         replicas = _replicas(section.required("replicas"))
         storage = None
     gpu = _gpu(section.required("gpu")) if service.gpu else None
+    database = _database(section, service) if service.managed_database else None
     section.close()
-    return ServiceSettings(resources, replicas, gpu, storage)
+    return ServiceSettings(resources, replicas, gpu, storage, database)
+
+
+def _database(section: Section, service: Service) -> DatabaseSettings:
+    cluster_value = section.optional("cluster")
+    cluster = cluster_value.string(pattern=CLUSTER_NAME, what="a Cluster name") if cluster_value else service.name
+    schedule: str | None = None
+    retention = "30d"
+    backups_value = section.optional("backups")
+    if backups_value:
+        backups = backups_value.section()
+        schedule = backups.required("schedule").string(
+            pattern=BACKUP_SCHEDULE, what="a cron expression with six numeric fields, seconds first"
+        )
+        retention_value = backups.optional("retention")
+        if retention_value:
+            retention = retention_value.string(pattern=BACKUP_RETENTION, what="a retention such as 30d, 8w or 6m")
+        backups.close()
+    restore: Restore | None = None
+    restore_value = section.optional("restoreFrom")
+    if restore_value:
+        restore_section = restore_value.section()
+        source_value = restore_section.required("cluster")
+        source = source_value.string(pattern=CLUSTER_NAME, what="a Cluster name")
+        time_value = restore_section.optional("targetTime")
+        target_time = (
+            time_value.string(pattern=RFC3339, what="an RFC 3339 time such as 2026-11-28T12:00:00Z")
+            if time_value
+            else None
+        )
+        restore_section.close()
+        if source and source == cluster:
+            source_value.fail(
+                f"must differ from the cluster's own name {cluster!r}: a restore bootstraps a new cluster,"
+                " so give it a new name in cluster"
+            )
+        restore = Restore(source, target_time)
+    return DatabaseSettings(cluster, schedule, retention, restore)
 
 
 def https_url(value: Value) -> str:
@@ -211,6 +276,14 @@ def check_apps(
             if image not in images.tags:
                 problems.add(f"{namespace}:images.tags.{image}", f"is required (an image of {service.name})")
         wanted = apps.services.get(service.name)
+        database = wanted.database if wanted is not None else None
+        if database is not None and cluster.backups is None:
+            for key, used in (("backups", database.backup_schedule), ("restoreFrom", database.restore)):
+                if used is not None:
+                    problems.add(
+                        f"{path}.services.{service.name}.{key}",
+                        f"needs {namespace}:cluster.backups, the bucket the backups are in",
+                    )
         # A memory-backed /dev/shm counts against the container's memory limit. An empty limit was
         # invalid and is reported already.
         shm = service.shared_memory

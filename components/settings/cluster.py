@@ -20,7 +20,16 @@ REFUSED_HOST_KEY_TYPES = {
     "ssh-rsa": "an ssh-rsa key, which pulumi-command can only verify with SHA-1 signatures and OpenSSH >= 8.8 "
     "refuses; pin the machine's ed25519 key instead (ssh-keyscan -t ed25519 <host>)",
 }
-CRON = re.compile(r"^(\S+\s+){4}\S+$")
+# Five numeric cron fields (`*`, `n`, `a-b`, each with an optional `/step`, comma-separated): K3s
+# takes more (names such as MON), but the backup alert computes the longest gap from these.
+_CRON_FIELD = r"(\*|[0-9]{1,2}(-[0-9]{1,2})?)(/[1-9][0-9]?)?(,(\*|[0-9]{1,2}(-[0-9]{1,2})?)(/[1-9][0-9]?)?)*"
+CRON = re.compile(rf"^{_CRON_FIELD}(\s+{_CRON_FIELD}){{4}}$")
+# What K3s's etcd-s3 and Barman Cloud both accept: an https endpoint without a path, S3 bucket
+# naming rules, and a folder of plain path segments.
+S3_ENDPOINT = re.compile(r"^https://[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?(:[0-9]{1,5})?$")
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+S3_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$")
+S3_FOLDER = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
 class Role(StrEnum):
@@ -90,12 +99,31 @@ class Node:
     gpu: Gpu | None
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
+    allow_data_loss: bool = False
+    """Removing this node may delete the local-path volumes on it (their data is lost with the machine)."""
+
+
+@dataclass(frozen=True)
+class BackupStorage:
+    """The S3-compatible bucket every backup goes to (etcd snapshots, PostgreSQL); its keys are in ESC."""
+
+    endpoint: str
+    """`https://host[:port]`, no path."""
+    bucket: str
+    region: str
+
+    @property
+    def endpoint_host(self) -> str:
+        """The endpoint as K3s's etcd-s3-endpoint wants it: host[:port], https implied."""
+        return self.endpoint.removeprefix("https://")
 
 
 @dataclass(frozen=True)
 class EtcdSnapshots:
     schedule: str
     retention: int
+    folder: str = "etcd"
+    """The folder of the backup bucket that holds them (cluster.backups)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,8 @@ class ClusterSettings:
     api_endpoint: str
     etcd_snapshots: EtcdSnapshots
     nodes: tuple[Node, ...]
+    backups: BackupStorage | None = None
+    """None: snapshots stay on the servers' own disks (lost with the machine)."""
 
     @property
     def servers(self) -> tuple[Node, ...]:
@@ -162,6 +192,7 @@ def _read_node(value: Value, default_user: str, default_port: int) -> Node:
     gpu_value = section.optional("gpu")
     labels_value = section.optional("labels")
     taints_value = section.optional("taints")
+    data_loss_value = section.optional("allowDataLoss")
     node = Node(
         name=name,
         host=host,
@@ -176,6 +207,7 @@ def _read_node(value: Value, default_user: str, default_port: int) -> Node:
         gpu=_read_gpu(gpu_value, arch) if gpu_value else None,
         labels=labels_value.labels() if labels_value else {},
         taints=taints_value.list_of(_read_taint, maximum=20) if taints_value else (),
+        allow_data_loss=data_loss_value.boolean() if data_loss_value else False,
     )
     section.close()
     return node
@@ -204,6 +236,23 @@ def _check_nodes(nodes_value: Value, nodes: tuple[Node, ...]) -> None:
         )
 
 
+def _folder(value: Value) -> str:
+    return value.string(pattern=S3_FOLDER, what="a folder such as etcd or backups/etcd (no leading or trailing /)")
+
+
+def _read_backups(value: Value) -> BackupStorage:
+    section = value.section()
+    backups = BackupStorage(
+        endpoint=section.required("endpoint").string(
+            pattern=S3_ENDPOINT, what="an https URL without a path, such as https://s3.us-east-1.amazonaws.com"
+        ),
+        bucket=section.required("bucket").string(pattern=S3_BUCKET, what="an S3 bucket name"),
+        region=section.required("region").string(pattern=S3_REGION, what="a region such as us-east-1"),
+    )
+    section.close()
+    return backups
+
+
 def read_cluster(value: Value) -> ClusterSettings:
     section = value.section()
     version = section.required("k3sVersion").string(pattern=K3S_VERSION, what="a K3s release such as v1.35.5+k3s1")
@@ -218,17 +267,21 @@ def read_cluster(value: Value) -> ClusterSettings:
         snap = snapshots_value.section()
         schedule_value = snap.optional("schedule")
         retention_value = snap.optional("retention")
+        folder_value = snap.optional("folder")
         snapshots = EtcdSnapshots(
-            schedule_value.string(pattern=CRON, what="a cron expression with five fields")
+            schedule_value.string(pattern=CRON, what="a cron expression with five numeric fields")
             if schedule_value
             else snapshots.schedule,
             retention_value.integer(minimum=1, maximum=1000) if retention_value else snapshots.retention,
+            _folder(folder_value) if folder_value else snapshots.folder,
         )
         snap.close()
+    backups_value = section.optional("backups")
+    backups = _read_backups(backups_value) if backups_value else None
     nodes_value = section.required("nodes")
     nodes = nodes_value.list_of(lambda v: _read_node(v, default_user, default_port), minimum=1, maximum=500)
     section.close()
     _check_nodes(nodes_value, nodes)
     servers = [n for n in nodes if n.role is Role.SERVER]
     api_endpoint = endpoint_value.host() if endpoint_value else (servers[0].host if servers else "")
-    return ClusterSettings(version, api_endpoint, snapshots, nodes)
+    return ClusterSettings(version, api_endpoint, snapshots, nodes, backups)

@@ -35,6 +35,8 @@ class SecretKey(StrEnum):
     POSTGRES_PASSWORD = "postgresPassword"
     REDIS_PASSWORD = "redisPassword"
     GRAFANA_ADMIN_PASSWORD = "grafanaAdminPassword"
+    BACKUP_ACCESS_KEY_ID = "backupAccessKeyId"
+    BACKUP_SECRET_ACCESS_KEY = "backupSecretAccessKey"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class SecretSpec:
     key: SecretKey
     kind: SecretKind
     purpose: str
+    optional: bool = False
+    """Needed only with the settings that use it; `components.settings.stack` says which and checks it."""
 
 
 SECRET_SPECS: tuple[SecretSpec, ...] = (
@@ -52,9 +56,25 @@ SECRET_SPECS: tuple[SecretSpec, ...] = (
     SecretSpec(SecretKey.PORTKEY_API_KEY, SecretKind.API_TOKEN, "Portkey, the primary LLM gateway"),
     SecretSpec(SecretKey.OPENROUTER_API_KEY, SecretKind.API_TOKEN, "OpenRouter, the fallback LLM gateway"),
     SecretSpec(SecretKey.QDRANT_API_KEY, SecretKind.API_TOKEN, "Qdrant Cloud, the vector store of ai-memory"),
-    SecretSpec(SecretKey.POSTGRES_PASSWORD, SecretKind.PASSWORD, "PostgreSQL superuser password"),
+    SecretSpec(
+        SecretKey.POSTGRES_PASSWORD,
+        SecretKind.PASSWORD,
+        "PostgreSQL password of the application role sophia (CloudNativePG applies changes)",
+    ),
     SecretSpec(SecretKey.REDIS_PASSWORD, SecretKind.PASSWORD, "Redis password"),
     SecretSpec(SecretKey.GRAFANA_ADMIN_PASSWORD, SecretKind.PASSWORD, "Grafana admin password"),
+    SecretSpec(
+        SecretKey.BACKUP_ACCESS_KEY_ID,
+        SecretKind.API_TOKEN,
+        "access key of the S3-compatible backup storage (cluster.backups)",
+        optional=True,
+    ),
+    SecretSpec(
+        SecretKey.BACKUP_SECRET_ACCESS_KEY,
+        SecretKind.API_TOKEN,
+        "secret key of the S3-compatible backup storage (cluster.backups)",
+        optional=True,
+    ),
 )
 
 MIN_LENGTH = {SecretKind.API_TOKEN: 16, SecretKind.PASSWORD: 16, SecretKind.SSH_PRIVATE_KEY: 64}
@@ -79,6 +99,9 @@ class Secrets:
         return self.values[key]
 
 
+MISSING_SECRET = "is required; it comes from the ESC environment (esc/), which the stack must import"
+
+
 def check_secret(spec: SecretSpec, value: str) -> str | None:
     """What is wrong with a secret value, or None. The value itself never appears in the message."""
     if PLACEHOLDER.search(value):
@@ -98,7 +121,8 @@ def read_secrets(namespace: str, raw: Mapping[str, str], secret_keys: frozenset[
         path = f"{namespace}:{spec.key.value}"
         value = raw.get(path)
         if value is None:
-            problems.add(path, "is required; it comes from the ESC environment (esc/), which the stack must import")
+            if not spec.optional:
+                problems.add(path, MISSING_SECRET)
             continue
         if path not in secret_keys:
             problems.add(path, "must be a secret (fn::secret in ESC, or `pulumi config set --secret`)")

@@ -24,7 +24,7 @@ from components.settings.llm_gateway import LlmGatewaySettings, read_llm_gateway
 from components.settings.network import NetworkSettings, read_network
 from components.settings.platform import PlatformSettings, check_gitops_ownership, read_platform
 from components.settings.reader import MISSING, Problems, Value
-from components.settings.secrets import SECRET_SPECS, Secrets, read_secrets
+from components.settings.secrets import MISSING_SECRET, SECRET_SPECS, SecretKey, Secrets, read_secrets
 
 NAMESPACE = "sophia-infra"
 
@@ -83,6 +83,17 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+def _check_backup_keys(cluster: ClusterSettings, raw: Mapping[str, str], problems: Problems) -> None:
+    """The backup storage's keys are needed exactly when the storage is configured (a key that is
+    there but wrong was reported by read_secrets already)."""
+    if cluster.backups is None:
+        return
+    for key in (SecretKey.BACKUP_ACCESS_KEY_ID, SecretKey.BACKUP_SECRET_ACCESS_KEY):
+        path = f"{NAMESPACE}:{key.value}"
+        if path not in raw:
+            problems.add(path, f"{MISSING_SECRET}; {NAMESPACE}:cluster.backups is set")
+
+
 def load_settings(stack: str, raw: Mapping[str, str], secret_keys: frozenset[str]) -> Settings:
     """Parse and validate the whole stack configuration, or raise one ConfigError with every problem."""
     problems = Problems()
@@ -109,6 +120,7 @@ def load_settings(stack: str, raw: Mapping[str, str], secret_keys: frozenset[str
     platform = section("platform", read_platform)
     secrets = read_secrets(NAMESPACE, raw, secret_keys, problems)
     _check_addresses(cluster, network, problems)
+    _check_backup_keys(cluster, raw, problems)
     check_apps(NAMESPACE, apps, cluster, images, problems, gpu_sharing=platform.gpu_sharing.replicas)
     check_gitops_ownership(NAMESPACE, gitops, problems)
     problems.raise_if_any()

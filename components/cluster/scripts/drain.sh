@@ -9,8 +9,32 @@
 # and with it the API that the removal steps need. So once a server is drained, K3s removes its
 # member while it still runs (annotation etcd.k3s.cattle.io/remove; K3s's etcd member controller
 # records etcd.k3s.cattle.io/removed-node-name when done), and the uninstall starts only after that.
+#
+# Before anything else, the data guard: K3s's local-path volumes live in the node's data directory,
+# which the uninstall after this step deletes. While a bound local-path volume sits on the node,
+# the removal refuses, naming the volumes, unless the node's settings say `allowDataLoss: true`
+# (ALLOW_DATA_LOSS). It runs even when the Node object is already gone: the data still is not.
 set -euo pipefail
 : "${NODE_NAME:?}" "${NODE_ROLE:?}" "${KUBECONFIG_PATH:?}" "${DRAIN_TIMEOUT:?}"
+: "${LOCAL_STORAGE_CLASS:?}" "${ALLOW_DATA_LOSS:?}"
+
+# Every PersistentVolume as `name|phase|class|namespace/claim|nodes of its affinity`. Read at the top
+# level, so that an API that does not answer fails the step: no answer is not "no volumes".
+listing=$(kube get pv -o 'jsonpath={range .items[*]}{.metadata.name}{"|"}{.status.phase}{"|"}{.spec.storageClassName}{"|"}{.spec.claimRef.namespace}/{.spec.claimRef.name}{"|"}{.spec.nodeAffinity.required.nodeSelectorTerms[*].matchExpressions[*].values[*]}{"\n"}{end}')
+held=""
+while IFS='|' read -r name phase class claim nodes; do
+  if [[ -n $name && $phase == Bound && $class == "$LOCAL_STORAGE_CLASS" && " $nodes " == *" $NODE_NAME "* ]]; then
+    held+="${held:+$'\n'}$claim ($name)"
+  fi
+done <<<"$listing"
+held=$(sort <<<"$held" | paste -sd ',' - | sed 's/,/, /g')
+
+if [[ -n $held ]]; then
+  if [[ $ALLOW_DATA_LOSS != true ]]; then
+    die "node $NODE_NAME holds bound $LOCAL_STORAGE_CLASS volumes: $held; removing it would delete their data. Move those services to another node first (README, \"Backups and restore\"), or set allowDataLoss: true on the node, pulumi up, then remove it"
+  fi
+  log "node $NODE_NAME holds $LOCAL_STORAGE_CLASS volumes $held; allowDataLoss is set, so their data goes with it"
+fi
 
 etcd_member_removed() {
   [[ -n $(kube get node "$NODE_NAME" -o 'jsonpath={.metadata.annotations.etcd\.k3s\.cattle\.io/removed-node-name}' 2>/dev/null) ]]

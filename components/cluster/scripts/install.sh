@@ -82,6 +82,19 @@ if ! as_root test -s "$ROOT$TOKEN_FILE"; then
   die "the join token file $TOKEN_FILE is missing on $NODE_NAME; the prepare step must run first"
 fi
 
+# A server with backups gets the restore tool (restore.sh; README, "Backups and restore"), which an
+# operator runs during an incident. It is written first, so that it is current even when K3s itself
+# needs nothing; without backups there is nothing to restore from, and no tool.
+if [[ -n ${RESTORE_PATH:-} ]]; then
+  if [[ -n ${RESTORE_SCRIPT_B64:-} ]]; then
+    if base64 -d <<<"$RESTORE_SCRIPT_B64" | put_file "$ROOT$RESTORE_PATH" 0700; then
+      log "wrote $RESTORE_PATH"
+    fi
+  else
+    as_root rm -f "$ROOT$RESTORE_PATH"
+  fi
+fi
+
 config_sum=$(printf '%s' "$K3S_CONFIG" | sha256sum)
 desired="$K3S_VERSION ${config_sum%% *}"
 installed=""

@@ -1,0 +1,248 @@
+"""The alerts a platform engineer needs, as PrometheusRules: backups, certificates, GPUs, nodes, volumes.
+
+Every metric an expression names is listed in `EXPORTED_METRICS` with the source file of the
+exporter that publishes it, read at the version this cluster runs; a test holds every expression
+to that list, so an alert cannot silently watch a metric that does not exist (a PromQL expression
+over a missing metric is simply empty, and never fires).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.platform import cert_manager, namespaces
+from components.settings.cluster import ClusterSettings
+
+NAMESPACE: Final = namespaces.MONITORING
+RULE_NAME: Final = "sophia-platform"
+# The cert-manager chart's metrics Service (templates/service.yaml, on while prometheus.enabled, the
+# default): its labels and port name, read at cert-manager/cert-manager@v1.21.1.
+CERT_MANAGER_METRICS_SELECTOR: Final = {
+    "app.kubernetes.io/name": "cert-manager",
+    "app.kubernetes.io/instance": "cert-manager",
+    "app.kubernetes.io/component": "controller",
+}
+CERT_MANAGER_METRICS_PORT: Final = "tcp-prometheus-servicemonitor"
+
+EXPORTED_METRICS: Final[dict[str, str]] = {
+    # K3s serves its own metrics on the supervisor port (6443) with `supervisor-metrics: true`, the
+    # port the monitoring stack's apiserver job scrapes. A histogram: `_count` by status.
+    "k3s_etcd_snapshot_save_s3_duration_seconds_count": "k3s-io/k3s pkg/etcd/snapshotmetrics/metrics.go (SaveS3Count)",
+    "certmanager_certificate_expiration_timestamp_seconds": "cert-manager/cert-manager@v1.21.1 pkg/metrics/metrics.go",
+    "DCGM_FI_DEV_XID_ERRORS": "NVIDIA/dcgm-exporter etc/default-counters.csv (also in dcp-metrics-included.csv)",
+    "DCGM_FI_DEV_GPU_TEMP": "NVIDIA/dcgm-exporter etc/default-counters.csv (also in dcp-metrics-included.csv)",
+    "DCGM_FI_DEV_FB_USED": "NVIDIA/dcgm-exporter etc/default-counters.csv (also in dcp-metrics-included.csv)",
+    "DCGM_FI_DEV_FB_FREE": "NVIDIA/dcgm-exporter etc/default-counters.csv (also in dcp-metrics-included.csv)",
+    # Served by each PostgreSQL instance's metrics port (9187) for the Barman Cloud plugin (CNPG-I metrics).
+    "barman_cloud_cloudnative_pg_io_last_available_backup_timestamp": (
+        "cloudnative-pg/plugin-barman-cloud internal/cnpgi/instance/metrics.go"
+    ),
+    "kube_node_status_condition": "kubernetes/kube-state-metrics internal/store/node.go",
+    "kubelet_volume_stats_available_bytes": "kubernetes/kubernetes pkg/kubelet/metrics/collectors/volume_stats.go",
+    "kubelet_volume_stats_capacity_bytes": "kubernetes/kubernetes pkg/kubelet/metrics/collectors/volume_stats.go",
+}
+
+# Let's Encrypt certificates last 90 days and cert-manager renews them 30 days before the end; one
+# with fewer than 14 days left has failed to renew for over two weeks.
+CERTIFICATE_DAYS_LEFT: Final = 14
+GPU_TEMPERATURE_CELSIUS: Final = 85
+GPU_MEMORY_SHARE: Final = 0.95
+VOLUME_FREE_SHARE: Final = 0.10
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    duration: str
+    """How long the condition must hold (`for`)."""
+    severity: str
+    summary: str
+
+
+def _field_matches(field: str, value: int, low: int, high: int) -> bool:
+    for item in field.split(","):
+        span, _, step_text = item.partition("/")
+        step = int(step_text) if step_text else 1
+        if span == "*":
+            first, last = low, high
+        elif "-" in span:
+            first, last = (int(x) for x in span.split("-", 1))
+        else:
+            first = last = int(span)
+        if first <= value <= last and (value - first) % step == 0:
+            return True
+    return False
+
+
+def _on_day(field: str, day: int) -> bool:
+    """Cron's day of week: 0 and 7 are both Sunday."""
+    return _field_matches(field, day, 0, 7) or (day == 0 and _field_matches(field, 7, 0, 7))
+
+
+def longest_gap_hours(cron: str) -> int:
+    """The longest time between two runs of a five-field cron schedule, in whole hours (at least 1).
+
+    Day-of-month and month other than `*` are not worth a calendar here: they are taken as a
+    monthly schedule (31 days).
+    """
+    minute, hour, day_of_month, month, day_of_week = cron.split()
+    if day_of_month != "*" or month != "*":
+        return 31 * 24
+    week = 7 * 24 * 60
+    runs = [
+        m
+        for m in range(week)
+        if _field_matches(minute, m % 60, 0, 59)
+        and _field_matches(hour, m // 60 % 24, 0, 23)
+        and _on_day(day_of_week, m // 1440)
+    ]
+    if not runs:
+        return 31 * 24
+    gaps = [b - a for a, b in zip(runs, [*runs[1:], runs[0] + week], strict=True)]
+    return max(1, -(-max(gaps) // 60))
+
+
+def alerts(cluster: ClusterSettings) -> tuple[Alert, ...]:
+    rules = [
+        Alert(
+            "SophiaCertificateExpiresSoon",
+            f"certmanager_certificate_expiration_timestamp_seconds - time() < {CERTIFICATE_DAYS_LEFT} * 86400",
+            "1h",
+            "warning",
+            "Certificate {{ $labels.namespace }}/{{ $labels.name }} expires in less than "
+            f"{CERTIFICATE_DAYS_LEFT} days: cert-manager has not renewed it (kubectl describe certificate)",
+        ),
+        Alert(
+            "SophiaGpuXidError",
+            "max_over_time(DCGM_FI_DEV_XID_ERRORS[10m]) > 0",
+            "0m",
+            "warning",
+            "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} reported XID error {{ $value }}"
+            " (NVIDIA XID catalogue; 48, 63, 64, 79 mean the GPU needs a reset or replacement)",
+        ),
+        Alert(
+            "SophiaGpuTooHot",
+            f"DCGM_FI_DEV_GPU_TEMP > {GPU_TEMPERATURE_CELSIUS}",
+            "10m",
+            "warning",
+            "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} has been above "
+            f"{GPU_TEMPERATURE_CELSIUS} C for 10 minutes",
+        ),
+        Alert(
+            "SophiaGpuMemoryNearlyFull",
+            f"DCGM_FI_DEV_FB_USED / (DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE) > {GPU_MEMORY_SHARE}",
+            "15m",
+            "warning",
+            "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} has had over "
+            f"{int(GPU_MEMORY_SHARE * 100)}% of its memory in use for 15 minutes (time-sliced pods share it)",
+        ),
+        Alert(
+            "SophiaNodeNotReady",
+            'kube_node_status_condition{condition="Ready",status="true"} == 0',
+            "5m",
+            "critical",
+            "Node {{ $labels.node }} has not been Ready for 5 minutes",
+        ),
+        Alert(
+            "SophiaVolumeNearlyFull",
+            f"kubelet_volume_stats_available_bytes / kubelet_volume_stats_capacity_bytes < {VOLUME_FREE_SHARE}",
+            "15m",
+            "warning",
+            "Volume {{ $labels.namespace }}/{{ $labels.persistentvolumeclaim }} has less than "
+            f"{int(VOLUME_FREE_SHARE * 100)}% free",
+        ),
+    ]
+    if cluster.backups is not None:
+        # Two schedule periods without one successful upload: one missed run is tolerated (a server
+        # restart), two are not. Summed over the servers: any server's upload counts.
+        window = 2 * longest_gap_hours(cluster.etcd_snapshots.schedule)
+        rules.insert(
+            0,
+            Alert(
+                "SophiaEtcdSnapshotTooOld",
+                "(sum(increase(k3s_etcd_snapshot_save_s3_duration_seconds_count"
+                f'{{status="success"}}[{window}h])) or vector(0)) < 1',
+                "15m",
+                "critical",
+                f"No etcd snapshot reached the backup bucket in {window}h (schedule "
+                f"{cluster.etcd_snapshots.schedule!r}); the K3s log on the servers says why",
+            ),
+        )
+    return tuple(rules)
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+_PROMQL_WORDS = frozenset(
+    {"sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "and", "or", "unless", "time",
+     "vector", "increase", "rate", "max_over_time", "min_over_time", "absent", "bool", "offset"}
+)  # fmt: skip
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression reads (label matchers, strings and durations left out)."""
+    plain = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"", " ", expr)
+    return {w for w in _IDENTIFIER.findall(plain) if w not in _PROMQL_WORDS}
+
+
+class PlatformAlerts(pulumi.ComponentResource):
+    """The PrometheusRule `monitoring/sophia-platform` and the scrape it needs (`sophia:platform:PlatformAlerts`)."""
+
+    rule: k8s.apiextensions.CustomResource
+
+    def __init__(
+        self,
+        name: str,
+        cluster: ClusterSettings,
+        monitoring: pulumi.Resource,
+        cert_manager_release: pulumi.Resource,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("sophia:platform:PlatformAlerts", name, None, opts)
+        # The certificate alert reads cert-manager's own metrics, which nothing scrapes otherwise.
+        k8s.apiextensions.CustomResource(
+            "cert-manager-metrics",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="cert-manager", namespace=cert_manager.NAMESPACE),
+            spec={
+                "selector": {"matchLabels": CERT_MANAGER_METRICS_SELECTOR},
+                "namespaceSelector": {"matchNames": [cert_manager.NAMESPACE]},
+                "endpoints": [{"port": CERT_MANAGER_METRICS_PORT, "path": "/metrics", "interval": "60s"}],
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring, cert_manager_release]),
+        )
+        rules = alerts(cluster)
+        self.rule = k8s.apiextensions.CustomResource(
+            RULE_NAME,
+            api_version="monitoring.coreos.com/v1",
+            kind="PrometheusRule",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=RULE_NAME, namespace=NAMESPACE, labels={"app.kubernetes.io/managed-by": "pulumi"}
+            ),
+            spec={
+                "groups": [
+                    {
+                        "name": "sophia-platform",
+                        "rules": [
+                            {
+                                "alert": a.name,
+                                "expr": a.expr,
+                                "for": a.duration,
+                                "labels": {"severity": a.severity},
+                                "annotations": {"summary": a.summary},
+                            }
+                            for a in rules
+                        ],
+                    }
+                ]
+            },
+            # The release installs the PrometheusRule CRD.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring]),
+        )
+        self.register_outputs({"alerts": [a.name for a in rules]})
