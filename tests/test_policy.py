@@ -543,10 +543,10 @@ def _service_targets_another_port(stack: Stack) -> Stack:
 
 
 def _service_targets_its_exporters_port(stack: Stack) -> Stack:
-    # A port the pod does declare, but the exporter's: the Service's postgres port would reach the exporter.
-    pod = _find(stack, "StatefulSet", "postgres", "sophia-data")["spec"]["template"]["spec"]
+    # A port the pod does declare, but the exporter's: the Service's redis port would reach the exporter.
+    pod = _find(stack, "StatefulSet", "redis", "sophia-data")["spec"]["template"]["spec"]
     main, exporter = (container["ports"][0] for container in pod["containers"])
-    service = _find(stack, "Service", "postgres", "sophia-data")
+    service = _find(stack, "Service", "redis", "sophia-data")
     next(p for p in service["spec"]["ports"] if p["name"] == main["name"])["targetPort"] = exporter["containerPort"]
     return stack
 
@@ -624,7 +624,7 @@ def test_the_render_fails_a_service_that_targets_another_port_of_its_pod(product
     assert policies_pass(Context(production, load_stack("production"), Path())) == []
     violations = policies_pass(Context(broken, load_stack("production"), Path()))
     assert violations
-    assert all("Service sophia-data/postgres" in v for v in violations), violations
+    assert all("Service sophia-data/redis" in v for v in violations), violations
 
 
 def test_a_stack_policy_reports_through_the_engine(production: Rendered) -> None:
