@@ -14,7 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 from components.settings.stack import ConfigError
-from render.checks import CheckResult, Context, run_checks
+from render.checks import run_checks
+from render.context import CheckResult, Context
 from render.engine import run_program
 from render.model import Rendered, build
 from render.stack import PROJECT_DIR, StackConfig, StackFileError, load_stack

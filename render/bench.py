@@ -8,7 +8,7 @@ estimated from the real dependency graph (render/critical_path.py), which must n
 number of machines.
 
 What scales: machines are config (`cluster.nodes`: generated GPU agents with unique names, hosts
-from 198.18.0.0/15 and host keys). Services are code (components/apps/catalogue.py), not config; the
+from 198.18.0.0/15 and host keys). Services are code (components/settings/catalogue.py), not config; the
 bench adds generated MCP servers to the catalogue for the run, plus their `apps.services` entries,
 which is how a new MCP server is added for real (one `McpServer(...)` entry and its settings).
 """
@@ -32,7 +32,8 @@ from typing import Any
 
 import yaml
 
-from render.checks import CHECKS, Context
+from render.checks import CHECKS
+from render.context import Context
 from render.critical_path import DURATION_TABLE, CriticalPath, critical_path
 from render.engine import run_program
 from render.model import build
@@ -102,7 +103,7 @@ def scaled_document(machines: int, services: int = 0, base: dict[str, Any] | Non
 @contextlib.contextmanager
 def extra_mcp_servers(count: int) -> Iterator[None]:
     """The service catalogue with `count` generated MCP servers, in every module that holds it."""
-    from components.apps import catalogue
+    from components.settings import catalogue
 
     if count == 0:
         yield

@@ -9,8 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,28 +18,11 @@ import kubernetes_validate
 import referencing
 from kubernetes_validate.utils import all_versions, major_minor
 
+from render.context import Check, CheckResult, Context
 from render.crds import CUSTOM_RESOURCE_SCHEMAS
 from render.engine import stand_in_value
-from render.model import Rendered
 from render.platform_checks import argocd_and_pulumi_own_disjoint_objects, load_balancers_only_through_metallb
 from render.policy_check import policies_pass
-from render.stack import StackConfig
-
-
-@dataclass(frozen=True)
-class Context:
-    rendered: Rendered
-    stack: StackConfig
-    out_dir: Path
-
-    @property
-    def kubernetes_version(self) -> str:
-        """The Kubernetes minor of the pinned K3s release (`1.35` for `v1.35.5+k3s1`)."""
-        cluster = json.loads(self.stack.config["sophia-infra:cluster"])
-        return str(major_minor(str(cluster["k3sVersion"]).lstrip("v")))
-
-
-Check = Callable[[Context], list[str]]
 
 
 def _label(manifest: dict[str, Any]) -> str:
@@ -165,12 +146,6 @@ CHECKS: list[tuple[str, Check]] = [
     ("LoadBalancer addresses only through MetalLB", load_balancers_only_through_metallb),
     ("every policy of the CrossGuard pack passes", policies_pass),
 ]
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    violations: list[str]
 
 
 def run_checks(context: Context) -> list[CheckResult]:

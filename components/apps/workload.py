@@ -20,8 +20,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.apps.network import PROMETHEUS, TRAEFIK, Connection, Peer, public_https_rule, tcp
-from components.apps.rollout import MAX_SURGE, MAX_UNAVAILABLE
 from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
+from components.rollout import MAX_SURGE, MAX_UNAVAILABLE
 from components.settings.apps import Autoscaling, Replicas, Resources
 
 NAME_LABEL: Final = "app.kubernetes.io/name"

@@ -1,6 +1,6 @@
 """What an operator changes about the Sophia services: replicas, resources, GPU, storage, external URLs.
 
-The services themselves (ports, secrets, who calls whom) are facts of `components.apps.catalogue`;
+The services themselves (ports, secrets, who calls whom) are facts of `components.settings.catalogue`;
 this section must name every service of the catalogue and no other, and give each what it needs.
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
-from components.apps.catalogue import CATALOGUE, Service
-from components.apps.rollout import pods_during_rollout, surge
+from components.rollout import pods_during_rollout, surge
+from components.settings.catalogue import CATALOGUE, Service
 from components.settings.cluster import GPU_MODELS, ClusterSettings, GpuModel
 from components.settings.images import ImageSettings
 from components.settings.reader import Problems, Value
