@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 from components.settings.stack import ConfigError
-from render.checks import run_checks
 from render.context import CheckResult, Context
 from render.engine import run_program
 from render.model import Rendered, build
@@ -28,6 +27,9 @@ def render(stack: StackConfig, out: Path) -> tuple[Rendered, list[CheckResult]]:
     Raises ConfigError, before anything is written, when the configuration is wrong.
     """
     recording = run_program(stack)
+    # Imported once the program ran: the schema libraries are of no use to a configuration error.
+    from render.checks import run_checks
+
     rendered = build(stack.stack, recording)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

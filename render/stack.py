@@ -76,32 +76,44 @@ def _written_twice(node: yaml.Node, path: str, file: str) -> list[Problem]:
     return problems
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
-    file = _shown(path)
-    try:
-        loader = yaml.SafeLoader(path.read_text())
-    except OSError as exc:
-        raise StackFileError(f"{file}: {exc.strerror}") from None
+def _parse(text: str, file: str, loader_class: type[yaml.SafeLoader]) -> object:
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
         twice = _written_twice(node, "", file) if node is not None else []
         if twice:
             raise ConfigError(twice)
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        # One line with the place, instead of PyYAML's several lines quoting the text.
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark is not None else file
-        opened = (
-            f" ({exc.context} on line {exc.context_mark.line + 1})"
-            if exc.context and exc.context_mark is not None and exc.problem_mark is not None
-            else ""
-        )
-        raise StackFileError(f"{where}: {exc.problem or exc.context}{opened}") from None
-    except yaml.YAMLError as exc:
-        raise StackFileError(f"{file}: {str(exc).splitlines()[0]}") from None
+        return loader.construct_document(node) if node is not None else None
     finally:
         loader.dispose()
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    file = _shown(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise StackFileError(f"{file}: {exc.strerror}") from None
+    try:
+        # libyaml when PyYAML has it (ten times faster); its error messages are terser, so a file it
+        # refuses is parsed again by the pure-Python loader for the message.
+        data = _parse(text, file, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        try:
+            data = _parse(text, file, yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            # One line with the place, instead of PyYAML's several lines quoting the text.
+            mark = exc.problem_mark or exc.context_mark
+            where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark is not None else file
+            opened = (
+                f" ({exc.context} on line {exc.context_mark.line + 1})"
+                if exc.context and exc.context_mark is not None and exc.problem_mark is not None
+                else ""
+            )
+            raise StackFileError(f"{where}: {exc.problem or exc.context}{opened}") from None
+        except yaml.YAMLError as exc:
+            raise StackFileError(f"{file}: {str(exc).splitlines()[0]}") from None
+        raise StackFileError(f"{file}: not YAML that PyYAML reads") from None
     if not isinstance(data, dict):
         raise StackFileError(f"{file}: must be a YAML mapping")
     return data
