@@ -600,7 +600,12 @@ class Workload(pulumi.ComponentResource):
                 automount_service_account_token=False,
                 enable_service_links=False,
                 runtime_class_name=RUNTIME_CLASS if args.gpu is not None else None,
-                tolerations=[k8s.core.v1.TolerationArgs(**t.as_dict()) for t in GPU_POD_TOLERATIONS]
+                tolerations=[
+                    k8s.core.v1.TolerationArgs(
+                        key=t.key, operator=t.operator, value=t.value or None, effect=t.effect or None
+                    )
+                    for t in GPU_POD_TOLERATIONS
+                ]
                 if args.gpu is not None
                 else None,
                 affinity=self._affinity(),
