@@ -7,6 +7,7 @@ Exit codes: 0 valid; 1 validation failed (one violation a line); 2 configuration
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
 import sys
 import tempfile
@@ -75,6 +76,16 @@ def summary(rendered: Rendered, results: list[CheckResult]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The program allocates hundreds of thousands of short-lived objects and the process ends right
+    # after: the cycle collector's passes were a tenth of a render's time and freed nothing needed.
+    gc.disable()
+    try:
+        return _main(argv)
+    finally:
+        gc.enable()
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m render", description=__doc__.splitlines()[0])
     parser.add_argument("--stack", default="production")
     parser.add_argument("--out", type=Path, help="default: build/<stack>")
