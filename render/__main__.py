@@ -14,7 +14,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from components.settings.stack import ConfigError
+from components.settings.stack import ConfigError, load_settings
 from render.context import CheckResult, Context
 from render.engine import run_program
 from render.model import Rendered, build
@@ -22,13 +22,32 @@ from render.stack import PROJECT_DIR, StackConfig, StackFileError, load_stack
 from render.write import write
 
 
+def _judge_scripts_ahead(stack: StackConfig) -> None:
+    """shellcheck the node scripts the settings call for while the program runs (checks.judge_ahead)."""
+    try:
+        settings = load_settings(stack.stack, stack.config, stack.secret_keys)
+    except ConfigError:
+        return  # the program reports it
+    from components.cluster.node_config import node_scripts
+    from render.checks import judge_ahead
+
+    scripts = [
+        value if value.endswith("\n") else value + "\n"
+        for node in settings.cluster.nodes
+        for value in vars(node_scripts(settings.cluster, node)).values()
+        if isinstance(value, str) and value.startswith("#!")
+    ]
+    judge_ahead(scripts)
+
+
 def render(stack: StackConfig, out: Path) -> tuple[Rendered, list[CheckResult]]:
     """Render `stack` into `out` (replaced whole, never left half-written) and check it.
 
     Raises ConfigError, before anything is written, when the configuration is wrong.
     """
+    _judge_scripts_ahead(stack)
     recording = run_program(stack)
-    # Imported once the program ran: the schema libraries are of no use to a configuration error.
+    # Not imported at the top: a configuration error needs none of the schema libraries.
     from render.checks import run_checks
 
     rendered = build(stack.stack, recording)

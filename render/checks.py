@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -11,6 +12,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -157,14 +160,46 @@ def _run_shellcheck(shapes: dict[str, str]) -> dict[str, list[str]]:
     return findings
 
 
+_AHEAD: list[threading.Thread] = []
+"""shellcheck runs started before the scripts were written; the check waits for them."""
+
+
+def _digest(shape: str) -> str:
+    return hashlib.sha256(shape.encode()).hexdigest()
+
+
+def judge_ahead(scripts: Iterable[str]) -> None:
+    """Start shellcheck on the shapes of scripts expected in the render, in the background.
+
+    The program takes a second or more under the mock engine; shellcheck has nothing to wait for
+    meanwhile if the scripts can be known before it (they are a function of the settings), so its
+    findings are ready when the check reads the written scripts. The check still judges what was
+    written: a shape not judged ahead is judged then.
+    """
+    shapes = {_digest(shape): shape for shape in map(script_shape, scripts)}
+    unjudged = {digest: shape for digest, shape in shapes.items() if digest not in _FINDINGS}
+    if not unjudged:
+        return
+
+    def run() -> None:
+        with contextlib.suppress(RuntimeError):  # the check reports it when it runs shellcheck itself
+            _FINDINGS.update(_run_shellcheck(unjudged))
+
+    thread = threading.Thread(target=run, name="shellcheck-ahead", daemon=True)
+    thread.start()
+    _AHEAD.append(thread)
+
+
 def node_scripts_pass_shellcheck(context: Context) -> list[str]:
     """Every script a machine will run passes shellcheck."""
+    while _AHEAD:
+        _AHEAD.pop().join()
     scripts = sorted((context.out_dir / "nodes").glob("*/*.sh"))
     digests = {}
     unchecked = {}
     for script in scripts:
         shape = script_shape(script.read_text())
-        digest = hashlib.sha256(shape.encode()).hexdigest()
+        digest = _digest(shape)
         digests[script] = digest
         if digest not in _FINDINGS:
             unchecked[digest] = shape

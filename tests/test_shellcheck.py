@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from render import checks
+from render.__main__ import _judge_scripts_ahead
 from render.checks import node_scripts_pass_shellcheck, script_shape
 from render.context import Context
 from render.model import Rendered
+from render.stack import load_stack
 
 
 def _context(out_dir: Path) -> Context:
@@ -49,6 +51,19 @@ def test_machines_of_one_role_share_their_scripts_shapes_and_each_shape_is_check
     # Judged once per process: a second render's scripts cost no shellcheck at all.
     assert node_scripts_pass_shellcheck(_context(production.out_dir)) == []
     assert len(fresh_findings) == 1
+
+
+def test_scripts_judged_ahead_while_the_program_runs_are_the_ones_written(
+    production: Rendered, fresh_findings: list[dict[str, str]]
+) -> None:
+    """The render starts shellcheck on the scripts the settings call for before the program runs;
+    the written scripts then need no shellcheck of their own, because they are those scripts."""
+    assert production.out_dir is not None
+    _judge_scripts_ahead(load_stack("production"))
+    assert node_scripts_pass_shellcheck(_context(production.out_dir)) == []
+    (ahead,) = fresh_findings
+    written = {script_shape(s.read_text()) for s in (production.out_dir / "nodes").glob("*/*.sh")}
+    assert set(ahead.values()) == written
 
 
 def test_a_fault_in_one_machines_script_is_reported_for_that_script_on_its_line(
