@@ -5,7 +5,15 @@ BIN    := $(VENV)/bin
 STACK  ?= production
 OUT    ?= build/$(STACK)
 
-.PHONY: render test lint bench clean
+.PHONY: help render test lint bench clean
+# Plain `make` explains itself instead of quietly building the venv.
+.DEFAULT_GOAL := help
+
+## help: this list (plain `make` shows it too)
+help:
+	@echo "usage: make <target> [STACK=<stack>] [OUT=<dir>]   stacks: $(sort $(patsubst Pulumi.%.yaml,%,$(wildcard Pulumi.*.yaml)))"
+	@awk '/^## [a-z]+: / { name = $$2; sub(/:$$/, "", name); text = $$0; sub(/^## [a-z]+: /, "", text); \
+		printf "  make %-7s %s\n", name, text }' $(firstword $(MAKEFILE_LIST))
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,14 +28,16 @@ render: $(VENV)/.installed
 test: lint
 	$(BIN)/python -m pytest
 
-## bench: render production and stacks with 10x and 50x its machines and services; times and critical path
-bench: $(VENV)/.installed
-	$(BIN)/python -m render.bench
-
+## lint: ruff, ruff format and mypy (strict on components/, render/ and policy/)
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+## bench: time `make render`, and render production and stacks with 10x and 50x its machines and services
+bench: $(VENV)/.installed
+	$(BIN)/python -m render.bench
+
+## clean: remove build/ and the tools' caches
 clean:
 	rm -rf build .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from components.apps.catalogue import NAMESPACES
 from components.gpu import GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
+from components.settings.catalogue import NAMESPACES
 from components.settings.secrets import PLACEHOLDER
 
 SECRET: Final = "[secret]"

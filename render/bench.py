@@ -1,5 +1,6 @@
 """`make bench`: the render of production and of stacks with 10x and 50x its machines and services.
 
+First the wall time of `make render` of every stack as a user runs it (a new process each time).
 For each stack it prints the resources registered, the wall time of the program under the mock
 engine and of the whole render (program, files, every check), the time per resource, and the ratio
 of the program's time to the plain Pulumi SDK registering as many ConfigMaps of the same input size
@@ -8,7 +9,7 @@ estimated from the real dependency graph (render/critical_path.py), which must n
 number of machines.
 
 What scales: machines are config (`cluster.nodes`: generated GPU agents with unique names, hosts
-from 198.18.0.0/15 and host keys). Services are code (components/apps/catalogue.py), not config; the
+from 198.18.0.0/15 and host keys). Services are code (components/settings/catalogue.py), not config; the
 bench adds generated MCP servers to the catalogue for the run, plus their `apps.services` entries,
 which is how a new MCP server is added for real (one `McpServer(...)` entry and its settings).
 """
@@ -21,6 +22,10 @@ import contextlib
 import copy
 import hashlib
 import json
+import os
+import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +37,8 @@ from typing import Any
 
 import yaml
 
-from render.checks import CHECKS, Context
+from render.checks import CHECKS
+from render.context import Context
 from render.critical_path import DURATION_TABLE, CriticalPath, critical_path
 from render.engine import run_program
 from render.model import build
@@ -102,7 +108,7 @@ def scaled_document(machines: int, services: int = 0, base: dict[str, Any] | Non
 @contextlib.contextmanager
 def extra_mcp_servers(count: int) -> Iterator[None]:
     """The service catalogue with `count` generated MCP servers, in every module that holds it."""
-    from components.apps import catalogue
+    from components.settings import catalogue
 
     if count == 0:
         yield
@@ -226,6 +232,45 @@ def measure(label: str, machines: int, extra_services: int, full_render: bool) -
         )
 
 
+WHOLE_PROCESS_RUNS = 5
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def whole_process_seconds(stack: str, folder: Path) -> list[tuple[float, float]]:
+    """Wall and CPU times of `make render STACK=<stack>` as a user runs it: a new Python each time, venv ready.
+
+    The CPU time (the render and its shellcheck processes) tells how much of the wall time was the
+    render's own work on a machine that was busy with something else.
+    """
+    times = []
+    for i in range(WHOLE_PROCESS_RUNS):
+        command = [sys.executable, "-m", "render", "--stack", stack, "--out", str(folder / f"{stack}-{i}")]
+        started, cpu = time.perf_counter(), _children_cpu()
+        done = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, check=False)
+        times.append((time.perf_counter() - started, _children_cpu() - cpu))
+        if done.returncode != 0:
+            raise SystemExit(f"make render STACK={stack} exited {done.returncode}:\n{done.stderr[-2000:]}")
+    return times
+
+
+def whole_process_report(stacks: list[str], folder: Path) -> str:
+    lines = [
+        f"`make render`, the whole process ({WHOLE_PROCESS_RUNS} runs each, {os.cpu_count()} cores; "
+        f"load average before: {os.getloadavg()[0]:.1f}):",
+        f"  {'stack':<12} {'median s':>9} {'best s':>7} {'worst s':>8} {'CPU s':>6}",
+    ]
+    for stack in stacks:
+        runs = whole_process_seconds(stack, folder)
+        wall = [w for w, _ in runs]
+        cpu = statistics.median(c for _, c in runs)
+        lines.append(f"  {stack:<12} {statistics.median(wall):9.2f} {min(wall):7.2f} {max(wall):8.2f} {cpu:6.2f}")
+    return "\n".join(lines)
+
+
 def report(results: list[Result]) -> str:
     lines = [
         f"{'stack':<12} {'machines':>8} {'services':>8} {'resources':>9} {'program s':>10} {'ms/res':>7} "
@@ -263,7 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m render.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--factors", default="1,10,50", help="machine and service multipliers (default 1,10,50)")
     parser.add_argument("--program-only", action="store_true", help="skip the files and checks (faster)")
+    parser.add_argument("--render-only", action="store_true", help="only time the whole-process `make render`")
     args = parser.parse_args(argv)
+    stacks = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        print(whole_process_report(stacks, Path(scratch)), flush=True)
+    if args.render_only:
+        return 0
     base = production_document()
     machines = len(base["config"][f"{NAMESPACE}:cluster"]["nodes"])
     services = len(base["config"][f"{NAMESPACE}:apps"]["services"])

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+import tempfile
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,28 +24,11 @@ import kubernetes_validate
 import referencing
 from kubernetes_validate.utils import all_versions, major_minor
 
+from render.context import Check, CheckResult, Context
 from render.crds import CUSTOM_RESOURCE_SCHEMAS
 from render.engine import stand_in_value
-from render.model import Rendered
 from render.platform_checks import argocd_and_pulumi_own_disjoint_objects, load_balancers_only_through_metallb
 from render.policy_check import policies_pass
-from render.stack import StackConfig
-
-
-@dataclass(frozen=True)
-class Context:
-    rendered: Rendered
-    stack: StackConfig
-    out_dir: Path
-
-    @property
-    def kubernetes_version(self) -> str:
-        """The Kubernetes minor of the pinned K3s release (`1.35` for `v1.35.5+k3s1`)."""
-        cluster = json.loads(self.stack.config["sophia-infra:cluster"])
-        return str(major_minor(str(cluster["k3sVersion"]).lstrip("v")))
-
-
-Check = Callable[[Context], list[str]]
 
 
 def _label(manifest: dict[str, Any]) -> str:
@@ -60,6 +47,14 @@ def _schema_dir(version: str) -> Path:
 
 
 @functools.cache
+def _definitions(version: str) -> referencing.Registry[Any]:
+    """The shared definitions every kind's schema refers to, parsed once (1.5 MB of JSON)."""
+    definitions = json.loads((_schema_dir(version) / "_definitions.json").read_text())
+    registry: referencing.Registry[Any] = referencing.Registry()
+    return referencing.Resource.from_contents(definitions) @ registry
+
+
+@functools.cache
 def _validator(version: str, api_version: str, kind: str) -> jsonschema.protocols.Validator | None:
     """kubernetes-validate's strict schema for one kind, loaded once (its own `validate` reloads per object)."""
     folder = _schema_dir(version)
@@ -68,10 +63,7 @@ def _validator(version: str, api_version: str, kind: str) -> jsonschema.protocol
     if not path.exists():
         return None
     schema = json.loads(path.read_text())
-    definitions = json.loads((folder / "_definitions.json").read_text())
-    registry: referencing.Registry[Any] = referencing.Registry()
-    registry = referencing.Resource.from_contents(schema) @ registry
-    registry = referencing.Resource.from_contents(definitions) @ registry
+    registry = referencing.Resource.from_contents(schema) @ _definitions(version)
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
@@ -114,30 +106,113 @@ def _shellcheck() -> str:
     return shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
 
 
+# An `export NAME=<value>` line of a script's prelude, the value as shlex.quote writes it
+# (components/cluster/node_config.compose): quoted pieces (newlines allowed), "'" splices, safe characters.
+_EXPORT = re.compile(r"^(export [A-Za-z_][A-Za-z0-9_]*=)((?:'[^']*'|\"'\"|[\w@%+=:,./-])+)$", re.MULTILINE)
+
+# A whole-line comment that is no shellcheck directive (nor the shebang): the node and machine names
+# in a script's header are comments.
+_COMMENT = re.compile(r"^([ \t]*)#(?![!]| *shellcheck ).*$", re.MULTILINE)
+
+_FINDINGS: dict[str, list[str]] = {}
+"""shellcheck's findings by the digest of a script's shape, for every render of this process."""
+
+
+def script_shape(text: str) -> str:
+    """The script with every quoted export value and every comment emptied, lines kept where they were.
+
+    A quoted value is data to the shell and a comment nothing, so shellcheck judges the script the
+    same whatever they hold; they are all that tells two machines' scripts apart, so each distinct
+    script is checked once rather than once per machine.
+    """
+    emptied = _EXPORT.sub(lambda m: m.group(1) + "'" + "\n" * m.group(2).count("\n") + "'", text)
+    return _COMMENT.sub(r"\1#", emptied)
+
+
+def _run_shellcheck(shapes: dict[str, str]) -> dict[str, list[str]]:
+    """Findings of each shape (by digest), each line starting `<line>:<column>: `."""
+    findings: dict[str, list[str]] = {digest: [] for digest in shapes}
+    with tempfile.TemporaryDirectory(prefix="shellcheck-") as scratch:
+        files = []
+        for digest, text in sorted(shapes.items()):
+            path = Path(scratch) / f"{digest}.sh"
+            path.write_text(text)
+            files.append(str(path))
+        # One shellcheck per core: it is the slowest part of a render.
+        workers = max(1, min(os.cpu_count() or 1, len(files)))
+        runs = [
+            subprocess.Popen(
+                [_shellcheck(), "--format=gcc", "--shell=bash", *files[i::workers]],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(workers)
+        ]
+        for run in runs:
+            out, err = run.communicate()
+            if run.returncode not in (0, 1):
+                raise RuntimeError(f"shellcheck could not run: {err.strip()}")
+            for line in out.splitlines():
+                file, _, rest = line.partition(".sh:")
+                if rest:
+                    findings[Path(file).name].append(rest)
+    return findings
+
+
+_AHEAD: list[threading.Thread] = []
+"""shellcheck runs started before the scripts were written; the check waits for them."""
+
+
+def _digest(shape: str) -> str:
+    return hashlib.sha256(shape.encode()).hexdigest()
+
+
+def judge_ahead(scripts: Iterable[str]) -> None:
+    """Start shellcheck on the shapes of scripts expected in the render, in the background.
+
+    The program takes a second or more under the mock engine; shellcheck has nothing to wait for
+    meanwhile if the scripts can be known before it (they are a function of the settings), so its
+    findings are ready when the check reads the written scripts. The check still judges what was
+    written: a shape not judged ahead is judged then.
+    """
+    shapes = {_digest(shape): shape for shape in map(script_shape, scripts)}
+    unjudged = {digest: shape for digest, shape in shapes.items() if digest not in _FINDINGS}
+    if not unjudged:
+        return
+
+    def run() -> None:
+        with contextlib.suppress(RuntimeError):  # the check reports it when it runs shellcheck itself
+            _FINDINGS.update(_run_shellcheck(unjudged))
+
+    thread = threading.Thread(target=run, name="shellcheck-ahead", daemon=True)
+    thread.start()
+    _AHEAD.append(thread)
+
+
 def node_scripts_pass_shellcheck(context: Context) -> list[str]:
     """Every script a machine will run passes shellcheck."""
+    while _AHEAD:
+        _AHEAD.pop().join()
     scripts = sorted((context.out_dir / "nodes").glob("*/*.sh"))
-    if not scripts:
-        return []
-    # One shellcheck per core: it is the slowest part of a render, and its cost grows with machines.
-    workers = max(1, min(os.cpu_count() or 1, len(scripts)))
-    runs = [
-        subprocess.Popen(
-            [_shellcheck(), "--format=gcc", "--shell=bash", *map(str, scripts[i::workers])],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(workers)
-    ]
-    root = str(context.out_dir) + "/"
-    violations = []
-    for run in runs:
-        out, err = run.communicate()
-        if run.returncode not in (0, 1):
-            violations.append(f"shellcheck could not run: {err.strip()}")
-        violations += [line.replace(root, "") for line in out.splitlines() if line.strip()]
-    return sorted(violations)
+    digests = {}
+    unchecked = {}
+    for script in scripts:
+        shape = script_shape(script.read_text())
+        digest = _digest(shape)
+        digests[script] = digest
+        if digest not in _FINDINGS:
+            unchecked[digest] = shape
+    if unchecked:
+        try:
+            _FINDINGS.update(_run_shellcheck(unchecked))
+        except RuntimeError as error:
+            return [str(error)]
+    return sorted(
+        f"{script.relative_to(context.out_dir)}:{finding}"
+        for script in scripts
+        for finding in _FINDINGS[digests[script]]
+    )
 
 
 def no_secret_in_output(context: Context) -> list[str]:
@@ -167,11 +242,9 @@ CHECKS: list[tuple[str, Check]] = [
 ]
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    violations: list[str]
-
-
 def run_checks(context: Context) -> list[CheckResult]:
-    return [CheckResult(name, check(context)) for name, check in CHECKS]
+    # shellcheck runs in processes of its own: waiting for them in a thread lets the checks in
+    # Python run meanwhile on the other core.
+    with ThreadPoolExecutor(max_workers=len(CHECKS)) as pool:
+        futures = [(name, pool.submit(check, context)) for name, check in CHECKS]
+        return [CheckResult(name, future.result()) for name, future in futures]

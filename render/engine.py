@@ -64,6 +64,29 @@ def redact(value: Any) -> Any:
     return value
 
 
+REMOTE_COMMAND = "command:remote:Command"
+# pulumi-command's SDK makes a Command's whole `connection` secret, because the private key is part
+# of it. Which machine a step runs on (and as whom, pinned to which public host key) is plain
+# settings a reviewer must see; the credentials stay `[secret]`.
+PLAIN_CONNECTION_FIELDS = frozenset({"host", "port", "user", "hostKey", "dialErrorLimit", "perDialTimeout"})
+
+
+def _connection(value: Any) -> Any:
+    if isinstance(value, dict) and value.get(_SIG) == _SECRET_SIG:
+        value = value.get("value")
+    if not isinstance(value, dict):
+        return SECRET
+    return {k: redact(value[k]) if k in PLAIN_CONNECTION_FIELDS else SECRET for k in sorted(value)}
+
+
+def recorded_inputs(type_: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """A resource's inputs as the render keeps them: secrets replaced, except a connection's plain fields."""
+    kept = redact(inputs)
+    if type_ == REMOTE_COMMAND and "connection" in inputs:
+        kept["connection"] = _connection(inputs["connection"])
+    return dict(kept)
+
+
 @dataclass(frozen=True)
 class Registration:
     urn: str
@@ -139,7 +162,7 @@ class RecordingMonitor(mocks.MockMonitor):
             custom=bool(request.custom),
             provider=provider,
             dependencies=tuple(sorted(deps)),
-            inputs=redact(json_format.MessageToDict(request.object)),
+            inputs=recorded_inputs(request.type, json_format.MessageToDict(request.object)),
             options=_lifecycle_options(request),
         )
         with self._lock:

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from render.engine import Recording, Registration
+from render.engine import REMOTE_COMMAND, Recording, Registration
 
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
-REMOTE_COMMAND = "command:remote:Command"
+
 NODE_COMPONENT = "sophia:cluster:K3sNode"
 _NOT_OBJECTS = (HELM_RELEASE, "pulumi:providers:kubernetes")
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-if TYPE_CHECKING:
-    from render.checks import Context
+from render.context import Context
 
 ARGO_API = "argoproj.io/v1alpha1"
 LOAD_BALANCER_IPS = "metallb.io/loadBalancerIPs"

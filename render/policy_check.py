@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from policy.rules import DEFAULT_CONFIG, RULES, STACK_RULES, PolicyConfig
-
-if TYPE_CHECKING:
-    from render.checks import Context
+from render.context import Context
 
 
 def stack_policy_config(context: Context) -> PolicyConfig:

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from components.settings.errors import ConfigError, Problem
 from components.settings.secrets import SECRET_SPECS, SecretKind
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -44,13 +45,77 @@ def _config_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+def _shown(path: Path) -> str:
+    """How an error names a file: relative to the project when it is in it."""
+    return str(path.relative_to(PROJECT_DIR)) if path.is_relative_to(PROJECT_DIR) else str(path)
+
+
+def _step(path: str, key: str) -> str:
+    # `config:` is the file's, not the key's: keys under it are named as `pulumi config` names them.
+    return key if path in ("", "config") else f"{path}.{key}"
+
+
+def _written_twice(node: yaml.Node, path: str, file: str) -> list[Problem]:
+    """Keys a mapping of the file holds twice; YAML loaders keep the last one without a word."""
+    problems: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[object, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            if key is not None and key in lines:
+                problems.append(
+                    Problem(_step(path, str(key)), f"is written twice in {file}, on lines {lines[key]} and {line}")
+                )
+            elif key is not None:
+                lines[key] = line
+            problems += _written_twice(value_node, _step(path, str(key)), file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _written_twice(item, f"{path}[{i}]", file)
+    return problems
+
+
+def _parse(text: str, file: str, loader_class: type[yaml.SafeLoader]) -> object:
+    loader = loader_class(text)
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise StackFileError(f"{path.name}: {exc}") from None
+        node = loader.get_single_node()
+        twice = _written_twice(node, "", file) if node is not None else []
+        if twice:
+            raise ConfigError(twice)
+        return loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    file = _shown(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise StackFileError(f"{file}: {exc.strerror}") from None
+    try:
+        # libyaml when PyYAML has it (ten times faster); its error messages are terser, so a file it
+        # refuses is parsed again by the pure-Python loader for the message.
+        data = _parse(text, file, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        try:
+            data = _parse(text, file, yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            # One line with the place, instead of PyYAML's several lines quoting the text.
+            mark = exc.problem_mark or exc.context_mark
+            where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark is not None else file
+            opened = (
+                f" ({exc.context} on line {exc.context_mark.line + 1})"
+                if exc.context and exc.context_mark is not None and exc.problem_mark is not None
+                else ""
+            )
+            raise StackFileError(f"{where}: {exc.problem or exc.context}{opened}") from None
+        except yaml.YAMLError as exc:
+            raise StackFileError(f"{file}: {str(exc).splitlines()[0]}") from None
+        raise StackFileError(f"{file}: not YAML that PyYAML reads") from None
     if not isinstance(data, dict):
-        raise StackFileError(f"{path.name}: must be a YAML mapping")
+        raise StackFileError(f"{file}: must be a YAML mapping")
     return data
 
 

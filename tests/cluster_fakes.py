@@ -22,7 +22,6 @@ from typing import Any
 
 STUB = r"""
 import fcntl, json, os, sys, time
-import yaml
 from pathlib import Path
 
 name = os.path.basename(sys.argv[0])
@@ -112,6 +111,8 @@ if name == "systemctl":
         (fake / f"active-{service}").touch()
         count = fake / f"restarts-{service}"
         count.write_text(str(int(count.read_text()) + 1 if count.exists() else 1))
+        import yaml  # here only: every stub call starts a Python, and yaml doubles what that costs
+
         config = yaml.safe_load((root / "etc/rancher/k3s/config.yaml").read_text())
         if service == "k3s":
             admin = root / "etc/rancher/k3s/k3s.yaml"
@@ -201,6 +202,8 @@ if name == "k3s":
         if words[:2] == ["get", "pods"]:
             out("pod/sophia-api-0\n")
         if words[0] in ("create", "replace"):
+            import yaml
+
             doc = yaml.safe_load(sys.stdin.read())
             lease_name = doc["metadata"]["name"]
             current = leases.get(lease_name)

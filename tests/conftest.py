@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from render.__main__ import render
-from render.checks import CheckResult
+from render.context import CheckResult
 from render.model import Rendered
 from render.stack import load_stack
 

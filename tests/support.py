@@ -11,15 +11,20 @@ import yaml
 from components.settings.stack import ConfigError, Settings, load_settings
 from render.stack import PROJECT_DIR, StackConfig, load_stack
 
+# libyaml: the bad-input test reads and writes a stack file for each of its hundreds of examples.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_PRODUCTION = yaml.load((PROJECT_DIR / "Pulumi.production.yaml").read_text(), Loader=_LOADER)
+
 
 def production_document() -> dict[str, Any]:
     """Pulumi.production.yaml as data, a fresh copy each call."""
-    return copy.deepcopy(yaml.safe_load((PROJECT_DIR / "Pulumi.production.yaml").read_text()))
+    return copy.deepcopy(_PRODUCTION)
 
 
 def write_stack(directory: Path, document: dict[str, Any], stack: str = "production") -> Path:
     path = directory / f"Pulumi.{stack}.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    path.write_text(yaml.dump(document, Dumper=_DUMPER, sort_keys=False))
     return path
 
 

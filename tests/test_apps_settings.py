@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from components.apps.catalogue import CATALOGUE, MCP_SERVERS, catalogue_problems
+from components.settings.catalogue import CATALOGUE, MCP_SERVERS, catalogue_problems
 from components.settings.cluster import Arch
 from tests.support import problems_of, production_document, settings_from
 
@@ -260,7 +260,7 @@ def test_a_second_gpu_service_on_the_gh200_that_overflows_it_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import components.settings.apps as apps_settings
-    from components.apps.catalogue import McpServer
+    from components.settings.catalogue import McpServer
 
     vision = McpServer("ai-vision", port=9001, gpu=True).service()
     monkeypatch.setattr(apps_settings, "CATALOGUE", (*CATALOGUE, vision))
@@ -281,7 +281,7 @@ def test_a_stateful_gpu_service_needs_no_room_for_a_surge(tmp_path: Path, monkey
     import dataclasses
 
     import components.settings.apps as apps_settings
-    from components.apps.catalogue import Storage
+    from components.settings.catalogue import Storage
 
     stateful = tuple(
         dataclasses.replace(s, storage=Storage("/var/lib/ai-memory")) if s.name == "ai-memory" else s for s in CATALOGUE

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from render import checks
 from render.__main__ import main
-from render.checks import Context
+from render.context import Context
 from tests.support import production_document, write_stack
 
 Doc = dict[str, Any]

@@ -13,8 +13,9 @@ import yaml
 from components.cluster.node_config import flannel_backend, node_address, node_scripts
 from components.gpu import GPU_PRESENT_LABEL, GPU_TAINT_KEY, GPU_TYPE_LABEL
 from components.settings.stack import Settings
-from render.engine import _SECRET_SIG, StandInCloud, run_program
-from render.model import REMOTE_COMMAND, Rendered, build
+from render.bench import host_key
+from render.engine import _SECRET_SIG, REMOTE_COMMAND, StandInCloud, run_program
+from render.model import Rendered, build
 from render.stack import StackConfig, load_stack
 from tests.support import production_document, settings_from, stack_from
 
@@ -233,7 +234,8 @@ def test_the_longest_chain_of_ssh_steps_is_the_same_for_50_machines_as_for_5(
     nodes = document["config"]["sophia-infra:cluster"]["nodes"]
     template = next(n for n in nodes if n["name"] == "sophia-development")
     for i in range(45):
-        extra = dict(template, name=f"sophia-extra-{i}", host=f"198.51.100.{i + 10}", labels={})
+        name = f"sophia-extra-{i}"
+        extra = dict(template, name=name, host=f"198.51.100.{i + 10}", hostKey=host_key(name), labels={})
         nodes.append(extra)
     program = tmp_path / "cluster_only.py"
     program.write_text(CLUSTER_ONLY_PROGRAM)
@@ -251,7 +253,8 @@ def _three_server_graph(tmp_path: Path, extra_agents: int) -> tuple[dict[str, se
             node["role"] = "server"
     template = next(n for n in nodes if n["name"] == "sophia-development")
     for i in range(extra_agents):
-        nodes.append(dict(template, name=f"sophia-extra-{i}", host=f"198.51.100.{i + 10}", labels={}))
+        name = f"sophia-extra-{i}"
+        nodes.append(dict(template, name=name, host=f"198.51.100.{i + 10}", hostKey=host_key(name), labels={}))
     directory = tmp_path / f"agents-{extra_agents}"
     directory.mkdir()
     program = directory / "cluster_only.py"

@@ -21,7 +21,8 @@ import pytest
 
 from components.cluster.node_config import SCRIPTS_DIR, NodeScripts, node_address, node_scripts
 from components.settings.cluster import ClusterSettings
-from render.model import REMOTE_COMMAND, Rendered
+from render.engine import REMOTE_COMMAND
+from render.model import Rendered
 from tests.cluster_fakes import ADMIN_CLIENT_KEY, Machine, StepRun, add_volume, cluster_state
 from tests.support import production_document, settings_from
 

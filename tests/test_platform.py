@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from components.apps.rollout import MAX_SURGE
+from components import namespaces
 from components.cluster.node_config import node_labels
 from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TYPE_LABEL, RUNTIME_CLASS
-from components.platform import namespaces
 from components.platform.charts import (
     CHARTS,
     CHARTS_BY_NAME,
@@ -26,13 +25,14 @@ from components.platform.charts import (
     values_path,
 )
 from components.platform.nvidia import DEVICE_PLUGIN_CONFIG, device_plugin_values
+from components.rollout import MAX_SURGE
 from components.settings.apps import cpu_millis, memory_bytes
 from components.settings.cluster import Arch, Taint
 from components.settings.platform import NO_SHARING, GpuSharing
 from components.settings.stack import Settings
 from render import gitops_paths
 from render.__main__ import render
-from render.checks import CheckResult
+from render.context import CheckResult
 from render.gitops_paths import RepositoryError, missing_paths
 from render.model import HELM_RELEASE, Rendered
 from render.platform_checks import load_balancer_violations, ownership_violations

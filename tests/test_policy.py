@@ -30,7 +30,7 @@ from components.gpu import GPU_RESOURCE
 from policy import rules
 from policy.pack import PACK_NAME, config_from, plain, policies
 from policy.rules import DEFAULT_CONFIG, RULES, SECRET, STACK_RULES, PolicyConfig
-from render.checks import Context
+from render.context import Context
 from render.engine import run_program
 from render.model import Rendered, build
 from render.policy_check import policies_pass, stack_policy_config

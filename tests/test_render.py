@@ -10,7 +10,7 @@ import yaml
 
 from render import checks
 from render.__main__ import main
-from render.checks import CheckResult, Context
+from render.context import CheckResult, Context
 from render.model import Rendered
 from render.stack import load_stack
 from tests.support import production_document, write_stack

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from components.apps.catalogue import CATALOGUE
 from components.apps.workload import SECRET_CHECKSUM
+from components.settings.catalogue import CATALOGUE
 from components.settings.secrets import SecretKey
 from render import engine
 from render.model import Rendered, build

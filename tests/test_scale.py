@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from components.apps import catalogue
+from components.settings import catalogue
 from render.bench import extra_mcp_servers, scaled_document, stack_of
 from render.critical_path import HELM_RELEASE_SECONDS, NODE_STEP_SECONDS, critical_path, seconds
 from render.engine import run_program

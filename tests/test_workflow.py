@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -126,16 +127,43 @@ def test_main_runs_up_behind_the_protected_environment_one_at_a_time(workflow: d
     assert workflow["jobs"]["preview"]["needs"] == "check"
 
 
-def test_every_run_tests_renders_and_uploads_the_render(workflow: dict[str, Any]) -> None:
+STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
+
+
+def test_every_run_tests_renders_every_stack_and_uploads_the_render(workflow: dict[str, Any]) -> None:
     check = workflow["jobs"]["check"]
     assert "if" not in check
     assert check["permissions"] == {"contents": "read"}, "the offline checks need no token"
     commands = [s["run"] for s in _steps(check) if "run" in s]
-    assert commands == ["make test", "make render"]
+    assert commands[0] == "make test"
+    assert sorted(commands[1:]) == sorted(
+        "make render" if stack == "production" else f"make render STACK={stack}" for stack in STACKS
+    )
     (upload,) = _uses(check, "actions/upload-artifact")
-    assert upload["with"]["path"].rstrip("/") == "build/production"
+    assert sorted(upload["with"]["path"].split()) == [f"build/{stack}/" for stack in STACKS]
     readme = (PROJECT_DIR / "README.md").read_text()
     assert "make test" in readme and "make render" in readme
+
+
+def test_the_render_is_made_and_uploaded_also_when_a_test_failed(workflow: dict[str, Any]) -> None:
+    """A step after a failed one runs only if its `if` says so; `!cancelled()` runs it after a failure."""
+    steps = _steps(workflow["jobs"]["check"])
+    after_tests = steps[[s.get("run") for s in steps].index("make test") + 1 :]
+    assert after_tests, "nothing runs after the tests"
+    for step in after_tests:
+        assert step.get("if") == "${{ !cancelled() }}", step.get("name")
+
+
+def test_ci_renders_every_stack_even_when_a_test_failed(tmp_path: Path) -> None:
+    """.ci/run with a `make` whose tests fail: every stack is still rendered, and the run still fails."""
+    log = tmp_path / "make.log"
+    fake = tmp_path / "make"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n[ "$1" != test ]\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    run = subprocess.run([str(PROJECT_DIR / ".ci" / "run")], env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 1
+    assert log.read_text().splitlines() == ["test", *(f"render STACK={stack}" for stack in STACKS)]
 
 
 def test_the_pulumi_jobs_build_the_venv_the_makefile_builds(workflow: dict[str, Any]) -> None:

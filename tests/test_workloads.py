@@ -11,7 +11,19 @@ from typing import Any
 import pytest
 import yaml
 
-from components.apps.catalogue import (
+from components.apps.network import (
+    ACME_SOLVER_LABELS,
+    ACME_SOLVER_PORT,
+    HTTPS_PORT,
+    MONITORING_NAMESPACE,
+    NOT_PUBLIC,
+    PROMETHEUS_POD_LABELS,
+)
+from components.apps.sophia import host
+from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
+from components.rollout import MAX_SURGE
+from components.settings.apps import memory_bytes
+from components.settings.catalogue import (
     BY_NAME,
     CATALOGUE,
     NAMESPACES,
@@ -21,18 +33,6 @@ from components.apps.catalogue import (
     SECRET_ENV,
     callers,
 )
-from components.apps.network import (
-    ACME_SOLVER_LABELS,
-    ACME_SOLVER_PORT,
-    HTTPS_PORT,
-    MONITORING_NAMESPACE,
-    NOT_PUBLIC,
-    PROMETHEUS_POD_LABELS,
-)
-from components.apps.rollout import MAX_SURGE
-from components.apps.sophia import host
-from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
-from components.settings.apps import memory_bytes
 from components.settings.cluster import GPU_MODELS
 from components.settings.secrets import SECRET_SPECS, SecretKey
 from components.settings.stack import ConfigError, Settings, load_settings
@@ -495,7 +495,7 @@ def test_deployments_roll_out_with_max_unavailable_zero(production: Rendered) ->
         strategy = m["spec"]["strategy"]
         assert strategy["type"] == "RollingUpdate"
         assert strategy["rollingUpdate"]["maxUnavailable"] == 0
-        # The surge the settings count GPUs for (components.apps.rollout).
+        # The surge the settings count GPUs for (components.rollout).
         assert strategy["rollingUpdate"]["maxSurge"] == MAX_SURGE >= 1
 
 

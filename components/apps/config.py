@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import pulumi
 
-from components.apps.catalogue import CATALOGUE, MCP_SERVERS, SECRET_ENV, SecretConfig, Tier
 from components.settings.apps import AppsSettings
+from components.settings.catalogue import CATALOGUE, MCP_SERVERS, SECRET_ENV, SecretConfig, Tier
 from components.settings.llm_gateway import Gateway, LlmGatewaySettings, Provider
 from components.settings.secrets import SecretKey
 

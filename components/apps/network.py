@@ -13,8 +13,8 @@ from typing import Final
 
 import pulumi_kubernetes as k8s
 
+from components.namespaces import MONITORING
 from components.platform.charts import TRAEFIK_NAMESPACE
-from components.platform.namespaces import MONITORING
 
 NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
 

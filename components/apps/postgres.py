@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.apps.catalogue import POSTGRES_DATABASE, POSTGRES_USER, Service
 from components.apps.network import PROMETHEUS, Peer, public_https_rule, tcp
 from components.apps.workload import NAME_LABEL, PART_OF, STORAGE_CLASS
+from components.namespaces import CNPG
 from components.platform.alerts import longest_gap_hours
-from components.platform.namespaces import CNPG
 from components.settings.apps import DatabaseSettings, ServiceSettings
+from components.settings.catalogue import POSTGRES_DATABASE, POSTGRES_USER, Service
 from components.settings.cluster import BackupStorage
 
 BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"

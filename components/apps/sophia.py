@@ -7,17 +7,6 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.apps.catalogue import BY_NAME as SERVICES
-from components.apps.catalogue import (
-    CATALOGUE,
-    CONFIG_FILES,
-    NAMESPACES,
-    SECRET_ENV,
-    ConfigFile,
-    External,
-    Service,
-    callers,
-)
 from components.apps.config import (
     llm_gateway_json,
     mcp_servers_json,
@@ -40,6 +29,17 @@ from components.apps.workload import (
 )
 from components.ingress import Route, tls_ingress
 from components.settings.apps import Amounts, AppsSettings, Resources
+from components.settings.catalogue import BY_NAME as SERVICES
+from components.settings.catalogue import (
+    CATALOGUE,
+    CONFIG_FILES,
+    NAMESPACES,
+    SECRET_ENV,
+    ConfigFile,
+    External,
+    Service,
+    callers,
+)
 from components.settings.images import ImageSettings
 from components.settings.llm_gateway import LlmGatewaySettings
 from components.settings.secrets import SecretKey, Secrets

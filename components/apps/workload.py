@@ -20,9 +20,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.apps.network import PROMETHEUS, TRAEFIK, Connection, Peer, public_https_rule, tcp
-from components.apps.rollout import MAX_SURGE, MAX_UNAVAILABLE
 from components.cluster.node_config import LOCAL_STORAGE_CLASS
-from components.gpu import ARCH_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
+from components.gpu import ARCH_LABEL, GPU_POD_TOLERATIONS, GPU_RESOURCE, GPU_TYPE_LABEL, RUNTIME_CLASS
+from components.rollout import MAX_SURGE, MAX_UNAVAILABLE
 from components.settings.apps import Autoscaling, Replicas, Resources
 
 NAME_LABEL: Final = "app.kubernetes.io/name"
@@ -605,7 +605,12 @@ class Workload(pulumi.ComponentResource):
                 automount_service_account_token=False,
                 enable_service_links=False,
                 runtime_class_name=RUNTIME_CLASS if args.gpu is not None else None,
-                tolerations=[k8s.core.v1.TolerationArgs(key=GPU_TAINT_KEY, operator="Exists", effect="NoSchedule")]
+                tolerations=[
+                    k8s.core.v1.TolerationArgs(
+                        key=t.key, operator=t.operator, value=t.value or None, effect=t.effect or None
+                    )
+                    for t in GPU_POD_TOLERATIONS
+                ]
                 if args.gpu is not None
                 else None,
                 affinity=self._affinity(),

@@ -218,13 +218,19 @@ def script_body(name: str) -> str:
     return "\n".join(kept).strip("\n") + "\n"
 
 
-def compose(node_name: str, step: str, script: str, values: Mapping[str, str]) -> str:
-    """A complete bash script: settings as exports, then lib.sh, then the step's script."""
+def compose(node_name: str, step: str, script: str, values: Mapping[str, str], *, runs_on: str) -> str:
+    """A complete bash script: settings as exports, then lib.sh, then the step's script.
+
+    The header says which machine runs it: a node's cluster-side steps run on the first server,
+    which a reader of `nodes/<node>/` could not otherwise tell.
+    """
     prelude = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in values.items())
+    machine = f"{runs_on} itself" if runs_on == node_name else f"{runs_on}, the first server, on behalf of {node_name}"
     return (
         "#!/usr/bin/env bash\n"
         "set -euo pipefail\n"
         f"# sophia-infra: step '{step}' of node {node_name}, from components/cluster/scripts/{script}\n"
+        f"# runs on {machine}\n"
         f"export STEP={shlex.quote(f'{node_name}-{step}')}\n"
         f"{prelude}\n"
         f"{script_body('lib.sh')}\n"
@@ -269,11 +275,11 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
 
     def on_node(step: str, script: str, extra: Mapping[str, str]) -> str:
         base = {"NODE_NAME": name, "K3S_SERVICE": service, "KUBECONFIG_PATH": own_kubeconfig}
-        return compose(name, step, script, base | dict(extra))
+        return compose(name, step, script, base | dict(extra), runs_on=name)
 
     def on_first_server(step: str, script: str, extra: Mapping[str, str] | None = None) -> str:
         base = {"NODE_NAME": name, "K3S_SERVICE": "k3s", "KUBECONFIG_PATH": ADMIN_KUBECONFIG}
-        return compose(name, step, script, base | dict(extra or {}))
+        return compose(name, step, script, base | dict(extra or {}), runs_on=cluster.first_server.name)
 
     files = {"TOKEN_FILE": TOKEN_FILE, "MARKER_FILE": MARKER_FILE}
     timeouts = {"READY_TIMEOUT": str(READY_TIMEOUT_SECONDS), "DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_SECONDS)}

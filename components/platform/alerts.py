@@ -15,7 +15,8 @@ from typing import Final
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.platform import cert_manager, namespaces
+from components import namespaces
+from components.platform import cert_manager
 from components.settings.cluster import ClusterSettings
 
 NAMESPACE: Final = namespaces.MONITORING

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import namespaces
 from components.ingress import Route, tls_ingress
-from components.platform import namespaces
 from components.platform.charts import ARGO_CD, INGRESS_CLASS
 from components.platform.common import JSON, https_url, namespace, release, resources
 from components.pod_security import PodSecurity

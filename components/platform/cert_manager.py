@@ -8,7 +8,7 @@ from enum import StrEnum
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.platform import namespaces
+from components import namespaces
 from components.platform.charts import CERT_MANAGER, INGRESS_CLASS
 from components.platform.common import JSON, namespace, release, resources
 from components.pod_security import PodSecurity

@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.gpu import ARCH_LABEL, GPU_PRESENT_LABEL, GPU_TAINT_KEY
+from components.gpu import ARCH_LABEL, GPU_AGENT_TOLERATIONS, GPU_PRESENT_LABEL
 from components.platform.charts import Chart
 from components.pod_security import PodSecurity, pod_security_labels
 from components.settings.cluster import Arch
@@ -83,11 +83,8 @@ def gpu_node_affinity() -> JSON:
 
 
 def gpu_tolerations() -> list[JSON]:
-    """The GPU taint with any value and effect, and K3s's CriticalAddonsOnly taint of dedicated servers."""
-    return [
-        {"key": GPU_TAINT_KEY, "operator": "Exists"},
-        {"key": "CriticalAddonsOnly", "operator": "Exists"},
-    ]
+    """The agents on every GPU machine tolerate what the settings allowed its taints to be."""
+    return [t.as_dict() for t in GPU_AGENT_TOLERATIONS]
 
 
 def https_url(host: str) -> str:

@@ -8,8 +8,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components import namespaces
 from components.gpu import GPU_TAINT_KEY
-from components.platform import namespaces
 from components.platform.charts import METALLB, TRAEFIK_HELM_CHART, TRAEFIK_NAMESPACE
 from components.platform.common import JSON, namespace, release, resources
 from components.pod_security import PodSecurity

@@ -9,8 +9,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components import namespaces
 from components.gpu import GPU_RESOURCE, RUNTIME_CLASS
-from components.platform import namespaces
 from components.platform.charts import DCGM_EXPORTER, NVIDIA_DEVICE_PLUGIN
 from components.platform.common import (
     JSON,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.platform import namespaces
+from components import namespaces
 from components.platform.charts import CLOUDNATIVE_PG, PLUGIN_BARMAN_CLOUD
 from components.platform.common import namespace, release, resources
 from components.pod_security import PodSecurity

@@ -1,6 +1,6 @@
 """What an operator changes about the Sophia services: replicas, resources, GPU, storage, external URLs.
 
-The services themselves (ports, secrets, who calls whom) are facts of `components.apps.catalogue`;
+The services themselves (ports, secrets, who calls whom) are facts of `components.settings.catalogue`;
 this section must name every service of the catalogue and no other, and give each what it needs.
 """
 
@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
-from components.apps.catalogue import CATALOGUE, Service
-from components.apps.rollout import pods_during_rollout, surge
-from components.settings.cluster import GPU_MODELS, ClusterSettings, GpuModel
+from components.gpu import GPU_POD_TOLERATIONS
+from components.rollout import pods_during_rollout, surge
+from components.settings.catalogue import CATALOGUE, Service
+from components.settings.cluster import GPU_MODELS, ClusterSettings, GpuModel, tolerations_text
 from components.settings.images import ImageSettings
 from components.settings.reader import Problems, Section, Value
 
@@ -305,6 +306,16 @@ def check_apps(
                 f"no node of the cluster has a {model.label} GPU (present: {', '.join(present) or 'none'})",
             )
             continue
+        for i, node in enumerate(cluster.nodes):
+            if node not in carriers:
+                continue
+            for j, taint in enumerate(node.taints):
+                if taint.keeps_off(GPU_POD_TOLERATIONS):
+                    problems.add(
+                        f"{namespace}:cluster.nodes[{i}].taints[{j}]",
+                        f"{taint} is not tolerated by {key}, which places {service.name} on {model.label} machine "
+                        f"{node.name} (GPU pods tolerate {tolerations_text(GPU_POD_TOLERATIONS)})",
+                    )
         if model.arch not in service.pod_arches:
             problems.add(
                 f"{key}.type",

@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from components.gpu import GPU_AGENT_TOLERATIONS, GPU_AGENTS, Toleration
 from components.settings.reader import LABEL_KEY, LABEL_VALUE, Value
 
 K3S_VERSION = re.compile(r"^v1\.\d{2}\.\d{1,2}\+k3s\d+$")
@@ -82,6 +83,16 @@ class Taint:
 
     def __str__(self) -> str:
         return f"{self.key}={self.value}:{self.effect}" if self.value else f"{self.key}:{self.effect}"
+
+    def keeps_off(self, tolerations: tuple[Toleration, ...]) -> bool:
+        """Whether this taint keeps pods with these tolerations off the node (PreferNoSchedule only discourages)."""
+        if not self.key or self.effect not in ("NoSchedule", "NoExecute"):
+            return False
+        return not any(t.tolerates(self.key, self.value, self.effect) for t in tolerations)
+
+
+def tolerations_text(tolerations: tuple[Toleration, ...]) -> str:
+    return ", ".join(str(t) for t in tolerations)
 
 
 @dataclass(frozen=True)
@@ -220,6 +231,24 @@ def _check_nodes(nodes_value: Value, nodes: tuple[Node, ...]) -> None:
             if getattr(node, attribute) and seen[getattr(node, attribute)] > 1:
                 nodes_value.problems.add(
                     f"{nodes_value.path}[{i}].{attribute}", f"duplicate {what} {getattr(node, attribute)!r}"
+                )
+    first_with_key: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        if not node.host_key:
+            continue
+        first = first_with_key.setdefault(node.host_key, i)
+        if first != i:
+            nodes_value.problems.add(
+                f"{nodes_value.path}[{i}].hostKey",
+                f"is the host key of nodes[{first}] ({nodes[first].name}); two machines cannot share a host key",
+            )
+    for i, node in enumerate(nodes):
+        for j, taint in enumerate(node.taints):
+            if node.gpu is not None and taint.keeps_off(GPU_AGENT_TOLERATIONS):
+                nodes_value.problems.add(
+                    f"{nodes_value.path}[{i}].taints[{j}]",
+                    f"{taint} keeps {GPU_AGENTS} off GPU machine {node.name}, so its GPUs are never offered "
+                    f"(they tolerate {tolerations_text(GPU_AGENT_TOLERATIONS)})",
                 )
     private = Counter(n.private_ip for n in nodes if n.private_ip)
     for i, node in enumerate(nodes):

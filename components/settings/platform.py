@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from components.apps.catalogue import NAMESPACES as APP_NAMESPACES
-from components.platform import namespaces as platform_namespaces
+from components import namespaces as platform_namespaces
+from components.settings.catalogue import NAMESPACES as APP_NAMESPACES
 from components.settings.gitops import GitOpsSettings
 from components.settings.reader import Problems, Value
 
