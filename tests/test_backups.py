@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.cluster.node_config import ETCD_S3_SECRET, RESTORE_PATH, NodeScripts, node_scripts
+from components.cluster.node_config import RESTORE_PATH, NodeScripts, node_scripts
+from components.k3s import ETCD_S3_SECRET
 from components.platform.backups import etcd_s3_config
 from components.settings.cluster import ClusterSettings
 from components.settings.stack import ConfigError, Settings, load_settings

@@ -20,8 +20,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.apps.network import PROMETHEUS, TRAEFIK, Connection, Peer, public_https_rule, tcp
-from components.cluster.node_config import LOCAL_STORAGE_CLASS
 from components.gpu import ARCH_LABEL, GPU_POD_TOLERATIONS, GPU_RESOURCE, GPU_TYPE_LABEL, RUNTIME_CLASS
+from components.k3s import LOCAL_STORAGE_CLASS
 from components.rollout import MAX_SURGE, MAX_UNAVAILABLE
 from components.settings.apps import Autoscaling, Replicas, Resources
 

@@ -22,6 +22,7 @@ from typing import Final
 import yaml
 
 from components.gpu import GPU_PRESENT_LABEL, GPU_TYPE_LABEL
+from components.k3s import ETCD_S3_SECRET, LOCAL_STORAGE_CLASS
 from components.settings.cluster import Arch, ClusterSettings, Node, Role
 
 SCRIPTS_DIR: Final = Path(__file__).resolve().parent / "scripts"
@@ -54,13 +55,6 @@ SERVER_PORTS: Final = ("tcp/6443", "tcp/2379", "tcp/2380", "tcp/10250")
 AGENT_PORTS: Final = ("tcp/10250",)
 FLANNEL_PORTS: Final = {"vxlan": ("udp/8472",), "wireguard-native": ("udp/51820",)}
 
-# The kube-system Secret K3s reads its etcd S3 settings and keys from (`etcd-s3-config-secret`);
-# components.platform.backups writes it from the settings and ESC.
-ETCD_S3_SECRET: Final = "k3s-etcd-s3"
-
-# K3s's bundled local-path provisioner keeps each volume in the node's data directory, which the
-# uninstall deletes: a removal that would take such a volume with it needs the operator's word.
-LOCAL_STORAGE_CLASS: Final = "local-path"
 
 # servicelb (klipper) is replaced by MetalLB; Traefik stays as the ingress controller.
 DISABLED_COMPONENTS: Final[tuple[str, ...]] = ("servicelb",)

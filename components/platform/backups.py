@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.cluster.node_config import ETCD_S3_SECRET
+from components.k3s import ETCD_S3_SECRET
 from components.settings.cluster import BackupStorage, EtcdSnapshots
 
 KUBE_SYSTEM = "kube-system"

@@ -9,8 +9,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import namespaces
-from components.cluster.node_config import LOCAL_STORAGE_CLASS
 from components.ingress import Route, tls_ingress
+from components.k3s import LOCAL_STORAGE_CLASS
 from components.platform.charts import INGRESS_CLASS, KUBE_PROMETHEUS_STACK
 from components.platform.common import JSON, https_url, namespace, release, resources
 from components.pod_security import PodSecurity
