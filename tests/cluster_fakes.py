@@ -164,6 +164,13 @@ if name == "k3s":
                 out(f"node/{words[2]}\n")
             if "removed-node-name" in jsonpath:
                 out(node.get("annotations", {}).get("etcd.k3s.cattle.io/removed-node-name", ""))
+            if jsonpath.startswith("jsonpath={.metadata.annotations."):
+                key = jsonpath[len("jsonpath={.metadata.annotations."):-1].replace("\\.", ".")
+                out(node.get("annotations", {}).get(key, ""))
+            if "spec.unschedulable" in jsonpath:
+                out("true" if node["unschedulable"] else "")
+            if "spec.taints" in jsonpath:
+                out("".join(f"{t.split('=')[0].split(':')[0]}:{t.rsplit(':', 1)[1]}\n" for t in node["taints"]))
             if "Ready" in jsonpath:
                 out("True" if node["ready"] else "False")
             if "InternalIP" in jsonpath:
@@ -190,9 +197,20 @@ if name == "k3s":
             key, value = words[3].split("=", 1)
             nodes[words[2]]["labels"][key] = value
             out("")
+        if words[:2] == ["taint", "node"] and words[3].endswith("-"):
+            node = nodes[words[2]]
+            gone = words[3][:-1]
+            kept = [t for t in node["taints"] if f"{t.split('=')[0].split(':')[0]}:{t.rsplit(':', 1)[1]}" != gone]
+            if len(kept) == len(node["taints"]):
+                fail(f'error: taint "{gone}" not found')
+            node["taints"] = kept
+            out("")
         if words[:2] == ["taint", "node"]:
             node = nodes[words[2]]
             node["taints"] = [t for t in node["taints"] if t.split("=")[0] != words[3].split("=")[0]] + [words[3]]
+            out("")
+        if words[:2] == ["annotate", "node"] and words[3].endswith("-") and "=" not in words[3]:
+            nodes[words[2]].setdefault("annotations", {}).pop(words[3][:-1], None)
             out("")
         if words[:2] == ["annotate", "node"]:
             key, value = words[3].split("=", 1)

@@ -563,5 +563,91 @@ def test_draining_an_agent_leaves_etcd_alone(tmp_path: Path, api: Path, cluster:
     assert scripts.drain is not None
 
     assert server.run(scripts.drain).returncode == 0
-    assert not any(call[:3] == ["k3s", "kubectl", "--kubeconfig"] and "annotate" in call for call in server.calls())
+    annotations = [call for call in server.calls() if call[:2] == ["k3s", "kubectl"] and "annotate" in call]
+    assert not any("etcd.k3s.cattle.io/remove=true" in call for call in annotations)
     assert "etcd_removed" not in cluster_state(api)
+
+
+def _admitted_agent(tmp_path: Path, api: Path, cluster: ClusterSettings) -> tuple[Machine, Machine, NodeScripts]:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    bring_up(server, scripts_for(cluster, SERVER))
+    agent = machine(tmp_path, api, AGENT, arch="aarch64", gpus="NVIDIA GH200 480GB\n")
+    scripts = scripts_for(cluster, AGENT)
+    bring_up(agent, scripts)
+    admitted = server.run(scripts.admit)
+    assert admitted.returncode == 0, admitted.output
+    return server, agent, scripts
+
+
+def _set_node(api: Path, name: str, **fields: Any) -> None:
+    state = json.loads((api / "state.json").read_text())
+    state["nodes"][name].update(fields)
+    (api / "state.json").write_text(json.dumps(state))
+
+
+def test_every_kubectl_call_is_bounded_and_every_download_has_a_time_limit(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server, agent, scripts = _admitted_agent(tmp_path, api, cluster)
+    assert scripts.drain is not None
+    assert server.run(scripts.drain).returncode == 0
+    calls = server.calls() + agent.calls()
+
+    kubectl = [c for c in calls if c[:2] == ["k3s", "kubectl"]]
+    assert kubectl
+    assert all(any(a.startswith("--request-timeout=") for a in c) for c in kubectl), kubectl
+    downloads = [c for c in calls if c[0] == "curl"]
+    assert downloads
+    assert all("--max-time" in c for c in downloads), downloads
+    # The K3s installer downloads the binary itself, with no time limit of its own.
+    installer = [c for c in calls if c[0] == "sudo" and "INSTALL_K3S_SKIP_START=true" in c]
+    assert installer
+    assert all(c[c.index("--") + 1] == "timeout" for c in installer), installer
+
+
+def test_admit_keeps_a_cordon_set_by_hand(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server, _, scripts = _admitted_agent(tmp_path, api, cluster)
+    _set_node(api, AGENT, unschedulable=True)  # kubectl cordon, by an operator
+
+    result = server.run(scripts.admit)
+
+    assert result.returncode == 0, result.output
+    assert cluster_state(api)["nodes"][AGENT]["unschedulable"] is True
+    assert "stays cordoned" in result.stdout
+
+
+def test_admit_lifts_the_cordon_of_its_own_drain(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server, _, scripts = _admitted_agent(tmp_path, api, cluster)
+    assert scripts.drain is not None
+    assert server.run(scripts.drain).returncode == 0
+    assert cluster_state(api)["nodes"][AGENT]["unschedulable"] is True
+
+    result = server.run(scripts.admit)
+
+    assert result.returncode == 0, result.output
+    node = cluster_state(api)["nodes"][AGENT]
+    assert node["unschedulable"] is False
+    assert "sophia.ai/drained" not in node["annotations"]
+
+
+def test_admit_removes_a_taint_dropped_from_the_settings_and_keeps_one_set_by_hand(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server, _, _ = _admitted_agent(tmp_path, api, cluster)
+    state = cluster_state(api)
+    _set_node(api, AGENT, taints=[*state["nodes"][AGENT]["taints"], "maintenance=true:NoSchedule"])
+    document = production_document()
+    node = next(n for n in document["config"]["sophia-infra:cluster"]["nodes"] if n["name"] == AGENT)
+    node["taints"] = [{"key": "sophia.ai/dedicated", "value": "ai-core", "effect": "NoExecute"}]
+    changed = scripts_for(cluster_from(tmp_path, document), AGENT)
+
+    result = server.run(changed.admit)
+    again = server.run(changed.admit)
+
+    assert result.returncode == 0, result.output
+    assert again.returncode == 0, again.output
+    assert sorted(cluster_state(api)["nodes"][AGENT]["taints"]) == [
+        "maintenance=true:NoSchedule",
+        "sophia.ai/dedicated=ai-core:NoExecute",
+    ]
+    assert "removed taint nvidia.com/gpu:NoSchedule" in result.stdout

@@ -33,6 +33,9 @@ APPLIED_FILE: Final = "/var/lib/rancher/k3s/sophia-applied"
 ADMIN_KUBECONFIG: Final = "/etc/rancher/k3s/k3s.yaml"
 AGENT_KUBECONFIG: Final = "/var/lib/rancher/k3s/agent/kubelet.kubeconfig"
 LEASE_NAME: Final = "sophia-server-restart"
+# Node annotations through which admit tells its own changes from an operator's (admit.sh).
+TAINTS_ANNOTATION: Final = "sophia.ai/applied-taints"
+DRAINED_ANNOTATION: Final = "sophia.ai/drained"
 
 # Bounds of the waits. A first server start pulls images and initialises etcd; ten minutes is
 # generous on Lambda machines and still ends a stuck `pulumi up` with a message instead of a hang.
@@ -41,6 +44,10 @@ DRAIN_TIMEOUT_SECONDS: Final = 600
 # A server holding the restart lease gives it back when Ready again; one that died holding it keeps
 # it at most this long: longer than any restart that is still going to succeed.
 LEASE_SECONDS: Final = READY_TIMEOUT_SECONDS + 300
+# One API request (kubectl --request-timeout); the waits above retry, so one slow answer is no failure.
+KUBE_REQUEST_TIMEOUT_SECONDS: Final = 30
+# One download, and the K3s installer with the downloads it makes itself (binary about 70 MB).
+DOWNLOAD_TIMEOUT_SECONDS: Final = 300
 
 # Lambda Stack images; `ID:VERSION_ID` as in /etc/os-release.
 SUPPORTED_OS: Final = ("ubuntu:22.04", "ubuntu:24.04")
@@ -243,16 +250,22 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
     ports = (*(SERVER_PORTS if node.role is Role.SERVER else AGENT_PORTS), *FLANNEL_PORTS[backend])
     name = node.name
 
+    request_timeout = {"KUBE_REQUEST_TIMEOUT": str(KUBE_REQUEST_TIMEOUT_SECONDS)}
+
     def on_node(step: str, script: str, extra: Mapping[str, str]) -> str:
-        base = {"NODE_NAME": name, "K3S_SERVICE": service, "KUBECONFIG_PATH": own_kubeconfig}
+        base = {"NODE_NAME": name, "K3S_SERVICE": service, "KUBECONFIG_PATH": own_kubeconfig} | request_timeout
         return compose(name, step, script, base | dict(extra))
 
     def on_first_server(step: str, script: str, extra: Mapping[str, str] | None = None) -> str:
-        base = {"NODE_NAME": name, "K3S_SERVICE": "k3s", "KUBECONFIG_PATH": ADMIN_KUBECONFIG}
+        base = {"NODE_NAME": name, "K3S_SERVICE": "k3s", "KUBECONFIG_PATH": ADMIN_KUBECONFIG} | request_timeout
         return compose(name, step, script, base | dict(extra or {}))
 
     files = {"TOKEN_FILE": TOKEN_FILE, "MARKER_FILE": MARKER_FILE}
-    timeouts = {"READY_TIMEOUT": str(READY_TIMEOUT_SECONDS), "DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_SECONDS)}
+    timeouts = {
+        "READY_TIMEOUT": str(READY_TIMEOUT_SECONDS),
+        "DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_SECONDS),
+        "DRAINED_ANNOTATION": DRAINED_ANNOTATION,
+    }
     labels = node_labels(node)
     return NodeScripts(
         node=node,
@@ -288,6 +301,7 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
                 "READY_TIMEOUT": str(READY_TIMEOUT_SECONDS),
                 "LEASE_NAME": LEASE_NAME,
                 "LEASE_SECONDS": str(LEASE_SECONDS),
+                "DOWNLOAD_TIMEOUT": str(DOWNLOAD_TIMEOUT_SECONDS),
             },
         ),
         ready=on_node(
@@ -306,6 +320,7 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
             | {
                 "NODE_LABELS": "\n".join(f"{k}={v}" for k, v in labels.items()),
                 "NODE_TAINTS": "\n".join(str(t) for t in node.taints),
+                "TAINTS_ANNOTATION": TAINTS_ANNOTATION,
             },
         ),
         # The first server is the last node standing on `pulumi destroy`: there is nowhere to drain to.
