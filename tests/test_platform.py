@@ -20,6 +20,7 @@ from components.platform.charts import (
     CHARTS_BY_NAME,
     KUBE_PROMETHEUS_STACK,
     NVIDIA_DEVICE_PLUGIN,
+    TRAEFIK,
     undocumented_values,
     unsized_containers,
     value_at,
@@ -274,6 +275,13 @@ def test_traefik_gets_its_address_from_metallb_through_a_helm_chart_config(
     address = values["service"]["annotations"]["metallb.io/loadBalancerIPs"]
     assert address == settings.network.ingress_address == production.outputs["loadBalancerAddress"]
     assert any(address in block for block in settings.network.load_balancer_pool)
+
+
+def test_plain_http_to_the_public_hosts_is_redirected_to_https(production: Rendered) -> None:
+    values = yaml.safe_load(_one(production, "HelmChartConfig", "traefik")["spec"]["valuesContent"])
+    redirect = values["ports"]["web"]["http"]["redirections"]["entryPoint"]
+    assert redirect == {"to": "websecure", "scheme": "https", "permanent": True}
+    assert undocumented_values(TRAEFIK, values) == []
 
 
 @pytest.mark.parametrize("variant", ["production", "with_apps"])

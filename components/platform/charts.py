@@ -222,9 +222,21 @@ CHARTS_BY_NAME: Final[Mapping[str, Chart]] = MappingProxyType({c.name: c for c i
 
 
 # K3s's own packaged Traefik (the HelmChart `traefik` in kube-system), configured through a
-# HelmChartConfig. `service.annotations` is a documented key of the Traefik chart
-# (traefik/traefik-helm-chart traefik/values.yaml, read at a8a66d0098703627b2cf352c66b1725c196a734a).
-TRAEFIK_HELM_CHART: Final = "traefik"
+# HelmChartConfig, not a release of ours: K3s picks its version. Every key set here was read at
+# v41.3.0 and is the same at v39.0.0 (the K3s 1.35 line bundles the 39 series).
+TRAEFIK: Final = _chart(
+    "traefik",
+    "41.3.0",
+    repository="bundled with K3s (HelmChart kube-system/traefik)",
+    source="traefik/traefik-helm-chart@v41.3.0 (a8a66d0098703627b2cf352c66b1725c196a734a) traefik",
+    documented=[
+        "service.annotations",
+        # Plain HTTP answers with a redirect to the TLS entry point (`to`, `scheme`, `permanent`).
+        "ports.web.http.redirections.entryPoint",
+    ],
+    containers={},
+)
+TRAEFIK_HELM_CHART: Final = TRAEFIK.name
 TRAEFIK_NAMESPACE: Final = "kube-system"
 INGRESS_CLASS: Final = "traefik"
 

@@ -9,6 +9,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.gpu import GPU_TAINT_KEY
+from components.ingress import TLS_ENTRY_POINT
 from components.platform import namespaces
 from components.platform.charts import METALLB, TRAEFIK_HELM_CHART, TRAEFIK_NAMESPACE
 from components.platform.common import JSON, namespace, release, resources
@@ -41,8 +42,20 @@ def metallb_values() -> JSON:
 
 
 def traefik_values(address: str) -> JSON:
-    """Values for K3s's packaged Traefik chart: its Service takes `address` from MetalLB's pool."""
-    return {"service": {"annotations": {LOAD_BALANCER_IPS_ANNOTATION: address}}}
+    """Values for K3s's packaged Traefik chart: its Service takes `address` from MetalLB's pool.
+
+    Plain HTTP on every host is redirected to HTTPS (308) instead of answering 404, since every
+    route is on the TLS entry point only. Let's Encrypt's HTTP-01 check follows that redirect and
+    accepts any certificate on it, so cert-manager's challenges still pass.
+    """
+    return {
+        "service": {"annotations": {LOAD_BALANCER_IPS_ANNOTATION: address}},
+        "ports": {
+            "web": {
+                "http": {"redirections": {"entryPoint": {"to": TLS_ENTRY_POINT, "scheme": "https", "permanent": True}}}
+            }
+        },
+    }
 
 
 class MetalLB(pulumi.ComponentResource):
