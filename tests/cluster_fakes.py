@@ -122,7 +122,29 @@ if name == "systemctl":
         runtime = (root / "usr/bin/nvidia-container-runtime").exists()
         table = "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'nvidia']\n"
         containerd.write_text(table if runtime else "")
+        token_of = lambda key: (root / config[key][1:]).read_text() if key in config else ""
         with Api() as api:
+            # K3s's token handling: the first server writes both tokens in secure form, K10<CA hash>::
+            # <user>:<password>; a joining node checks the CA hash before it sends its password.
+            if config.get("cluster-init"):
+                api.state.setdefault("ca_hash", "fakecahash0123")
+                api.state["server_password"] = token_of("token-file")
+                api.state["agent_password"] = token_of("agent-token-file") or api.state["server_password"]
+                server_dir = root / "var/lib/rancher/k3s/server"
+                server_dir.mkdir(parents=True, exist_ok=True)
+                ca = api.state["ca_hash"]
+                (server_dir / "token").write_text(f"K10{ca}::server:{api.state['server_password']}\n")
+                (server_dir / "agent-token").write_text(f"K10{ca}::node:{api.state['agent_password']}\n")
+            elif "ca_hash" in api.state:
+                token = token_of("token-file")
+                if not token.startswith(f"K10{api.state['ca_hash']}::"):
+                    fail(f"{service}: token does not pin the cluster CA; refusing to join")
+                user, password = token.split("::", 1)[1].split(":", 1)
+                expected = {"server": api.state["server_password"], "node": api.state["agent_password"]}
+                if service == "k3s" and user != "server" or expected.get(user) != password:
+                    fail(f"{service}: join token rejected")
+                if service == "k3s-agent":
+                    api.state.setdefault("agent_join_users", []).append(user)
             node = config["node-name"]
             if node not in api.state["nodes"]:
                 taints = config.get("node-taint", [])

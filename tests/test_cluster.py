@@ -144,7 +144,8 @@ def test_every_ssh_connection_pins_the_machines_host_key(
     stack, raw = raw_commands
     by_host = {n.host: n for n in settings.cluster.nodes}
     ssh_key = stack.stand_ins["sophia-infra:sshPrivateKey"]
-    assert len(raw) == 6 * len(settings.cluster.nodes)
+    # Six steps a node, plus the first server's two token steps.
+    assert len(raw) == 6 * len(settings.cluster.nodes) + 2
     for name, inputs in raw.items():
         connection = inputs["connection"]
         node = by_host[connection["host"]]
@@ -179,7 +180,7 @@ def test_step_scripts_are_plain_complete_bash_and_the_token_travels_on_stdin_onl
     production: Rendered, raw_commands: tuple[StackConfig, dict[str, dict[str, Any]]]
 ) -> None:
     _, raw = raw_commands
-    token = next(iter({i["stdin"] for n, i in raw.items() if n.endswith("-prepare")}))
+    token = raw[f"{FIRST}-prepare"]["stdin"].split("\n")[0]
     assert token.startswith("rendered-random-")
     for c in commands(production):
         for script in (c["inputs"]["create"], c["inputs"].get("delete")):
@@ -427,6 +428,7 @@ K3S_AGENT_FLAGS: dict[str, type] = {
     "flannel-iface": str,
 }
 K3S_SERVER_FLAGS: dict[str, type] = K3S_AGENT_FLAGS | {
+    "agent-token-file": str,
     "cluster-init": bool,
     "tls-san": list,
     "disable": list,
@@ -451,12 +453,43 @@ def test_every_config_key_is_a_flag_of_the_k3s_command_the_node_runs(production:
         assert config["flannel-backend" if node.role.value == "server" else "node-name"]
 
 
-def test_the_join_token_is_a_generated_stable_secret(production: Rendered) -> None:
-    (token,) = production.by_type("random:index/randomPassword:RandomPassword")
-    assert token["inputs"]["length"] >= 32
-    assert token["inputs"]["special"] is False
-    assert "keepers" not in token["inputs"]
-    assert token["provider"] is not None
+def test_the_join_tokens_are_generated_stable_secrets(production: Rendered) -> None:
+    tokens = production.by_type("random:index/randomPassword:RandomPassword")
+    assert sorted(t["name"] for t in tokens) == ["sophia-agent-token", "sophia-join-token"]
+    for token in tokens:
+        assert token["inputs"]["length"] >= 32
+        assert token["inputs"]["special"] is False
+        assert "keepers" not in token["inputs"]
+        assert token["provider"] is not None
+
+
+def test_joins_pin_the_cluster_ca_and_agents_never_hold_the_server_token(
+    production: Rendered, raw_commands: tuple[StackConfig, dict[str, dict[str, Any]]], settings: Settings
+) -> None:
+    _, raw = raw_commands
+    server_password, agent_password = raw[f"{FIRST}-prepare"]["stdin"].splitlines()
+    assert server_password != agent_password
+    config = k3s_config(production, FIRST)
+    assert config["agent-token-file"] == "/etc/rancher/k3s/sophia-agent-token"
+    # What the first server's token steps print (K3s's secure K10 tokens; stand-ins here).
+    secure = {step: raw[f"{FIRST}-{step}"] for step in ("server-token", "agent-token")}
+    assert exports(secure["server-token"]["create"])["TOKEN_PATH"] == "/var/lib/rancher/k3s/server/token"
+    assert exports(secure["agent-token"]["create"])["TOKEN_PATH"] == "/var/lib/rancher/k3s/server/agent-token"
+    stand_in = {step: f"rendered stdout of {FIRST}-{step}" for step in secure}
+    for step in secure:
+        rendered_step = command(production, f"{FIRST}-{step}")
+        assert rendered_step["inputs"]["logging"] == "none", step
+        assert "stdout" in rendered_step["options"].get("additionalSecretOutputs", ["stdout"])
+    for node in settings.cluster.nodes:
+        if node.name == FIRST:
+            continue
+        stdin = raw[f"{node.name}-prepare"]["stdin"]
+        assert server_password not in stdin, node.name
+        if node.role.value == "server":
+            assert stdin == f"{stand_in['server-token']}\n{agent_password}\n", node.name
+        else:
+            assert stdin == f"{stand_in['agent-token']}\n", node.name
+            assert "agent-token-file" not in k3s_config(production, node.name)
 
 
 def test_every_step_uses_the_clusters_own_ssh_provider(production: Rendered) -> None:

@@ -24,6 +24,8 @@ from tests.cluster_fakes import Machine, cluster_state
 from tests.support import production_document, settings_from
 
 TOKEN = "K10sophiatesttoken0123456789abcdefABCDEF"
+SERVER_PASSWORD = "sophiatestserverpassword0123456789"
+AGENT_PASSWORD = "sophiatestagentpassword0123456789"
 SERVER = "sophia-production-instance"
 AGENT = "sophia-ai-core"
 AGENT_A10 = "sophia-development"
@@ -65,10 +67,24 @@ def machine(tmp_path: Path, api: Path, name: str, arch: str = "x86_64", gpus: st
     return m
 
 
+def tokens_for(m: Machine, scripts: NodeScripts) -> str:
+    """What `prepare` reads on stdin, as cluster.py builds it: the generated short tokens for the first
+    server; for any other node the secure tokens the first server wrote (what its token steps print)."""
+    if scripts.first:
+        return f"{SERVER_PASSWORD}\n{AGENT_PASSWORD}\n"
+    state = cluster_state(m.cluster)
+    if "ca_hash" not in state:
+        return TOKEN  # no first server in this fake cluster: the token is not checked
+    secure = f"K10{state['ca_hash']}::"
+    if scripts.node.role.value == "server":
+        return f"{secure}server:{state['server_password']}\n{AGENT_PASSWORD}\n"
+    return f"{secure}node:{state['agent_password']}\n"
+
+
 def bring_up(m: Machine, scripts: NodeScripts) -> None:
     for script, stdin in (
         (scripts.preflight, ""),
-        (scripts.prepare, TOKEN),
+        (scripts.prepare, tokens_for(m, scripts)),
         (scripts.install, ""),
         (scripts.ready, ""),
     ):
@@ -106,7 +122,7 @@ def test_install_twice_on_an_unchanged_node_changes_nothing_the_second_time(
 
     assert again.returncode == 0, again.output
     assert "nothing to do" in again.stdout
-    for script, stdin in ((scripts.preflight, ""), (scripts.prepare, TOKEN), (scripts.ready, "")):
+    for script, stdin in ((scripts.preflight, ""), (scripts.prepare, tokens_for(server, scripts)), (scripts.ready, "")):
         rerun = server.run(script, stdin)
         assert rerun.returncode == 0, rerun.output
     assert server.files() == before
@@ -651,3 +667,64 @@ def test_admit_removes_a_taint_dropped_from_the_settings_and_keeps_one_set_by_ha
         "sophia.ai/dedicated=ai-core:NoExecute",
     ]
     assert "removed taint nvidia.com/gpu:NoSchedule" in result.stdout
+
+
+def test_joins_use_the_secure_tokens_the_first_server_wrote_and_agents_get_the_agent_token(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    first = scripts_for(cluster, SERVER)
+    bring_up(server, first)
+    assert first.server_token is not None
+    assert first.agent_token is not None
+    server_token = server.run(first.server_token)
+    agent_token = server.run(first.agent_token)
+    assert server_token.returncode == 0, server_token.output
+    assert agent_token.returncode == 0, agent_token.output
+    assert server_token.stdout.startswith("K10") and "::server:" in server_token.stdout
+    assert agent_token.stdout.startswith("K10") and "::node:" in agent_token.stdout
+    assert SERVER_PASSWORD not in agent_token.stdout
+    assert SERVER_PASSWORD not in server.call_log()  # printed by cat, never an argument or variable
+
+    agent = machine(tmp_path, api, AGENT, arch="aarch64", gpus="NVIDIA GH200 480GB\n")
+    scripts = scripts_for(cluster, AGENT)
+    for script, stdin in ((scripts.preflight, ""), (scripts.prepare, agent_token.stdout), (scripts.install, "")):
+        result = agent.run(script, stdin)
+        assert result.returncode == 0, result.output
+    assert cluster_state(api)["agent_join_users"] == ["node"]
+    assert SERVER_PASSWORD not in (agent.root / "etc/rancher/k3s/sophia-join-token").read_text()
+    assert not (agent.root / "etc/rancher/k3s/sophia-agent-token").exists()
+
+
+def test_a_join_with_a_short_token_is_refused(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    bring_up(server, scripts_for(cluster, SERVER))
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    assert agent.run(scripts.prepare, f"{AGENT_PASSWORD}\n").returncode == 0
+
+    result = agent.run(scripts.install)
+
+    assert result.returncode != 0
+    assert "does not pin the cluster CA" in result.stderr
+
+
+def test_a_server_without_its_agent_token_fails_at_prepare(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server = machine(tmp_path, api, SERVER)
+    result = server.run(scripts_for(cluster, SERVER).prepare, f"{SERVER_PASSWORD}\n")
+    assert result.returncode != 0
+    assert "no agent token arrived" in result.stderr
+
+
+def test_the_token_step_refuses_a_token_that_pins_no_ca(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    first = scripts_for(cluster, SERVER)
+    bring_up(server, first)
+    (server.root / "var/lib/rancher/k3s/server/agent-token").write_text(f"{AGENT_PASSWORD}\n")
+    assert first.agent_token is not None
+
+    result = server.run(first.agent_token)
+
+    assert result.returncode != 0
+    assert AGENT_PASSWORD not in result.output
+    assert "not a secure K10 token" in result.stderr

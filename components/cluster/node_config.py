@@ -4,7 +4,7 @@ Everything here is a pure function of the typed cluster settings, so the tests c
 exactly what `pulumi up` sends over SSH. A step's script is a complete bash program: a prelude of
 `export NAME=value` lines (shell-quoted; sshd usually refuses environment variables, so nothing is
 passed through the SSH session's environment), then scripts/lib.sh, then the step's own file.
-Secrets never appear in a script: the join token travels on standard input only.
+Secrets never appear in a script: the join tokens travel on standard input only.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ SCRIPTS_DIR: Final = Path(__file__).resolve().parent / "scripts"
 API_PORT: Final = 6443
 CONFIG_FILE: Final = "/etc/rancher/k3s/config.yaml"
 TOKEN_FILE: Final = "/etc/rancher/k3s/sophia-join-token"
+AGENT_TOKEN_FILE: Final = "/etc/rancher/k3s/sophia-agent-token"
+# Where K3s writes the secure (K10, CA-pinning) form of each token on a server (K3s docs, cli/token).
+SERVER_TOKEN_PATH: Final = "/var/lib/rancher/k3s/server/token"
+AGENT_TOKEN_PATH: Final = "/var/lib/rancher/k3s/server/agent-token"
 MARKER_FILE: Final = "/etc/rancher/k3s/sophia-node"
 APPLIED_FILE: Final = "/var/lib/rancher/k3s/sophia-applied"
 ADMIN_KUBECONFIG: Final = "/etc/rancher/k3s/k3s.yaml"
@@ -70,6 +74,8 @@ class Step(StrEnum):
     PREPARE = "prepare"
     INSTALL = "install"
     READY = "ready"
+    SERVER_TOKEN = "server-token"
+    AGENT_TOKEN = "agent-token"
     ADMIT = "admit"
     KUBECONFIG = "kubeconfig"
 
@@ -141,6 +147,7 @@ class K3sConfig:
     node_external_ip: str
     node_label: tuple[str, ...] = ()
     node_taint: tuple[str, ...] = ()
+    agent_token_file: str | None = None
     cluster_init: bool | None = None
     server: str | None = None
     tls_san: tuple[str, ...] = ()
@@ -182,6 +189,8 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
         return common
     return replace(
         common,
+        # Agents join with this token, never with the server token (full administrator access).
+        agent_token_file=AGENT_TOKEN_FILE,
         tls_san=tuple(sorted({cluster.api_endpoint, node.host, node_address(cluster, node)})),
         disable=DISABLED_COMPONENTS,
         flannel_backend=flannel_backend(cluster),
@@ -234,6 +243,10 @@ class NodeScripts:
     admit: str
     drain: str | None
     kubeconfig: str | None
+    server_token: str | None
+    """First server only: prints the secure server token that other servers join with."""
+    agent_token: str | None
+    """First server only: prints the secure agent token that agents join with."""
 
     @property
     def install_triggers(self) -> list[str]:
@@ -261,6 +274,8 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
         return compose(name, step, script, base | dict(extra or {}))
 
     files = {"TOKEN_FILE": TOKEN_FILE, "MARKER_FILE": MARKER_FILE}
+    if node.role is Role.SERVER:
+        files["AGENT_TOKEN_FILE"] = AGENT_TOKEN_FILE
     timeouts = {
         "READY_TIMEOUT": str(READY_TIMEOUT_SECONDS),
         "DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_SECONDS),
@@ -330,4 +345,6 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
         kubeconfig=on_node(Step.KUBECONFIG.value, "kubeconfig.sh", {"API_SERVER_URL": api_server_url(cluster)})
         if first
         else None,
+        server_token=on_node(Step.SERVER_TOKEN.value, "token.sh", {"TOKEN_PATH": SERVER_TOKEN_PATH}) if first else None,
+        agent_token=on_node(Step.AGENT_TOKEN.value, "token.sh", {"TOKEN_PATH": AGENT_TOKEN_PATH}) if first else None,
     )
