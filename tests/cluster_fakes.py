@@ -77,6 +77,11 @@ if name == "uname":
     out((fake / "machine").read_text())
 if name == "ss":
     out((fake / "listeners").read_text() if flag("listeners") else "")
+if name == "ip":
+    addresses = (fake / "addresses").read_text().split() if flag("addresses") else []
+    out("".join(f"{i + 2}: eth{i}    inet {a}/24 scope global eth{i}\n" for i, a in enumerate(addresses)))
+if name == "ufw":
+    out((fake / "ufw-status").read_text() if flag("ufw-status") else "Status: inactive\n")
 if name == "modinfo":
     sys.exit(1 if flag("no-wireguard") else 0)
 if name == "journalctl":
@@ -149,7 +154,8 @@ if name == "systemctl":
             if node not in api.state["nodes"]:
                 taints = config.get("node-taint", [])
                 labels = dict(item.split("=", 1) for item in config.get("node-label", []))
-                api.state["nodes"][node] = {"ip": config["node-ip"], "labels": labels, "taints": taints,
+                ip = config.get("node-ip", config["node-external-ip"])
+                api.state["nodes"][node] = {"ip": ip, "labels": labels, "taints": taints,
                                             "unschedulable": False, "annotations": {},
                                             "etcd": service == "k3s"}
             api.state["nodes"][node]["ready"] = not flag("never-ready")
@@ -195,7 +201,7 @@ if name == "k3s":
                 out("".join(f"{t.split('=')[0].split(':')[0]}:{t.rsplit(':', 1)[1]}\n" for t in node["taints"]))
             if "Ready" in jsonpath:
                 out("True" if node["ready"] else "False")
-            if "InternalIP" in jsonpath:
+            if "addresses" in jsonpath:
                 out(node["ip"])
             out(json.dumps(node))
         if words[:2] == ["get", "lease"]:
@@ -276,7 +282,7 @@ EOF
 chmod +x "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh"
 """
 
-STUBS = ("sudo", "id", "uname", "ss", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
+STUBS = ("sudo", "id", "uname", "ss", "ip", "ufw", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
 
 
 @dataclass

@@ -247,12 +247,17 @@ def test_the_longest_chain_of_ssh_steps_is_the_same_for_50_machines_as_for_5(
 def _three_server_graph(tmp_path: Path, extra_agents: int) -> tuple[dict[str, set[str]], set[str], set[str]]:
     document = production_document()
     nodes = document["config"]["sophia-infra:cluster"]["nodes"]
-    for node in nodes:
+    for i, node in enumerate(nodes):
+        node["privateIp"] = f"10.19.0.{i + 2}"  # several servers need a private network
         if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
             node["role"] = "server"
     template = next(n for n in nodes if n["name"] == "sophia-development")
     for i in range(extra_agents):
-        nodes.append(dict(template, name=f"sophia-extra-{i}", host=f"198.51.100.{i + 10}", labels={}))
+        nodes.append(
+            dict(
+                template, name=f"sophia-extra-{i}", host=f"198.51.100.{i + 10}", privateIp=f"10.19.1.{i + 2}", labels={}
+            )
+        )
     directory = tmp_path / f"agents-{extra_agents}"
     directory.mkdir()
     program = directory / "cluster_only.py"
@@ -361,8 +366,12 @@ def test_the_first_server_initialises_a_hardened_cluster(production: Rendered, s
     assert config["etcd-snapshot-retention"] == snapshots.retention
     assert config["token-file"] == "/etc/rancher/k3s/sophia-join-token"
     assert config["node-name"] == FIRST
-    # The production machines have no private addresses: pod traffic crosses the internet encrypted.
+    # The production machines have no private addresses: pod traffic crosses the internet encrypted,
+    # between the public addresses (node-external-ip), which may be on no interface (NAT).
     assert config["flannel-backend"] == "wireguard-native"
+    assert config["flannel-external-ip"] is True
+    assert config["node-external-ip"] == settings.cluster.first_server.host
+    assert "node-ip" not in config
     install = exports(command(production, f"{FIRST}-install")["inputs"]["create"])
     assert install["K3S_VERSION"] == settings.cluster.k3s_version
     assert install["K3S_INSTALL_URL"].endswith(f"/{settings.cluster.k3s_version}/install.sh")
@@ -376,8 +385,9 @@ def test_agents_join_the_first_server_with_the_token_file(production: Rendered, 
         assert config["server"] == f"https://{node_address(settings.cluster, settings.cluster.first_server)}:6443"
         assert "cluster-init" not in config
         assert config["token-file"] == "/etc/rancher/k3s/sophia-join-token"
-        assert config["node-ip"] == node_address(settings.cluster, node)
-        assert config["node-external-ip"] == node.host
+        # No private network: K3s's own node-ip (the interface address), the public host as external IP.
+        assert "node-ip" not in config
+        assert config["node-external-ip"] == node.host == node_address(settings.cluster, node)
 
 
 def test_flannel_uses_vxlan_when_every_machine_has_a_private_address(tmp_path: Path) -> None:
@@ -391,6 +401,7 @@ def test_flannel_uses_vxlan_when_every_machine_has_a_private_address(tmp_path: P
     assert config["flannel-backend"] == "vxlan"
     assert config["node-ip"] == "10.19.0.2"
     assert config["node-external-ip"] == cluster.first_server.host
+    assert "flannel-external-ip" not in config
 
 
 def test_with_private_addresses_on_some_machines_only_every_node_uses_its_public_one(tmp_path: Path) -> None:
@@ -405,7 +416,9 @@ def test_with_private_addresses_on_some_machines_only_every_node_uses_its_public
         config = yaml.safe_load(scripts.config)
         # A machine without a private address could neither join a private server URL nor reach a
         # private flannel endpoint.
-        assert config["node-ip"] == node.host, node.name
+        assert "node-ip" not in config, node.name
+        assert config["node-external-ip"] == node.host, node.name
+        assert config.get("flannel-external-ip", True) is True, node.name
         assert config.get("server", f"https://{cluster.first_server.host}:6443") == (
             f"https://{cluster.first_server.host}:6443"
         )

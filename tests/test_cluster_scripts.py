@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from components.cluster.node_config import SCRIPTS_DIR, NodeScripts, node_address, node_scripts
+from components.cluster.node_config import SCRIPTS_DIR, NodeScripts, firewall_ports, node_address, node_scripts
 from components.settings.cluster import ClusterSettings
 from tests.cluster_fakes import Machine, cluster_state
 from tests.support import production_document, settings_from
@@ -437,16 +437,24 @@ def test_a_drain_that_cannot_finish_leaves_the_node_schedulable_and_fails(
     assert node["unschedulable"] is False
 
 
-def _two_running_servers(tmp_path: Path, api: Path) -> tuple[ClusterSettings, list[Machine], list[NodeScripts]]:
+def three_servers() -> dict[str, Any]:
+    """Production with three servers, on a private network (K3s's etcd needs one)."""
     document = production_document()
-    nodes = document["config"]["sophia-infra:cluster"]["nodes"]
-    for name in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
-        next(n for n in nodes if n["name"] == name)["role"] = "server"
-    cluster = cluster_from(tmp_path, document)
+    for i, node in enumerate(document["config"]["sophia-infra:cluster"]["nodes"]):
+        node["privateIp"] = f"10.19.0.{i + 2}"
+        if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
+            node["role"] = "server"
+    return document
+
+
+def _two_running_servers(tmp_path: Path, api: Path) -> tuple[ClusterSettings, list[Machine], list[NodeScripts]]:
+    cluster = cluster_from(tmp_path, three_servers())
     names = [n.name for n in cluster.servers]
     gpus = {"sophia-production-instance": "Quadro RTX 6000\n", "sophia-mcp-orchestrator": "NVIDIA RTX A6000\n"}
     gpus["sophia-data-pipeline"] = "NVIDIA A100-SXM4-80GB\n"
     machines = [machine(tmp_path, api, n, gpus=gpus[n]) for n in names]
+    for m, n in zip(machines, cluster.servers, strict=True):
+        m.set("addresses", f"{n.host} {n.private_ip}")
     scripts = [scripts_for(cluster, n) for n in names]
     for m, s in zip(machines, scripts, strict=True):
         bring_up(m, s)
@@ -455,11 +463,8 @@ def _two_running_servers(tmp_path: Path, api: Path) -> tuple[ClusterSettings, li
 
 def test_server_restarts_take_turns_through_the_lease(tmp_path: Path, api: Path) -> None:
     _, machines, _ = _two_running_servers(tmp_path, api)
-    document = production_document()
+    document = three_servers()
     cluster_doc = document["config"]["sophia-infra:cluster"]
-    for node in cluster_doc["nodes"]:
-        if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
-            node["role"] = "server"
     cluster_doc["etcdSnapshots"]["retention"] = 30  # a server config change: every server restarts
     changed = cluster_from(tmp_path, document)
     joiners = machines[1:]
@@ -496,10 +501,7 @@ def test_a_lease_left_by_a_dead_server_is_taken_over_after_it_expires(tmp_path: 
         "seconds": "900",
     }
     (api / "state.json").write_text(json.dumps(state))
-    document = production_document()
-    for node in document["config"]["sophia-infra:cluster"]["nodes"]:
-        if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
-            node["role"] = "server"
+    document = three_servers()
     document["config"]["sophia-infra:cluster"]["etcdSnapshots"]["retention"] = 30
     changed = scripts_for(cluster_from(tmp_path, document), machines[1].root.name)
 
@@ -515,10 +517,7 @@ def test_a_server_waits_for_a_live_lease_and_gives_up_with_a_clear_message(tmp_p
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
     state["leases"]["sophia-server-restart"] = {"rv": "9000", "holder": "sophia-busy", "renew": now, "seconds": "900"}
     (api / "state.json").write_text(json.dumps(state))
-    document = production_document()
-    for node in document["config"]["sophia-infra:cluster"]["nodes"]:
-        if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
-            node["role"] = "server"
+    document = three_servers()
     document["config"]["sophia-infra:cluster"]["etcdSnapshots"]["retention"] = 30
     changed = scripts_for(cluster_from(tmp_path, document), machines[1].root.name)
     restarts = machines[1].restarts("k3s")
@@ -728,3 +727,60 @@ def test_the_token_step_refuses_a_token_that_pins_no_ca(tmp_path: Path, api: Pat
     assert result.returncode != 0
     assert AGENT_PASSWORD not in result.output
     assert "not a secure K10 token" in result.stderr
+
+
+def test_preflight_says_whether_the_public_address_is_on_an_interface(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    host = scripts.node.host
+    agent.set("addresses", f"{host} 172.17.0.1")
+    direct = agent.run(scripts.preflight)
+    agent.set("addresses", "10.0.0.7")
+    behind_nat = agent.run(scripts.preflight)
+
+    assert direct.returncode == 0, direct.output
+    assert f"{host} on an interface" in direct.stdout
+    assert behind_nat.returncode == 0, behind_nat.output
+    assert f"{host} not on an interface (NAT): node-ip is the interface address" in behind_nat.stdout
+
+
+def test_preflight_fails_when_the_private_address_is_not_the_machines(tmp_path: Path, api: Path) -> None:
+    cluster = cluster_from(tmp_path, three_servers())
+    scripts = scripts_for(cluster, AGENT_A10)
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    agent.set("addresses", scripts.node.host)
+
+    result = agent.run(scripts.preflight)
+
+    assert result.returncode != 0
+    assert f"privateIp {scripts.node.private_ip} is not an address of this machine" in result.stderr
+
+
+UFW_ACTIVE = """Status: active
+
+To                         Action      From
+--                         ------      ----
+22/tcp                     ALLOW       Anywhere
+"""
+
+
+def test_preflight_says_what_an_active_ufw_must_allow(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    scripts = scripts_for(cluster, SERVER)
+    server.set("ufw-status", UFW_ACTIVE + "6443/tcp                   ALLOW       203.0.113.0/24\n")
+
+    result = server.run(scripts.preflight)
+
+    assert result.returncode != 0
+    line = next(x for x in result.stderr.splitlines() if "ufw is active" in x)
+    for port in ("tcp 2379:2380", "tcp 10250", "udp 51820", "tcp 7946", "udp 7946", "tcp 9100"):
+        assert port in line, port
+    assert "tcp 6443" not in line
+    for other in cluster.nodes[1:]:
+        assert other.host in line
+    ports = [p.split("/") for p in firewall_ports(cluster, scripts.node)]
+    allowed = "".join(f"{number}/{proto}   ALLOW   192.0.2.0/24\n" for proto, number in ports)
+    server.set("ufw-status", UFW_ACTIVE + allowed)
+    assert server.run(scripts.preflight).returncode == 0

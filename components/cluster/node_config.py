@@ -62,6 +62,11 @@ SERVER_PORTS: Final = ("tcp/6443", "tcp/2379", "tcp/2380", "tcp/10250")
 AGENT_PORTS: Final = ("tcp/10250",)
 FLANNEL_PORTS: Final = {"vxlan": ("udp/8472",), "wireguard-native": ("udp/51820",)}
 
+# What the machines must let through from each other (README, "Machines"): the ports K3s listens on,
+# MetalLB's memberlist (its speakers find each other) and node-exporter (Prometheus scrapes every node).
+PEER_PORTS: Final = ("tcp/7946", "udp/7946", "tcp/9100")
+ETCD_PORTS: Final = "tcp/2379:2380"
+
 # servicelb (klipper) is replaced by MetalLB; Traefik stays as the ingress controller.
 DISABLED_COMPONENTS: Final[tuple[str, ...]] = ("servicelb",)
 
@@ -86,17 +91,18 @@ def install_url(version: str) -> str:
 
 
 def uses_private_network(cluster: ClusterSettings) -> bool:
-    """Whether the nodes talk over their private addresses: only when every machine has one."""
-    return all(n.private_ip for n in cluster.nodes)
+    return cluster.private_network
 
 
 def node_address(cluster: ClusterSettings, node: Node) -> str:
-    """The address K3s gives this node (`node-ip`) and the others reach it on.
+    """The address the other nodes reach this node on: its private one on a private network.
 
-    Its private address only when every machine has one: a machine without a private address
-    cannot reach the others' private addresses (its join to a private server URL, the pod traffic
-    to a private flannel endpoint and etcd peering would all fail), so then every node uses its
-    public one.
+    Without a private network it is the public `host`, which K3s gets as `node-external-ip`; the
+    node's `node-ip` is then left to K3s (the address of its default-route interface), because on a
+    machine behind NAT the public address is on no interface and K3s could not bind to it. That is
+    K3s's documented setup for nodes without a shared private network (docs: networking, "distributed
+    hybrid or multicloud cluster"), with `flannel-external-ip` so that pod traffic uses the public
+    addresses, encrypted by WireGuard.
     """
     return node.private_ip if uses_private_network(cluster) and node.private_ip else node.host
 
@@ -143,13 +149,14 @@ class K3sConfig:
 
     token_file: str
     node_name: str
-    node_ip: str
     node_external_ip: str
+    node_ip: str | None = None
     node_label: tuple[str, ...] = ()
     node_taint: tuple[str, ...] = ()
     agent_token_file: str | None = None
     cluster_init: bool | None = None
     server: str | None = None
+    flannel_external_ip: bool | None = None
     tls_san: tuple[str, ...] = ()
     disable: tuple[str, ...] = ()
     flannel_backend: str | None = None
@@ -180,7 +187,7 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
         server=None if first_server else server_url(cluster),
         token_file=TOKEN_FILE,
         node_name=node.name,
-        node_ip=node_address(cluster, node),
+        node_ip=node_address(cluster, node) if uses_private_network(cluster) else None,
         node_external_ip=node.host,
         node_label=tuple(f"{k}={v}" for k, v in node_labels(node).items()),
         node_taint=tuple(str(t) for t in node.taints),
@@ -194,11 +201,18 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
         tls_san=tuple(sorted({cluster.api_endpoint, node.host, node_address(cluster, node)})),
         disable=DISABLED_COMPONENTS,
         flannel_backend=flannel_backend(cluster),
+        flannel_external_ip=None if uses_private_network(cluster) else True,
         secrets_encryption=True,
         write_kubeconfig_mode="0600",
         etcd_snapshot_schedule_cron=cluster.etcd_snapshots.schedule,
         etcd_snapshot_retention=cluster.etcd_snapshots.retention,
     )
+
+
+def firewall_ports(cluster: ClusterSettings, node: Node) -> tuple[str, ...]:
+    """`proto/port` (or `proto/first:last`) this node must accept from the other machines."""
+    own = ("tcp/6443", ETCD_PORTS, "tcp/10250") if node.role is Role.SERVER else AGENT_PORTS
+    return (*own, *FLANNEL_PORTS[flannel_backend(cluster)], *PEER_PORTS)
 
 
 def sha256(text: str) -> str:
@@ -297,6 +311,9 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
                 "GPU_COUNT": str(node.gpu.count if node.gpu else 0),
                 "GPU_PRODUCT": node.gpu.model.product if node.gpu else "",
                 "FLANNEL_BACKEND": backend,
+                "NODE_IP" if uses_private_network(cluster) else "PUBLIC_IP": node_address(cluster, node),
+                "FIREWALL_PORTS": " ".join(firewall_ports(cluster, node)),
+                "PEERS": " ".join(node_address(cluster, n) for n in cluster.nodes if n.name != node.name),
             },
         ),
         prepare=on_node(Step.PREPARE.value, "prepare.sh", files),
