@@ -28,6 +28,7 @@ platform = Platform(
         gitops=settings.gitops,
         platform=settings.platform,
         grafana_admin_password=settings.secrets[SecretKey.GRAFANA_ADMIN_PASSWORD],
+        argocd_admin_password_bcrypt=settings.secrets[SecretKey.ARGOCD_ADMIN_PASSWORD_BCRYPT],
     ),
     opts=pulumi.ResourceOptions(provider=provider),
 )

@@ -480,6 +480,35 @@ def test_the_app_project_admits_only_the_sophia_repository_and_application_names
         assert [d["namespace"] for d in project["destinations"]] == expected
 
 
+@pytest.mark.parametrize("variant", ["production", "with_apps"])
+def test_the_default_project_allows_nothing(variant: str, request: pytest.FixtureRequest) -> None:
+    rendered: Rendered = request.getfixturevalue(variant)
+    default = _one(rendered, "AppProject", "default")
+    assert default["metadata"]["namespace"] == namespaces.ARGOCD
+    spec = default["spec"]
+    assert spec["sourceRepos"] == spec["destinations"] == spec["clusterResourceWhitelist"] == []
+    assert spec["namespaceResourceBlacklist"] == [{"group": "*", "kind": "*"}]
+    assert default["metadata"]["annotations"]["pulumi.com/patchForce"] == "true"
+    # Argo CD's server creates `default` at start: the patch waits for the release.
+    patch = _resource(rendered, "AppProject", "default")
+    assert _release(rendered, "argo-cd")["urn"] in patch["dependencies"]
+    for app in rendered.objects("Application"):
+        assert app["spec"]["project"] == "sophia"
+
+
+def test_the_argocd_admin_password_hash_comes_from_esc_through_a_secret(production: Rendered) -> None:
+    secret = _one(production, "Secret", "argocd-secret")
+    assert secret["metadata"]["namespace"] == namespaces.ARGOCD
+    assert secret["metadata"]["labels"]["app.kubernetes.io/part-of"] == "argocd"
+    assert secret["stringData"]["admin.password"] == "[secret]"
+    values = _values(production, "argo-cd")
+    assert values["configs"]["secret"] == {"createSecret": False}
+    assert "argocdServerAdminPassword" not in str(values)
+    assert value_at(values, ("configs", "cm", "admin.enabled")) in (None, True)
+    release = _release(production, "argo-cd")
+    assert _resource(production, "Secret", "argocd-secret")["urn"] in release["dependencies"]
+
+
 def test_applications_follow_main_with_automated_prune_and_self_heal(with_apps: Rendered) -> None:
     applications = with_apps.objects("Application")
     assert {a["metadata"]["name"] for a in applications} == {a["name"] for a in APPLICATIONS}

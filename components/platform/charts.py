@@ -113,6 +113,8 @@ ARGO_CD: Final = _chart(
         "global.domain",
         # Free-form: each key becomes an entry of argocd-cmd-params-cm (`server.insecure`: TLS ends at Traefik).
         "configs.params",
+        # Off: the program creates argocd-secret itself, with the admin password hash from ESC.
+        "configs.secret.createSecret",
         "dex.enabled",
         "notifications.enabled",
         "server.ingress.enabled",

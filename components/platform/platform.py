@@ -27,6 +27,8 @@ class PlatformArgs:
     platform: PlatformSettings
     grafana_admin_password: pulumi.Output[str]
     """`settings.secrets[SecretKey.GRAFANA_ADMIN_PASSWORD]`: a secret Output from ESC."""
+    argocd_admin_password_bcrypt: pulumi.Output[str]
+    """`settings.secrets[SecretKey.ARGOCD_ADMIN_PASSWORD_BCRYPT]`: a secret Output from ESC."""
 
 
 def argocd_host(network: NetworkSettings) -> str:
@@ -93,6 +95,7 @@ class Platform(pulumi.ComponentResource):
                 host=argocd_host(args.network),
                 cluster_issuer=issuer,
                 cluster_issuer_name=self.cert_manager.cluster_issuer_name,
+                admin_password_bcrypt=args.argocd_admin_password_bcrypt,
             ),
             child,
         )

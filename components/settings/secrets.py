@@ -20,6 +20,7 @@ class SecretKind(StrEnum):
     API_TOKEN = "api-token"
     PASSWORD = "password"
     SSH_PRIVATE_KEY = "ssh-private-key"
+    BCRYPT_HASH = "bcrypt-hash"
 
 
 class SecretKey(StrEnum):
@@ -35,6 +36,7 @@ class SecretKey(StrEnum):
     POSTGRES_PASSWORD = "postgresPassword"
     REDIS_PASSWORD = "redisPassword"
     GRAFANA_ADMIN_PASSWORD = "grafanaAdminPassword"
+    ARGOCD_ADMIN_PASSWORD_BCRYPT = "argocdAdminPasswordBcrypt"
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,29 @@ SECRET_SPECS: tuple[SecretSpec, ...] = (
     SecretSpec(SecretKey.POSTGRES_PASSWORD, SecretKind.PASSWORD, "PostgreSQL superuser password"),
     SecretSpec(SecretKey.REDIS_PASSWORD, SecretKind.PASSWORD, "Redis password"),
     SecretSpec(SecretKey.GRAFANA_ADMIN_PASSWORD, SecretKind.PASSWORD, "Grafana admin password"),
+    # Argo CD keeps only a bcrypt hash of its admin password (argocd-secret `admin.password`), and
+    # nothing in this program can compute one; the operator keeps the password itself.
+    SecretSpec(
+        SecretKey.ARGOCD_ADMIN_PASSWORD_BCRYPT,
+        SecretKind.BCRYPT_HASH,
+        "bcrypt hash of the Argo CD admin password (`argocd account bcrypt --password ...`)",
+    ),
 )
 
-MIN_LENGTH = {SecretKind.API_TOKEN: 16, SecretKind.PASSWORD: 16, SecretKind.SSH_PRIVATE_KEY: 64}
+MIN_LENGTH = {
+    SecretKind.API_TOKEN: 16,
+    SecretKind.PASSWORD: 16,
+    SecretKind.SSH_PRIVATE_KEY: 64,
+    SecretKind.BCRYPT_HASH: 60,
+}
 
 # Values people type while "filling it in later": the seed reports' empty secrets in other words.
 PLACEHOLDER = re.compile(
     r"^\s*$|^<.*>$|^\$\{.*\}$|^x+$|^\*+$|^(?i:changeme|change[-_ ]me|placeholder|todo|tbd|fixme|secret|password"
     r"|none|null|dummy|example|test|redacted)$|^(?i:your|replace|insert|fill)[-_ ]",
 )
+# `$2a$`/`$2b$`/`$2y$`, a two-digit cost, 22 characters of salt and 31 of hash (bcrypt's own base64).
+BCRYPT = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
 PEM_PRIVATE_KEY = re.compile(
     r"^-----BEGIN ([A-Z]+ )?PRIVATE KEY-----\n.+\n-----END ([A-Z]+ )?PRIVATE KEY-----\n?$", re.S
 )
@@ -85,6 +101,8 @@ def check_secret(spec: SecretSpec, value: str) -> str | None:
         return "is empty or a placeholder; set the real value in the ESC environment"
     if spec.kind is SecretKind.SSH_PRIVATE_KEY and not PEM_PRIVATE_KEY.match(value):
         return "must be a PEM/OpenSSH private key ('-----BEGIN ... PRIVATE KEY-----')"
+    if spec.kind is SecretKind.BCRYPT_HASH and not BCRYPT.match(value):
+        return "must be a bcrypt hash ('$2a$10$' and 53 characters), as `argocd account bcrypt` prints it"
     if len(value.strip()) < MIN_LENGTH[spec.kind]:
         return f"is too short for {spec.kind.value} (at least {MIN_LENGTH[spec.kind]} characters)"
     if spec.kind is not SecretKind.SSH_PRIVATE_KEY and any(c.isspace() for c in value):
