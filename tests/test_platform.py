@@ -198,14 +198,56 @@ def test_a_container_without_limits_is_caught() -> None:
 
 
 def test_independent_add_ons_do_not_wait_for_each_other(production: Rendered) -> None:
-    """A release waits only for objects of its own add-on (its namespace, its Secret), never another add-on."""
+    """A release waits for objects of its own add-on (its namespace, its Secret) and for no other add-on
+    but the monitoring release, when its chart's values create ServiceMonitors (they need its CRD)."""
     by_urn = {r["urn"]: r for r in production.resources}
+    monitoring = _release(production, "kube-prometheus-stack")
     for chart in CHARTS:
         release = _release(production, chart.name)
         for dependency in release["dependencies"]:
             if by_urn[dependency]["type"].startswith("pulumi:providers:"):
                 continue
+            if dependency == monitoring["urn"] and chart.name in SCRAPED_BY_THEIR_OWN_SERVICE_MONITORS:
+                continue
             assert by_urn[dependency]["parent"] == release["parent"], f"{chart.name} waits for {dependency}"
+
+
+# Each chart's values that create its own ServiceMonitor(s).
+SCRAPED_BY_THEIR_OWN_SERVICE_MONITORS = {
+    "metallb": [("prometheus", "serviceMonitor", "enabled")],
+    "cert-manager": [("prometheus", "servicemonitor", "enabled")],
+    "argo-cd": [
+        (component, "metrics", key)
+        for component in ("controller", "server", "repoServer", "applicationSet")
+        for key in ("enabled", "serviceMonitor")
+    ],
+}
+
+
+def test_the_platform_itself_is_scraped_through_its_charts_service_monitors(production: Rendered) -> None:
+    monitoring = _release(production, "kube-prometheus-stack")
+    for chart, paths in SCRAPED_BY_THEIR_OWN_SERVICE_MONITORS.items():
+        values = _values(production, chart)
+        for path in paths:
+            value = value_at(values, path)
+            assert value is True or value == {"enabled": True}, (chart, path)
+        # Their templates need (or skip without) the Prometheus Operator's CRD.
+        assert monitoring["urn"] in _release(production, chart)["dependencies"], chart
+    # MetalLB's metrics are HTTPS with a bearer token: the chart grants Prometheus's account a Role.
+    metallb = _values(production, "metallb")["prometheus"]
+    assert metallb["serviceAccount"] == "monitoring-kube-prometheus-prometheus"
+    assert metallb["namespace"] == namespaces.MONITORING
+    traefik = _one(production, "HelmChartConfig", "traefik")
+    prometheus = yaml.safe_load(traefik["spec"]["valuesContent"])["metrics"]["prometheus"]
+    assert prometheus == {"service": {"enabled": True}, "serviceMonitor": {"enabled": True}}
+    assert monitoring["urn"] in _resource(production, "HelmChartConfig", "traefik")["dependencies"]
+
+
+def test_the_prometheus_operator_crds_are_upgraded_with_the_chart(production: Rendered) -> None:
+    crds = _values(production, "kube-prometheus-stack")["crds"]
+    assert crds["enabled"] is True
+    assert crds["upgradeJob"]["enabled"] is True
+    assert crds["upgradeJob"]["image"]["busybox"]["tag"] != "latest"
 
 
 def test_every_platform_resource_is_on_the_cluster_provider(production: Rendered) -> None:

@@ -48,6 +48,11 @@ class ArgoCDArgs:
     cluster_issuer_name: str
     admin_password_bcrypt: pulumi.Output[str]
     """The bcrypt hash of the admin password, from ESC; a secret Output that only reaches a Secret."""
+    monitoring: pulumi.Resource
+    """The monitoring release: the chart's ServiceMonitors need its CRD (the chart skips them without it)."""
+
+
+METRICS: JSON = {"metrics": {"enabled": True, "serviceMonitor": {"enabled": True}}}
 
 
 def argocd_values(host: str) -> JSON:
@@ -61,14 +66,15 @@ def argocd_values(host: str) -> JSON:
         "dex": {"enabled": False},
         "notifications": {"enabled": False},
         # The Ingress is this program's own (see ArgoCD), so it is validated and held to the TLS rule.
-        "server": {"ingress": {"enabled": False}, "resources": resources("50m", "128Mi", "500m", "512Mi")},
-        "controller": {"resources": resources("250m", "512Mi", "1", "2Gi")},
+        "server": {"ingress": {"enabled": False}, "resources": resources("50m", "128Mi", "500m", "512Mi"), **METRICS},
+        "controller": {"resources": resources("250m", "512Mi", "1", "2Gi"), **METRICS},
         "repoServer": {
+            **METRICS,
             "resources": resources("100m", "256Mi", "1", "1Gi"),
             "copyutil": {"resources": resources("10m", "32Mi", "100m", "64Mi")},
         },
         "redis": {"resources": resources("50m", "64Mi", "200m", "256Mi")},
-        "applicationSet": {"resources": resources("20m", "64Mi", "200m", "256Mi")},
+        "applicationSet": {"resources": resources("20m", "64Mi", "200m", "256Mi"), **METRICS},
         "redisSecretInit": {"resources": resources("10m", "32Mi", "100m", "64Mi")},
     }
 
@@ -142,7 +148,7 @@ class ArgoCD(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.release = release(
-            RELEASE, ARGO_CD, ns=ns, values=argocd_values(args.host), parent=self, depends_on=[admin]
+            RELEASE, ARGO_CD, ns=ns, values=argocd_values(args.host), parent=self, depends_on=[admin, args.monitoring]
         )
         self.argocd_url = https_url(args.host)
         tls_ingress(

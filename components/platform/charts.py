@@ -82,6 +82,11 @@ METALLB: Final = _chart(
         "frrk8s.enabled",
         "crds.enabled",
         "speaker.tolerations",
+        # ServiceMonitors for controller and speaker; Prometheus needs a Role to scrape them (HTTPS,
+        # bearer token), which the chart grants to this service account in that namespace.
+        "prometheus.serviceMonitor.enabled",
+        "prometheus.serviceAccount",
+        "prometheus.namespace",
     ],
     # speaker.frr.enabled is false and frrk8s is off, so the speaker pod runs the speaker alone.
     containers={"controller": "controller.resources", "speaker": "speaker.resources"},
@@ -92,7 +97,14 @@ CERT_MANAGER: Final = _chart(
     "v1.21.1",
     repository="https://charts.jetstack.io",
     source="cert-manager/cert-manager@v1.21.1 (24e33194fb39488eff2bbf10c6dc640f407cad44) deploy/charts/cert-manager",
-    documented=["crds.enabled", "crds.keep", "replicaCount", "webhook.replicaCount", "cainjector.replicaCount"],
+    documented=[
+        "crds.enabled",
+        "crds.keep",
+        "replicaCount",
+        "webhook.replicaCount",
+        "cainjector.replicaCount",
+        "prometheus.servicemonitor.enabled",
+    ],
     containers={
         "cert-manager-controller": "resources",
         "cert-manager-webhook": "webhook.resources",
@@ -118,6 +130,15 @@ ARGO_CD: Final = _chart(
         "dex.enabled",
         "notifications.enabled",
         "server.ingress.enabled",
+        # Each component's metrics Service and ServiceMonitor (off by default).
+        "controller.metrics.enabled",
+        "controller.metrics.serviceMonitor.enabled",
+        "server.metrics.enabled",
+        "server.metrics.serviceMonitor.enabled",
+        "repoServer.metrics.enabled",
+        "repoServer.metrics.serviceMonitor.enabled",
+        "applicationSet.metrics.enabled",
+        "applicationSet.metrics.serviceMonitor.enabled",
     ],
     containers={
         "application-controller": "controller.resources",
@@ -173,6 +194,10 @@ KUBE_PROMETHEUS_STACK: Final = _chart(
     " prometheus-node-exporter-4.56.1 (8b8e639cac80a3001412f187060068978f649a55)",
     documented=[
         "crds.enabled",
+        # Helm installs CRDs only once; this pre-upgrade hook job applies the chart's CRDs on every
+        # upgrade (charts/crds/templates/upgrade/job.yaml). Its busybox defaults to `latest`: pinned.
+        "crds.upgradeJob.enabled",
+        "crds.upgradeJob.image.busybox.tag",
         # K3s runs these inside its own process with metrics bound to localhost: nothing to scrape.
         "kubeControllerManager.enabled",
         "kubeScheduler.enabled",
@@ -200,6 +225,7 @@ KUBE_PROMETHEUS_STACK: Final = _chart(
     ],
     containers={
         "prometheus-operator": "prometheusOperator.resources",
+        "CRD upgrade job: busybox (init) and kubectl (hook job)": "crds.upgradeJob.resources",
         "admission-webhook patch (hook jobs)": "prometheusOperator.admissionWebhooks.patch.resources",
         "config-reloader (Prometheus, Alertmanager sidecar)": "prometheusOperator.prometheusConfigReloader.resources",
         "prometheus": "prometheus.prometheusSpec.resources",
@@ -235,6 +261,9 @@ TRAEFIK: Final = _chart(
         "service.annotations",
         # Plain HTTP answers with a redirect to the TLS entry point (`to`, `scheme`, `permanent`).
         "ports.web.http.redirections.entryPoint",
+        # A metrics Service and a ServiceMonitor on it (the chart fails without the Operator's CRD).
+        "metrics.prometheus.service.enabled",
+        "metrics.prometheus.serviceMonitor.enabled",
     ],
     containers={},
 )

@@ -25,6 +25,10 @@ GRAFANA_ADMIN_SECRET = "grafana-admin"
 GRAFANA_USER_KEY = "admin-user"
 GRAFANA_PASSWORD_KEY = "admin-password"
 GRAFANA_ADMIN_USER = "admin"
+PROMETHEUS_SERVICE_ACCOUNT = "monitoring-kube-prometheus-prometheus"
+"""kube-prometheus-stack.prometheus.serviceAccountName: `<fullname>-prometheus`, where fullname is
+`<release>-kube-prometheus-stack` cut to 26 characters."""
+BUSYBOX_TAG = "1.37.0"
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,6 @@ class MonitoringArgs:
     grafana_host: str
     grafana_admin_password: pulumi.Output[str]
     """A secret Output (from ESC); it only ever reaches the cluster inside a Kubernetes Secret."""
-    cluster_issuer: k8s.apiextensions.CustomResource
-    cluster_issuer_name: str
 
 
 def _volume(size: str) -> JSON:
@@ -51,7 +53,14 @@ def _volume(size: str) -> JSON:
 
 def monitoring_values(settings: MonitoringSettings, grafana_url: str) -> JSON:
     return {
-        "crds": {"enabled": True},
+        "crds": {
+            "enabled": True,
+            "upgradeJob": {
+                "enabled": True,
+                "image": {"busybox": {"tag": BUSYBOX_TAG}},
+                "resources": resources("50m", "64Mi", "500m", "256Mi"),
+            },
+        },
         "kubeControllerManager": {"enabled": False},
         "kubeScheduler": {"enabled": False},
         "kubeProxy": {"enabled": False},
@@ -127,14 +136,20 @@ class Monitoring(pulumi.ComponentResource):
             parent=self,
             depends_on=[admin],
         )
+        self._namespace = ns
+        self._grafana_host = args.grafana_host
+        self.register_outputs({"grafanaUrl": self.grafana_url})
+
+    def publish_grafana(self, cluster_issuer: k8s.apiextensions.CustomResource, cluster_issuer_name: str) -> None:
+        """Grafana's Ingress. A method, not part of the constructor: cert-manager, whose issuer it needs,
+        itself waits for this release (its ServiceMonitor needs the Prometheus Operator's CRD)."""
         tls_ingress(
             "grafana",
-            namespace=ns.metadata.name,
-            host=args.grafana_host,
+            namespace=self._namespace.metadata.name,
+            host=self._grafana_host,
             routes=[Route("/", GRAFANA_SERVICE, GRAFANA_PORT)],
-            cluster_issuer_name=args.cluster_issuer_name,
+            cluster_issuer_name=cluster_issuer_name,
             ingress_class=INGRESS_CLASS,
             # The first certificate request would fail against an issuer that does not exist yet.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.cluster_issuer, self.release]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster_issuer, self.release]),
         )
-        self.register_outputs({"grafanaUrl": self.grafana_url})

@@ -43,10 +43,12 @@ class Platform(pulumi.ComponentResource):
     """MetalLB, cert-manager, monitoring, NVIDIA GPU support and Argo CD.
 
     Pass the cluster's provider in `opts` (`provider=` or `providers=`); every child inherits it.
-    The six Helm releases wait on no other add-on: only on their namespace and what lives in it
-    (the device plugin on its LimitRange, monitoring on the Grafana admin Secret). Only what needs another add-on's
-    CRD or issuer waits for it: the ClusterIssuers for cert-manager, the Ingresses for the
-    production issuer, the DCGM ServiceMonitor for the monitoring release.
+    A Helm release waits on its namespace and what lives in it (the device plugin on its LimitRange,
+    monitoring on the Grafana admin Secret, Argo CD on argocd-secret) and on no other add-on but the
+    monitoring release, whose CRDs the ServiceMonitors of MetalLB's, cert-manager's and Argo CD's charts
+    need. Only what needs another add-on's CRD or issuer waits for it: the ClusterIssuers for
+    cert-manager, the Ingresses for the production issuer, the DCGM ServiceMonitor and Traefik's
+    HelmChartConfig (its chart's ServiceMonitor) for the monitoring release.
     """
 
     cluster_issuer_name: str
@@ -67,20 +69,20 @@ class Platform(pulumi.ComponentResource):
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("sophia:platform:Platform", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.metallb = MetalLB("metallb", MetalLBArgs(args.network), child)
-        self.cert_manager = CertManager("cert-manager", CertManagerArgs(args.network), child)
-        issuer = self.cert_manager.production_issuer
         monitoring = Monitoring(
             "monitoring",
             MonitoringArgs(
                 settings=args.platform.monitoring,
                 grafana_host=grafana_host(args.network),
                 grafana_admin_password=args.grafana_admin_password,
-                cluster_issuer=issuer,
-                cluster_issuer_name=self.cert_manager.cluster_issuer_name,
             ),
             child,
         )
+        # Their charts' ServiceMonitors need the Prometheus Operator's CRD, which the monitoring release installs.
+        self.metallb = MetalLB("metallb", MetalLBArgs(args.network, monitoring.release), child)
+        self.cert_manager = CertManager("cert-manager", CertManagerArgs(args.network, monitoring.release), child)
+        issuer = self.cert_manager.production_issuer
+        monitoring.publish_grafana(issuer, self.cert_manager.cluster_issuer_name)
         # A cluster without GPU machines has nothing for the device plugin to advertise.
         has_gpus = any(node.gpu is not None for node in args.cluster.nodes)
         self.nvidia = (
@@ -96,6 +98,7 @@ class Platform(pulumi.ComponentResource):
                 cluster_issuer=issuer,
                 cluster_issuer_name=self.cert_manager.cluster_issuer_name,
                 admin_password_bcrypt=args.argocd_admin_password_bcrypt,
+                monitoring=monitoring.release,
             ),
             child,
         )
