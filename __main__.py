@@ -48,6 +48,7 @@ platform = Platform(
         platform=settings.platform,
         grafana_admin_password=settings.secrets[SecretKey.GRAFANA_ADMIN_PASSWORD],
         backup_keys=backup_keys,
+        argocd_admin_password_bcrypt=settings.secrets[SecretKey.ARGOCD_ADMIN_PASSWORD_BCRYPT],
     ),
     opts=pulumi.ResourceOptions(provider=provider),
 )

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+TLS_ENTRY_POINT = "websecure"
+"""Traefik's HTTPS entry point (K3s's Traefik chart); plain HTTP is redirected to it."""
+
 
 @dataclass(frozen=True)
 class Route:
@@ -43,7 +46,7 @@ def tls_ingress(
             labels=dict(labels) if labels else None,
             annotations={
                 "cert-manager.io/cluster-issuer": cluster_issuer_name,
-                "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
+                "traefik.ingress.kubernetes.io/router.entrypoints": TLS_ENTRY_POINT,
                 "traefik.ingress.kubernetes.io/router.tls": "true",
             },
         ),

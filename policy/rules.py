@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from components.gpu import GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
 from components.settings.catalogue import NAMESPACES
+from components.settings.gitops import ARGOCD_PROJECT
 from components.settings.secrets import PLACEHOLDER
 
 SECRET: Final = "[secret]"
@@ -596,6 +597,16 @@ def argocd_applications_follow_main(resource_type: str, inputs: JSON, config: Po
     return violations
 
 
+def argocd_applications_in_the_sophia_project(resource_type: str, inputs: JSON, config: PolicyConfig) -> list[str]:
+    obj = kubernetes_object(resource_type, inputs)
+    if obj is None or _kind(obj) != "Application" or not str(obj.get("apiVersion")).startswith("argoproj.io/"):
+        return []
+    project = _map(obj.get("spec")).get("project")
+    if project != ARGOCD_PROJECT:
+        return [f"spec.project: {project!r}, must be {ARGOCD_PROJECT!r} (the fenced project)"]
+    return []
+
+
 # -- third-party software, pinned -----------------------------------------------------------------
 
 
@@ -698,6 +709,12 @@ RULES: Final[tuple[Rule, ...]] = (
         9,
         "Argo CD Applications track targetRevision main at a path of the repository.",
         argocd_applications_follow_main,
+    ),
+    Rule(
+        "argocd-applications-in-the-sophia-project",
+        9,
+        "Argo CD Applications use the project 'sophia', never 'default' or another.",
+        argocd_applications_in_the_sophia_project,
     ),
     Rule(
         "helm-releases-are-pinned",

@@ -27,6 +27,7 @@ NODE_STEP_SECONDS: Final[Mapping[str, float]] = {
     "ready": 30,  # wait for /readyz and the node to be Ready
     "admit": 5,  # label and uncordon through the API
     "kubeconfig": 2,  # read the admin kubeconfig
+    "token": 2,  # read a secure join token (server-token, agent-token)
 }
 OTHER_COMMAND_SECONDS: Final = 10.0
 HELM_RELEASE_SECONDS: Final = 60.0  # install a chart and wait for its workloads (helm --wait)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ def stand_in(key: str) -> str:
     kinds = {spec.key.value: spec.kind for spec in SECRET_SPECS}
     if kinds.get(key) is SecretKind.SSH_PRIVATE_KEY:
         return f"-----BEGIN OPENSSH PRIVATE KEY-----\nrendered{digest}{digest}\n-----END OPENSSH PRIVATE KEY-----\n"
+    if kinds.get(key) is SecretKind.BCRYPT_HASH:
+        salt_and_hash = "".join(c for c in base64.b64encode(bytes.fromhex(digest + digest)).decode() if c.isalnum())
+        return f"$2a$10${salt_and_hash[:53]}"
     return f"rendered-{key}-{digest[:32]}"
 
 

@@ -77,6 +77,11 @@ if name == "uname":
     out((fake / "machine").read_text())
 if name == "ss":
     out((fake / "listeners").read_text() if flag("listeners") else "")
+if name == "ip":
+    addresses = (fake / "addresses").read_text().split() if flag("addresses") else []
+    out("".join(f"{i + 2}: eth{i}    inet {a}/24 scope global eth{i}\n" for i, a in enumerate(addresses)))
+if name == "ufw":
+    out((fake / "ufw-status").read_text() if flag("ufw-status") else "Status: inactive\n")
 if name == "modinfo":
     sys.exit(1 if flag("no-wireguard") else 0)
 if name == "journalctl":
@@ -130,12 +135,35 @@ if name == "systemctl":
         runtime = (root / "usr/bin/nvidia-container-runtime").exists()
         table = "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'nvidia']\n"
         containerd.write_text(table if runtime else "")
+        token_of = lambda key: (root / config[key][1:]).read_text() if key in config else ""
         with Api() as api:
+            # K3s's token handling: the first server writes both tokens in secure form, K10<CA hash>::
+            # <user>:<password>; a joining node checks the CA hash before it sends its password.
+            if config.get("cluster-init"):
+                api.state.setdefault("ca_hash", "fakecahash0123")
+                api.state["server_password"] = token_of("token-file")
+                api.state["agent_password"] = token_of("agent-token-file") or api.state["server_password"]
+                server_dir = root / "var/lib/rancher/k3s/server"
+                server_dir.mkdir(parents=True, exist_ok=True)
+                ca = api.state["ca_hash"]
+                (server_dir / "token").write_text(f"K10{ca}::server:{api.state['server_password']}\n")
+                (server_dir / "agent-token").write_text(f"K10{ca}::node:{api.state['agent_password']}\n")
+            elif "ca_hash" in api.state:
+                token = token_of("token-file")
+                if not token.startswith(f"K10{api.state['ca_hash']}::"):
+                    fail(f"{service}: token does not pin the cluster CA; refusing to join")
+                user, password = token.split("::", 1)[1].split(":", 1)
+                expected = {"server": api.state["server_password"], "node": api.state["agent_password"]}
+                if service == "k3s" and user != "server" or expected.get(user) != password:
+                    fail(f"{service}: join token rejected")
+                if service == "k3s-agent":
+                    api.state.setdefault("agent_join_users", []).append(user)
             node = config["node-name"]
             if node not in api.state["nodes"]:
                 taints = config.get("node-taint", [])
                 labels = dict(item.split("=", 1) for item in config.get("node-label", []))
-                api.state["nodes"][node] = {"ip": config["node-ip"], "labels": labels, "taints": taints,
+                ip = config.get("node-ip", config["node-external-ip"])
+                api.state["nodes"][node] = {"ip": ip, "labels": labels, "taints": taints,
                                             "unschedulable": False, "annotations": {},
                                             "etcd": service == "k3s"}
             api.state["nodes"][node]["ready"] = not flag("never-ready")
@@ -181,9 +209,16 @@ if name == "k3s":
                 out(f"node/{words[2]}\n")
             if "removed-node-name" in jsonpath:
                 out(node.get("annotations", {}).get("etcd.k3s.cattle.io/removed-node-name", ""))
+            if jsonpath.startswith("jsonpath={.metadata.annotations."):
+                key = jsonpath[len("jsonpath={.metadata.annotations."):-1].replace("\\.", ".")
+                out(node.get("annotations", {}).get(key, ""))
+            if "spec.unschedulable" in jsonpath:
+                out("true" if node["unschedulable"] else "")
+            if "spec.taints" in jsonpath:
+                out("".join(f"{t.split('=')[0].split(':')[0]}:{t.rsplit(':', 1)[1]}\n" for t in node["taints"]))
             if "Ready" in jsonpath:
                 out("True" if node["ready"] else "False")
-            if "InternalIP" in jsonpath:
+            if "addresses" in jsonpath:
                 out(node["ip"])
             out(json.dumps(node))
         if words[:2] == ["get", "lease"]:
@@ -219,9 +254,20 @@ if name == "k3s":
             key, value = words[3].split("=", 1)
             nodes[words[2]]["labels"][key] = value
             out("")
+        if words[:2] == ["taint", "node"] and words[3].endswith("-"):
+            node = nodes[words[2]]
+            gone = words[3][:-1]
+            kept = [t for t in node["taints"] if f"{t.split('=')[0].split(':')[0]}:{t.rsplit(':', 1)[1]}" != gone]
+            if len(kept) == len(node["taints"]):
+                fail(f'error: taint "{gone}" not found')
+            node["taints"] = kept
+            out("")
         if words[:2] == ["taint", "node"]:
             node = nodes[words[2]]
             node["taints"] = [t for t in node["taints"] if t.split("=")[0] != words[3].split("=")[0]] + [words[3]]
+            out("")
+        if words[:2] == ["annotate", "node"] and words[3].endswith("-") and "=" not in words[3]:
+            nodes[words[2]].setdefault("annotations", {}).pop(words[3][:-1], None)
             out("")
         if words[:2] == ["annotate", "node"]:
             key, value = words[3].split("=", 1)
@@ -265,7 +311,7 @@ EOF
 chmod +x "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh"
 """
 
-STUBS = ("sudo", "id", "uname", "ss", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
+STUBS = ("sudo", "id", "uname", "ss", "ip", "ufw", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
 # The private key K3s writes into the admin kubeconfig (`client-key-data`): a secret every server holds.
 ADMIN_CLIENT_KEY = "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCmZha2UtYWRtaW4ta2V5"
 

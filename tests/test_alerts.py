@@ -7,13 +7,12 @@ from typing import Any
 import pytest
 
 from components.platform.alerts import (
-    CERT_MANAGER_METRICS_PORT,
     EXPORTED_METRICS,
     RULE_NAME,
     longest_gap_hours,
     metric_names,
 )
-from render.model import Rendered
+from render.model import HELM_RELEASE, Rendered
 
 EXPECTED = {
     "SophiaEtcdSnapshotTooOld",
@@ -86,8 +85,10 @@ def test_the_postgres_backup_alert_allows_two_schedule_periods(production: Rende
 
 
 def test_cert_manager_and_k3s_are_scraped_for_the_alerts(production: Rendered) -> None:
-    (monitor,) = [m for m in production.objects("ServiceMonitor") if m["metadata"]["namespace"] == "cert-manager"]
-    assert monitor["spec"]["endpoints"][0]["port"] == CERT_MANAGER_METRICS_PORT
+    # cert-manager's through its chart's own ServiceMonitor, and nothing else claims that object's name.
+    (release,) = [r for r in production.by_type(HELM_RELEASE) if r["inputs"]["chart"] == "cert-manager"]
+    assert release["inputs"]["values"]["prometheus"]["servicemonitor"]["enabled"] is True
+    assert not [m for m in production.objects("ServiceMonitor") if m["metadata"]["namespace"] == "cert-manager"]
     servers = [
         c for c in production.by_type("command:remote:Command") if c["name"] == "sophia-production-instance-install"
     ]

@@ -145,7 +145,8 @@ def test_every_ssh_connection_pins_the_machines_host_key(
     stack, raw = raw_commands
     by_host = {n.host: n for n in settings.cluster.nodes}
     ssh_key = stack.stand_ins["sophia-infra:sshPrivateKey"]
-    assert len(raw) == 6 * len(settings.cluster.nodes)
+    # Six steps a node, plus the first server's two token steps.
+    assert len(raw) == 6 * len(settings.cluster.nodes) + 2
     for name, inputs in raw.items():
         connection = inputs["connection"]
         node = by_host[connection["host"]]
@@ -180,7 +181,7 @@ def test_step_scripts_are_plain_complete_bash_and_the_token_travels_on_stdin_onl
     production: Rendered, raw_commands: tuple[StackConfig, dict[str, dict[str, Any]]]
 ) -> None:
     _, raw = raw_commands
-    token = next(iter({i["stdin"] for n, i in raw.items() if n.endswith("-prepare")}))
+    token = raw[f"{FIRST}-prepare"]["stdin"].split("\n")[0]
     assert token.startswith("rendered-random-")
     for c in commands(production):
         for script in (c["inputs"]["create"], c["inputs"].get("delete")):
@@ -248,13 +249,23 @@ def test_the_longest_chain_of_ssh_steps_is_the_same_for_50_machines_as_for_5(
 def _three_server_graph(tmp_path: Path, extra_agents: int) -> tuple[dict[str, set[str]], set[str], set[str]]:
     document = production_document()
     nodes = document["config"]["sophia-infra:cluster"]["nodes"]
-    for node in nodes:
+    for i, node in enumerate(nodes):
+        node["privateIp"] = f"10.19.0.{i + 2}"  # several servers need a private network
         if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
             node["role"] = "server"
     template = next(n for n in nodes if n["name"] == "sophia-development")
     for i in range(extra_agents):
         name = f"sophia-extra-{i}"
-        nodes.append(dict(template, name=name, host=f"198.51.100.{i + 10}", hostKey=host_key(name), labels={}))
+        nodes.append(
+            dict(
+                template,
+                name=name,
+                host=f"198.51.100.{i + 10}",
+                privateIp=f"10.19.1.{i + 2}",
+                hostKey=host_key(name),
+                labels={},
+            )
+        )
     directory = tmp_path / f"agents-{extra_agents}"
     directory.mkdir()
     program = directory / "cluster_only.py"
@@ -373,8 +384,12 @@ def test_the_first_server_initialises_a_hardened_cluster(production: Rendered, s
     assert config["etcd-snapshot-retention"] == snapshots.retention
     assert config["token-file"] == "/etc/rancher/k3s/sophia-join-token"
     assert config["node-name"] == FIRST
-    # The production machines have no private addresses: pod traffic crosses the internet encrypted.
+    # The production machines have no private addresses: pod traffic crosses the internet encrypted,
+    # between the public addresses (node-external-ip), which may be on no interface (NAT).
     assert config["flannel-backend"] == "wireguard-native"
+    assert config["flannel-external-ip"] is True
+    assert config["node-external-ip"] == settings.cluster.first_server.host
+    assert "node-ip" not in config
     install = exports(command(production, f"{FIRST}-install")["inputs"]["create"])
     assert install["K3S_VERSION"] == settings.cluster.k3s_version
     assert install["K3S_INSTALL_URL"].endswith(f"/{settings.cluster.k3s_version}/install.sh")
@@ -388,8 +403,9 @@ def test_agents_join_the_first_server_with_the_token_file(production: Rendered, 
         assert config["server"] == f"https://{node_address(settings.cluster, settings.cluster.first_server)}:6443"
         assert "cluster-init" not in config
         assert config["token-file"] == "/etc/rancher/k3s/sophia-join-token"
-        assert config["node-ip"] == node_address(settings.cluster, node)
-        assert config["node-external-ip"] == node.host
+        # No private network: K3s's own node-ip (the interface address), the public host as external IP.
+        assert "node-ip" not in config
+        assert config["node-external-ip"] == node.host == node_address(settings.cluster, node)
 
 
 def test_flannel_uses_vxlan_when_every_machine_has_a_private_address(tmp_path: Path) -> None:
@@ -403,6 +419,7 @@ def test_flannel_uses_vxlan_when_every_machine_has_a_private_address(tmp_path: P
     assert config["flannel-backend"] == "vxlan"
     assert config["node-ip"] == "10.19.0.2"
     assert config["node-external-ip"] == cluster.first_server.host
+    assert "flannel-external-ip" not in config
 
 
 def test_with_private_addresses_on_some_machines_only_every_node_uses_its_public_one(tmp_path: Path) -> None:
@@ -417,7 +434,9 @@ def test_with_private_addresses_on_some_machines_only_every_node_uses_its_public
         config = yaml.safe_load(scripts.config)
         # A machine without a private address could neither join a private server URL nor reach a
         # private flannel endpoint.
-        assert config["node-ip"] == node.host, node.name
+        assert "node-ip" not in config, node.name
+        assert config["node-external-ip"] == node.host, node.name
+        assert config.get("flannel-external-ip", True) is True, node.name
         assert config.get("server", f"https://{cluster.first_server.host}:6443") == (
             f"https://{cluster.first_server.host}:6443"
         )
@@ -440,6 +459,7 @@ K3S_AGENT_FLAGS: dict[str, type] = {
     "flannel-iface": str,
 }
 K3S_SERVER_FLAGS: dict[str, type] = K3S_AGENT_FLAGS | {
+    "agent-token-file": str,
     "cluster-init": bool,
     "tls-san": list,
     "disable": list,
@@ -467,12 +487,43 @@ def test_every_config_key_is_a_flag_of_the_k3s_command_the_node_runs(production:
         assert config["flannel-backend" if node.role.value == "server" else "node-name"]
 
 
-def test_the_join_token_is_a_generated_stable_secret(production: Rendered) -> None:
-    (token,) = production.by_type("random:index/randomPassword:RandomPassword")
-    assert token["inputs"]["length"] >= 32
-    assert token["inputs"]["special"] is False
-    assert "keepers" not in token["inputs"]
-    assert token["provider"] is not None
+def test_the_join_tokens_are_generated_stable_secrets(production: Rendered) -> None:
+    tokens = production.by_type("random:index/randomPassword:RandomPassword")
+    assert sorted(t["name"] for t in tokens) == ["sophia-agent-token", "sophia-join-token"]
+    for token in tokens:
+        assert token["inputs"]["length"] >= 32
+        assert token["inputs"]["special"] is False
+        assert "keepers" not in token["inputs"]
+        assert token["provider"] is not None
+
+
+def test_joins_pin_the_cluster_ca_and_agents_never_hold_the_server_token(
+    production: Rendered, raw_commands: tuple[StackConfig, dict[str, dict[str, Any]]], settings: Settings
+) -> None:
+    _, raw = raw_commands
+    server_password, agent_password = raw[f"{FIRST}-prepare"]["stdin"].splitlines()
+    assert server_password != agent_password
+    config = k3s_config(production, FIRST)
+    assert config["agent-token-file"] == "/etc/rancher/k3s/sophia-agent-token"
+    # What the first server's token steps print (K3s's secure K10 tokens; stand-ins here).
+    secure = {step: raw[f"{FIRST}-{step}"] for step in ("server-token", "agent-token")}
+    assert exports(secure["server-token"]["create"])["TOKEN_PATH"] == "/var/lib/rancher/k3s/server/token"
+    assert exports(secure["agent-token"]["create"])["TOKEN_PATH"] == "/var/lib/rancher/k3s/server/agent-token"
+    stand_in = {step: f"rendered stdout of {FIRST}-{step}" for step in secure}
+    for step in secure:
+        rendered_step = command(production, f"{FIRST}-{step}")
+        assert rendered_step["inputs"]["logging"] == "none", step
+        assert "stdout" in rendered_step["options"].get("additionalSecretOutputs", ["stdout"])
+    for node in settings.cluster.nodes:
+        if node.name == FIRST:
+            continue
+        stdin = raw[f"{node.name}-prepare"]["stdin"]
+        assert server_password not in stdin, node.name
+        if node.role.value == "server":
+            assert stdin == f"{stand_in['server-token']}\n{agent_password}\n", node.name
+        else:
+            assert stdin == f"{stand_in['agent-token']}\n", node.name
+            assert "agent-token-file" not in k3s_config(production, node.name)
 
 
 def test_every_step_uses_the_clusters_own_ssh_provider(production: Rendered) -> None:

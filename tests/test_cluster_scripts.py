@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from components.cluster.node_config import SCRIPTS_DIR, NodeScripts, node_address, node_scripts
+from components.cluster.node_config import SCRIPTS_DIR, NodeScripts, firewall_ports, node_address, node_scripts
 from components.settings.cluster import ClusterSettings
 from render.engine import REMOTE_COMMAND
 from render.model import Rendered
@@ -27,6 +27,8 @@ from tests.cluster_fakes import ADMIN_CLIENT_KEY, Machine, StepRun, add_volume, 
 from tests.support import production_document, settings_from
 
 TOKEN = "K10sophiatesttoken0123456789abcdefABCDEF"
+SERVER_PASSWORD = "sophiatestserverpassword0123456789"
+AGENT_PASSWORD = "sophiatestagentpassword0123456789"
 SERVER = "sophia-production-instance"
 AGENT = "sophia-ai-core"
 AGENT_A10 = "sophia-development"
@@ -76,10 +78,24 @@ def step_of(run: StepRun) -> str:
     return name
 
 
+def tokens_for(m: Machine, scripts: NodeScripts) -> str:
+    """What `prepare` reads on stdin, as cluster.py builds it: the generated short tokens for the first
+    server; for any other node the secure tokens the first server wrote (what its token steps print)."""
+    if scripts.first:
+        return f"{SERVER_PASSWORD}\n{AGENT_PASSWORD}\n"
+    state = cluster_state(m.cluster)
+    if "ca_hash" not in state:
+        return TOKEN  # no first server in this fake cluster: the token is not checked
+    secure = f"K10{state['ca_hash']}::"
+    if scripts.node.role.value == "server":
+        return f"{secure}server:{state['server_password']}\n{AGENT_PASSWORD}\n"
+    return f"{secure}node:{state['agent_password']}\n"
+
+
 def bring_up(m: Machine, scripts: NodeScripts) -> None:
     for script, stdin in (
         (scripts.preflight, ""),
-        (scripts.prepare, TOKEN),
+        (scripts.prepare, tokens_for(m, scripts)),
         (scripts.install, ""),
         (scripts.ready, ""),
     ):
@@ -117,7 +133,7 @@ def test_install_twice_on_an_unchanged_node_changes_nothing_the_second_time(
 
     assert again.returncode == 0, again.output
     assert "nothing to do" in again.stdout
-    for script, stdin in ((scripts.preflight, ""), (scripts.prepare, TOKEN), (scripts.ready, "")):
+    for script, stdin in ((scripts.preflight, ""), (scripts.prepare, tokens_for(server, scripts)), (scripts.ready, "")):
         rerun = server.run(script, stdin)
         assert rerun.returncode == 0, rerun.output
     assert server.files() == before
@@ -563,16 +579,24 @@ def test_the_data_guard_fails_closed_when_the_api_does_not_answer(
     assert cluster_state(api)["nodes"][AGENT_A10]["unschedulable"] is False
 
 
-def _two_running_servers(tmp_path: Path, api: Path) -> tuple[ClusterSettings, list[Machine], list[NodeScripts]]:
+def three_servers() -> dict[str, Any]:
+    """Production with three servers, on a private network (K3s's etcd needs one)."""
     document = production_document()
-    nodes = document["config"]["sophia-infra:cluster"]["nodes"]
-    for name in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
-        next(n for n in nodes if n["name"] == name)["role"] = "server"
-    cluster = cluster_from(tmp_path, document)
+    for i, node in enumerate(document["config"]["sophia-infra:cluster"]["nodes"]):
+        node["privateIp"] = f"10.19.0.{i + 2}"
+        if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
+            node["role"] = "server"
+    return document
+
+
+def _two_running_servers(tmp_path: Path, api: Path) -> tuple[ClusterSettings, list[Machine], list[NodeScripts]]:
+    cluster = cluster_from(tmp_path, three_servers())
     names = [n.name for n in cluster.servers]
     gpus = {"sophia-production-instance": "Quadro RTX 6000\n", "sophia-mcp-orchestrator": "NVIDIA RTX A6000\n"}
     gpus["sophia-data-pipeline"] = "NVIDIA A100-SXM4-80GB\n"
     machines = [machine(tmp_path, api, n, gpus=gpus[n]) for n in names]
+    for m, n in zip(machines, cluster.servers, strict=True):
+        m.set("addresses", f"{n.host} {n.private_ip}")
     scripts = [scripts_for(cluster, n) for n in names]
     for m, s in zip(machines, scripts, strict=True):
         bring_up(m, s)
@@ -581,11 +605,8 @@ def _two_running_servers(tmp_path: Path, api: Path) -> tuple[ClusterSettings, li
 
 def test_server_restarts_take_turns_through_the_lease(tmp_path: Path, api: Path) -> None:
     _, machines, _ = _two_running_servers(tmp_path, api)
-    document = production_document()
+    document = three_servers()
     cluster_doc = document["config"]["sophia-infra:cluster"]
-    for node in cluster_doc["nodes"]:
-        if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
-            node["role"] = "server"
     cluster_doc["etcdSnapshots"]["retention"] = 30  # a server config change: every server restarts
     changed = cluster_from(tmp_path, document)
     joiners = machines[1:]
@@ -622,10 +643,7 @@ def test_a_lease_left_by_a_dead_server_is_taken_over_after_it_expires(tmp_path: 
         "seconds": "900",
     }
     (api / "state.json").write_text(json.dumps(state))
-    document = production_document()
-    for node in document["config"]["sophia-infra:cluster"]["nodes"]:
-        if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
-            node["role"] = "server"
+    document = three_servers()
     document["config"]["sophia-infra:cluster"]["etcdSnapshots"]["retention"] = 30
     changed = scripts_for(cluster_from(tmp_path, document), machines[1].root.name)
 
@@ -641,10 +659,7 @@ def test_a_server_waits_for_a_live_lease_and_gives_up_with_a_clear_message(tmp_p
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
     state["leases"]["sophia-server-restart"] = {"rv": "9000", "holder": "sophia-busy", "renew": now, "seconds": "900"}
     (api / "state.json").write_text(json.dumps(state))
-    document = production_document()
-    for node in document["config"]["sophia-infra:cluster"]["nodes"]:
-        if node["name"] in ("sophia-mcp-orchestrator", "sophia-data-pipeline"):
-            node["role"] = "server"
+    document = three_servers()
     document["config"]["sophia-infra:cluster"]["etcdSnapshots"]["retention"] = 30
     changed = scripts_for(cluster_from(tmp_path, document), machines[1].root.name)
     restarts = machines[1].restarts("k3s")
@@ -705,5 +720,209 @@ def test_draining_an_agent_leaves_etcd_alone(tmp_path: Path, api: Path, cluster:
     assert scripts.drain is not None
 
     assert server.run(scripts.drain).returncode == 0
-    assert not any(call[:3] == ["k3s", "kubectl", "--kubeconfig"] and "annotate" in call for call in server.calls())
+    annotations = [call for call in server.calls() if call[:2] == ["k3s", "kubectl"] and "annotate" in call]
+    assert not any("etcd.k3s.cattle.io/remove=true" in call for call in annotations)
     assert "etcd_removed" not in cluster_state(api)
+
+
+def _admitted_agent(tmp_path: Path, api: Path, cluster: ClusterSettings) -> tuple[Machine, Machine, NodeScripts]:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    bring_up(server, scripts_for(cluster, SERVER))
+    agent = machine(tmp_path, api, AGENT, arch="aarch64", gpus="NVIDIA GH200 480GB\n")
+    scripts = scripts_for(cluster, AGENT)
+    bring_up(agent, scripts)
+    admitted = server.run(scripts.admit)
+    assert admitted.returncode == 0, admitted.output
+    return server, agent, scripts
+
+
+def _set_node(api: Path, name: str, **fields: Any) -> None:
+    state = json.loads((api / "state.json").read_text())
+    state["nodes"][name].update(fields)
+    (api / "state.json").write_text(json.dumps(state))
+
+
+def test_every_kubectl_call_is_bounded_and_every_download_has_a_time_limit(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server, agent, scripts = _admitted_agent(tmp_path, api, cluster)
+    assert scripts.drain is not None
+    assert server.run(scripts.drain).returncode == 0
+    calls = server.calls() + agent.calls()
+
+    kubectl = [c for c in calls if c[:2] == ["k3s", "kubectl"]]
+    assert kubectl
+    assert all(any(a.startswith("--request-timeout=") for a in c) for c in kubectl), kubectl
+    downloads = [c for c in calls if c[0] == "curl"]
+    assert downloads
+    assert all("--max-time" in c for c in downloads), downloads
+    # The K3s installer downloads the binary itself, with no time limit of its own.
+    installer = [c for c in calls if c[0] == "sudo" and "INSTALL_K3S_SKIP_START=true" in c]
+    assert installer
+    assert all(c[c.index("--") + 1] == "timeout" for c in installer), installer
+
+
+def test_admit_keeps_a_cordon_set_by_hand(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server, _, scripts = _admitted_agent(tmp_path, api, cluster)
+    _set_node(api, AGENT, unschedulable=True)  # kubectl cordon, by an operator
+
+    result = server.run(scripts.admit)
+
+    assert result.returncode == 0, result.output
+    assert cluster_state(api)["nodes"][AGENT]["unschedulable"] is True
+    assert "stays cordoned" in result.stdout
+
+
+def test_admit_lifts_the_cordon_of_its_own_drain(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server, _, scripts = _admitted_agent(tmp_path, api, cluster)
+    assert scripts.drain is not None
+    assert server.run(scripts.drain).returncode == 0
+    assert cluster_state(api)["nodes"][AGENT]["unschedulable"] is True
+
+    result = server.run(scripts.admit)
+
+    assert result.returncode == 0, result.output
+    node = cluster_state(api)["nodes"][AGENT]
+    assert node["unschedulable"] is False
+    assert "sophia.ai/drained" not in node["annotations"]
+
+
+def test_admit_removes_a_taint_dropped_from_the_settings_and_keeps_one_set_by_hand(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server, _, _ = _admitted_agent(tmp_path, api, cluster)
+    state = cluster_state(api)
+    _set_node(api, AGENT, taints=[*state["nodes"][AGENT]["taints"], "maintenance=true:NoSchedule"])
+    document = production_document()
+    node = next(n for n in document["config"]["sophia-infra:cluster"]["nodes"] if n["name"] == AGENT)
+    node["taints"] = [{"key": "sophia.ai/dedicated", "value": "ai-core", "effect": "NoExecute"}]
+    changed = scripts_for(cluster_from(tmp_path, document), AGENT)
+
+    result = server.run(changed.admit)
+    again = server.run(changed.admit)
+
+    assert result.returncode == 0, result.output
+    assert again.returncode == 0, again.output
+    assert sorted(cluster_state(api)["nodes"][AGENT]["taints"]) == [
+        "maintenance=true:NoSchedule",
+        "sophia.ai/dedicated=ai-core:NoExecute",
+    ]
+    assert "removed taint nvidia.com/gpu:NoSchedule" in result.stdout
+
+
+def test_joins_use_the_secure_tokens_the_first_server_wrote_and_agents_get_the_agent_token(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    first = scripts_for(cluster, SERVER)
+    bring_up(server, first)
+    assert first.server_token is not None
+    assert first.agent_token is not None
+    server_token = server.run(first.server_token)
+    agent_token = server.run(first.agent_token)
+    assert server_token.returncode == 0, server_token.output
+    assert agent_token.returncode == 0, agent_token.output
+    assert server_token.stdout.startswith("K10") and "::server:" in server_token.stdout
+    assert agent_token.stdout.startswith("K10") and "::node:" in agent_token.stdout
+    assert SERVER_PASSWORD not in agent_token.stdout
+    assert SERVER_PASSWORD not in server.call_log()  # printed by cat, never an argument or variable
+
+    agent = machine(tmp_path, api, AGENT, arch="aarch64", gpus="NVIDIA GH200 480GB\n")
+    scripts = scripts_for(cluster, AGENT)
+    for script, stdin in ((scripts.preflight, ""), (scripts.prepare, agent_token.stdout), (scripts.install, "")):
+        result = agent.run(script, stdin)
+        assert result.returncode == 0, result.output
+    assert cluster_state(api)["agent_join_users"] == ["node"]
+    assert SERVER_PASSWORD not in (agent.root / "etc/rancher/k3s/sophia-join-token").read_text()
+    assert not (agent.root / "etc/rancher/k3s/sophia-agent-token").exists()
+
+
+def test_a_join_with_a_short_token_is_refused(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    bring_up(server, scripts_for(cluster, SERVER))
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    assert agent.run(scripts.prepare, f"{AGENT_PASSWORD}\n").returncode == 0
+
+    result = agent.run(scripts.install)
+
+    assert result.returncode != 0
+    assert "does not pin the cluster CA" in result.stderr
+
+
+def test_a_server_without_its_agent_token_fails_at_prepare(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server = machine(tmp_path, api, SERVER)
+    result = server.run(scripts_for(cluster, SERVER).prepare, f"{SERVER_PASSWORD}\n")
+    assert result.returncode != 0
+    assert "no agent token arrived" in result.stderr
+
+
+def test_the_token_step_refuses_a_token_that_pins_no_ca(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    first = scripts_for(cluster, SERVER)
+    bring_up(server, first)
+    (server.root / "var/lib/rancher/k3s/server/agent-token").write_text(f"{AGENT_PASSWORD}\n")
+    assert first.agent_token is not None
+
+    result = server.run(first.agent_token)
+
+    assert result.returncode != 0
+    assert AGENT_PASSWORD not in result.output
+    assert "not a secure K10 token" in result.stderr
+
+
+def test_preflight_says_whether_the_public_address_is_on_an_interface(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    host = scripts.node.host
+    agent.set("addresses", f"{host} 172.17.0.1")
+    direct = agent.run(scripts.preflight)
+    agent.set("addresses", "10.0.0.7")
+    behind_nat = agent.run(scripts.preflight)
+
+    assert direct.returncode == 0, direct.output
+    assert f"{host} on an interface" in direct.stdout
+    assert behind_nat.returncode == 0, behind_nat.output
+    assert f"{host} not on an interface (NAT): node-ip is the interface address" in behind_nat.stdout
+
+
+def test_preflight_fails_when_the_private_address_is_not_the_machines(tmp_path: Path, api: Path) -> None:
+    cluster = cluster_from(tmp_path, three_servers())
+    scripts = scripts_for(cluster, AGENT_A10)
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    agent.set("addresses", scripts.node.host)
+
+    result = agent.run(scripts.preflight)
+
+    assert result.returncode != 0
+    assert f"privateIp {scripts.node.private_ip} is not an address of this machine" in result.stderr
+
+
+UFW_ACTIVE = """Status: active
+
+To                         Action      From
+--                         ------      ----
+22/tcp                     ALLOW       Anywhere
+"""
+
+
+def test_preflight_says_what_an_active_ufw_must_allow(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    scripts = scripts_for(cluster, SERVER)
+    server.set("ufw-status", UFW_ACTIVE + "6443/tcp                   ALLOW       203.0.113.0/24\n")
+
+    result = server.run(scripts.preflight)
+
+    assert result.returncode != 0
+    line = next(x for x in result.stderr.splitlines() if "ufw is active" in x)
+    for port in ("tcp 2379:2380", "tcp 10250", "udp 51820", "tcp 7946", "udp 7946", "tcp 9100"):
+        assert port in line, port
+    assert "tcp 6443" not in line
+    for other in cluster.nodes[1:]:
+        assert other.host in line
+    ports = [p.split("/") for p in firewall_ports(cluster, scripts.node)]
+    allowed = "".join(f"{number}/{proto}   ALLOW   192.0.2.0/24\n" for proto, number in ports)
+    server.set("ufw-status", UFW_ACTIVE + allowed)
+    assert server.run(scripts.preflight).returncode == 0

@@ -19,6 +19,7 @@ from components.platform.charts import (
     CHARTS_BY_NAME,
     KUBE_PROMETHEUS_STACK,
     NVIDIA_DEVICE_PLUGIN,
+    TRAEFIK,
     undocumented_values,
     unsized_containers,
     value_at,
@@ -217,16 +218,58 @@ def test_a_container_without_limits_is_caught() -> None:
 
 
 def test_independent_add_ons_do_not_wait_for_each_other(production: Rendered) -> None:
-    """A release waits only for objects of its own add-on (its namespace, its Secret), never another add-on."""
+    """A release waits for objects of its own add-on (its namespace, its Secret) and for no other add-on
+    but the monitoring release, when its chart's values create ServiceMonitors (they need its CRD)."""
     by_urn = {r["urn"]: r for r in production.resources}
     # The one exception: the Barman Cloud plugin's chart creates cert-manager Issuers and Certificates.
     needs = {"plugin-barman-cloud": {_release(production, "cert-manager")["urn"]}}
+    monitoring = _release(production, "kube-prometheus-stack")
     for chart in CHARTS:
         release = _release(production, chart.name)
         for dependency in release["dependencies"]:
             if by_urn[dependency]["type"].startswith("pulumi:providers:") or dependency in needs.get(chart.name, ()):
                 continue
+            if dependency == monitoring["urn"] and chart.name in SCRAPED_BY_THEIR_OWN_SERVICE_MONITORS:
+                continue
             assert by_urn[dependency]["parent"] == release["parent"], f"{chart.name} waits for {dependency}"
+
+
+# Each chart's values that create its own ServiceMonitor(s).
+SCRAPED_BY_THEIR_OWN_SERVICE_MONITORS = {
+    "metallb": [("prometheus", "serviceMonitor", "enabled")],
+    "cert-manager": [("prometheus", "servicemonitor", "enabled")],
+    "argo-cd": [
+        (component, "metrics", key)
+        for component in ("controller", "server", "repoServer", "applicationSet")
+        for key in ("enabled", "serviceMonitor")
+    ],
+}
+
+
+def test_the_platform_itself_is_scraped_through_its_charts_service_monitors(production: Rendered) -> None:
+    monitoring = _release(production, "kube-prometheus-stack")
+    for chart, paths in SCRAPED_BY_THEIR_OWN_SERVICE_MONITORS.items():
+        values = _values(production, chart)
+        for path in paths:
+            value = value_at(values, path)
+            assert value is True or value == {"enabled": True}, (chart, path)
+        # Their templates need (or skip without) the Prometheus Operator's CRD.
+        assert monitoring["urn"] in _release(production, chart)["dependencies"], chart
+    # MetalLB's metrics are HTTPS with a bearer token: the chart grants Prometheus's account a Role.
+    metallb = _values(production, "metallb")["prometheus"]
+    assert metallb["serviceAccount"] == "monitoring-kube-prometheus-prometheus"
+    assert metallb["namespace"] == namespaces.MONITORING
+    traefik = _one(production, "HelmChartConfig", "traefik")
+    prometheus = yaml.safe_load(traefik["spec"]["valuesContent"])["metrics"]["prometheus"]
+    assert prometheus == {"service": {"enabled": True}, "serviceMonitor": {"enabled": True}}
+    assert monitoring["urn"] in _resource(production, "HelmChartConfig", "traefik")["dependencies"]
+
+
+def test_the_prometheus_operator_crds_are_upgraded_with_the_chart(production: Rendered) -> None:
+    crds = _values(production, "kube-prometheus-stack")["crds"]
+    assert crds["enabled"] is True
+    assert crds["upgradeJob"]["enabled"] is True
+    assert crds["upgradeJob"]["image"]["busybox"]["tag"] != "latest"
 
 
 def test_every_platform_resource_is_on_the_cluster_provider(production: Rendered) -> None:
@@ -296,6 +339,13 @@ def test_traefik_gets_its_address_from_metallb_through_a_helm_chart_config(
     address = values["service"]["annotations"]["metallb.io/loadBalancerIPs"]
     assert address == settings.network.ingress_address == production.outputs["loadBalancerAddress"]
     assert any(address in block for block in settings.network.load_balancer_pool)
+
+
+def test_plain_http_to_the_public_hosts_is_redirected_to_https(production: Rendered) -> None:
+    values = yaml.safe_load(_one(production, "HelmChartConfig", "traefik")["spec"]["valuesContent"])
+    redirect = values["ports"]["web"]["http"]["redirections"]["entryPoint"]
+    assert redirect == {"to": "websecure", "scheme": "https", "permanent": True}
+    assert undocumented_values(TRAEFIK, values) == []
 
 
 @pytest.mark.parametrize("variant", ["production", "with_apps"])
@@ -492,6 +542,35 @@ def test_the_app_project_admits_only_the_sophia_repository_and_application_names
         assert project["sourceRepos"] == [settings.gitops.repo_url] == ["https://github.com/ai-cherry/sophia-main"]
         assert project["clusterResourceWhitelist"] == []
         assert [d["namespace"] for d in project["destinations"]] == expected
+
+
+@pytest.mark.parametrize("variant", ["production", "with_apps"])
+def test_the_default_project_allows_nothing(variant: str, request: pytest.FixtureRequest) -> None:
+    rendered: Rendered = request.getfixturevalue(variant)
+    default = _one(rendered, "AppProject", "default")
+    assert default["metadata"]["namespace"] == namespaces.ARGOCD
+    spec = default["spec"]
+    assert spec["sourceRepos"] == spec["destinations"] == spec["clusterResourceWhitelist"] == []
+    assert spec["namespaceResourceBlacklist"] == [{"group": "*", "kind": "*"}]
+    assert default["metadata"]["annotations"]["pulumi.com/patchForce"] == "true"
+    # Argo CD's server creates `default` at start: the patch waits for the release.
+    patch = _resource(rendered, "AppProject", "default")
+    assert _release(rendered, "argo-cd")["urn"] in patch["dependencies"]
+    for app in rendered.objects("Application"):
+        assert app["spec"]["project"] == "sophia"
+
+
+def test_the_argocd_admin_password_hash_comes_from_esc_through_a_secret(production: Rendered) -> None:
+    secret = _one(production, "Secret", "argocd-secret")
+    assert secret["metadata"]["namespace"] == namespaces.ARGOCD
+    assert secret["metadata"]["labels"]["app.kubernetes.io/part-of"] == "argocd"
+    assert secret["stringData"]["admin.password"] == "[secret]"
+    values = _values(production, "argo-cd")
+    assert values["configs"]["secret"] == {"createSecret": False}
+    assert "argocdServerAdminPassword" not in str(values)
+    assert value_at(values, ("configs", "cm", "admin.enabled")) in (None, True)
+    release = _release(production, "argo-cd")
+    assert _resource(production, "Secret", "argocd-secret")["urn"] in release["dependencies"]
 
 
 def test_applications_follow_main_with_automated_prune_and_self_heal(with_apps: Rendered) -> None:

@@ -116,6 +116,7 @@ def test_every_policy_concerns_some_resource_of_production(production: Rendered,
         "ingress-only-with-cert-manager-tls": "Ingress",
         "load-balancers-only-through-metallb": "Service",
         "argocd-applications-follow-main": "Application",
+        "argocd-applications-in-the-sophia-project": "Application",
     }
     assert set(concerned) | {"helm-releases-are-pinned"} == set(BY_NAME)
     assert {k for k in concerned.values() if k not in kinds} == set()
@@ -367,6 +368,12 @@ def _application_on_a_feature_branch(p: Rendered) -> Resource:
     return r
 
 
+def _application_in_the_default_project(p: Rendered) -> Resource:
+    r = _real(p, "Application")
+    r["inputs"]["spec"]["project"] = "default"
+    return r
+
+
 def _release_with_a_version_range(p: Rendered) -> Resource:
     r = copy.deepcopy(p.by_type("kubernetes:helm.sh/v3:Release")[0])
     r["inputs"]["version"] = "0.16.x"
@@ -413,6 +420,7 @@ BREAKERS: dict[str, list[Callable[[Rendered], Resource]]] = {
     "ingress-only-with-cert-manager-tls": [_ingress_without_tls, _ingress_without_issuer, _ingress_host_not_covered],
     "load-balancers-only-through-metallb": [_load_balancer_ip_field],
     "argocd-applications-follow-main": [_application_on_a_feature_branch],
+    "argocd-applications-in-the-sophia-project": [_application_in_the_default_project],
     "helm-releases-are-pinned": [_release_with_a_version_range],
 }
 
@@ -427,7 +435,7 @@ def test_every_policy_has_a_broken_resource_that_makes_it_fire() -> None:
 def test_each_policy_fires_on_a_real_resource_broken_in_one_place(
     production: Rendered, with_application: Rendered, rule: str, breaker: Callable[[Rendered], Resource]
 ) -> None:
-    source = with_application if rule == "argocd-applications-follow-main" else production
+    source = with_application if rule.startswith("argocd-applications-") else production
     broken = breaker(source)
     original = next(r for r in source.resources if r["urn"] == broken["urn"])
     assert _judge(rule, original) == []

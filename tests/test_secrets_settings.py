@@ -61,6 +61,16 @@ def test_the_ssh_key_must_be_a_private_key(tmp_path: Path) -> None:
     ]
 
 
+def test_the_argocd_admin_password_must_be_a_bcrypt_hash(tmp_path: Path) -> None:
+    # The plain password would be accepted by Argo CD's Secret but never match at login.
+    assert _problems(tmp_path, "argocdAdminPasswordBcrypt", "a-plain-admin-password-123") == [
+        "sophia-infra:argocdAdminPasswordBcrypt: must be a bcrypt hash ('$2a$10$' and 53 characters),"
+        " as `argocd account bcrypt` prints it"
+    ]
+    valid = "$2a$10$" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0"
+    assert _problems(tmp_path, "argocdAdminPasswordBcrypt", valid) == []
+
+
 def test_a_problem_line_never_shows_the_secret_value(tmp_path: Path) -> None:
     value = "short-secret"
     problems = _problems(tmp_path, "anthropicApiKey", value)

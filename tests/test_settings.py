@@ -229,6 +229,8 @@ def test_a_config_error_is_a_clean_pulumi_run_error(tmp_path: Path) -> None:
 
 def test_three_servers_keep_quorum(tmp_path: Path) -> None:
     doc = production_document()
+    for i in range(5):
+        node(doc, i)["privateIp"] = f"10.19.0.{i + 2}"
     node(doc, 1)["role"] = "server"
     node(doc, 2)["role"] = "server"
     settings = settings_from(tmp_path, doc)
@@ -241,3 +243,16 @@ def test_three_servers_keep_quorum(tmp_path: Path) -> None:
 
 def test_the_api_endpoint_defaults_to_the_first_server(tmp_path: Path) -> None:
     assert settings_from(tmp_path, production_document()).cluster.api_endpoint == "192.0.2.10"
+
+
+def test_several_servers_over_public_addresses_only_are_refused_saying_why(tmp_path: Path) -> None:
+    doc = production_document()
+    for i in range(4):  # one machine without a private address is enough
+        node(doc, i)["privateIp"] = f"10.19.0.{i + 2}"
+    node(doc, 1)["role"] = "server"
+    node(doc, 2)["role"] = "server"
+    with pytest.raises(ConfigError) as caught:
+        settings_from(tmp_path, doc)
+    (problem,) = caught.value.problems
+    assert str(problem).startswith("sophia-infra:cluster.nodes: has 3 servers but not every machine has a privateIp")
+    assert "embedded etcd" in str(problem)

@@ -6,9 +6,10 @@ purpose: every node's preflight starts at once; every joining node (agent or ext
 for the first server, an agent's install also for the other servers (below), and no node ever waits
 for an agent. So the longest chain of SSH steps is the same for 5 machines as for 50:
 
-    first:  preflight → prepare → install → ready → admit, kubeconfig
+    first:  preflight → prepare → install → ready → admit, kubeconfig, server-token, agent-token
     others: preflight ─┐
-       first ready ────┴→ claim → prepare → install → ready → admit
+       first ready ────┴→ claim ─┐
+       first's token ────────────┴→ prepare → install → ready → admit
 
 An agent's install also waits for every server's ready: K3s wants servers upgraded first, one at
 a time, then agents (a kubelet must not be newer than the API server), and on an upgrade each
@@ -51,7 +52,10 @@ class K3sNodeArgs:
     """This machine."""
     first_server_connection: remote.ConnectionArgs
     """The first server, where the cluster-side steps (claim, admit) of every node run."""
-    join_token: pulumi.Output[str]
+    join_tokens: pulumi.Output[str]
+    """What `prepare` reads on stdin (a secret): the token to join with and, on a server, the agent
+    token on a second line. The first server gets the generated short tokens; every other node the
+    secure (K10) token its first server wrote, so that it joins only a server that has the cluster's CA."""
     first_server_ready: remote.Command | None
     """None for the first server itself."""
     servers_ready: tuple[remote.Command, ...] = ()
@@ -81,6 +85,8 @@ class K3sNode(pulumi.ComponentResource):
 
     ready: remote.Command
     kubeconfig: pulumi.Output[str] | None
+    secure_tokens: tuple[pulumi.Output[str], pulumi.Output[str]] | None
+    """First server only: the secure server token and agent token K3s wrote (secret Outputs)."""
 
     def __init__(self, name: str, args: K3sNodeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("sophia:cluster:K3sNode", name, None, opts)
@@ -142,7 +148,7 @@ class K3sNode(pulumi.ComponentResource):
             scripts.prepare,
             before_prepare,
             delete=scripts.uninstall,
-            stdin=pulumi.Output.secret(args.join_token),
+            stdin=pulumi.Output.secret(args.join_tokens),
         )
         install = step(
             Step.INSTALL,
@@ -157,6 +163,18 @@ class K3sNode(pulumi.ComponentResource):
         # uncordoned the node, leaving every upgraded node drained. A changed label or taint changes
         # `create`, which pulumi-command runs again in place; an upgrade keeps labels and schedulability.
         step(Step.ADMIT, args.first_server_connection, scripts.admit, [self.ready], delete=scripts.drain)
+        self.secure_tokens = None
+        if scripts.server_token is not None and scripts.agent_token is not None:
+
+            def read_token(which: Step, script: str) -> pulumi.Output[str]:
+                read = step(which, args.connection, script, [self.ready], triggers=[self.ready.id], secret_stdout=True)
+                token: pulumi.Output[str] = read.stdout.apply(lambda text: text.strip())
+                return pulumi.Output.secret(token)
+
+            self.secure_tokens = (
+                read_token(Step.SERVER_TOKEN, scripts.server_token),
+                read_token(Step.AGENT_TOKEN, scripts.agent_token),
+            )
         self.kubeconfig = None
         if scripts.kubeconfig is not None:
             fetch = step(
@@ -199,20 +217,30 @@ class K3sCluster(pulumi.ComponentResource):
         # Explicit providers: nothing here depends on a default provider's ambient configuration.
         ssh = command.Provider(f"{name}-ssh", opts=pulumi.ResourceOptions(parent=self))
         randomness = random.Provider(f"{name}-random", opts=pulumi.ResourceOptions(parent=self))
+
         # Generated once and kept in the (encrypted) state: the same on every run, so re-runs never
-        # see a different token. Letters and digits only: it goes into a file, never through a shell.
-        token = random.RandomPassword(
-            f"{name}-join-token",
-            random.RandomPasswordArgs(length=JOIN_TOKEN_LENGTH, special=False),
-            opts=pulumi.ResourceOptions(parent=self, provider=randomness, additional_secret_outputs=["result"]),
-        )
-        join_token: pulumi.Output[str] = pulumi.Output.secret(token.result)
+        # see a different token. Letters and digits only: they go into files, never through a shell.
+        # The server token joins servers and is full administrator access; the agent token only
+        # joins agents (K3s `agent-token`), so an agent machine never holds the server token.
+        def generated(resource_name: str) -> pulumi.Output[str]:
+            token = random.RandomPassword(
+                resource_name,
+                random.RandomPasswordArgs(length=JOIN_TOKEN_LENGTH, special=False),
+                opts=pulumi.ResourceOptions(parent=self, provider=randomness, additional_secret_outputs=["result"]),
+            )
+            return pulumi.Output.secret(token.result)
+
+        server_token = generated(f"{name}-join-token")
+        agent_token = generated(f"{name}-agent-token")
         connections = {n.name: ssh_connection(n, args.ssh_private_key) for n in cluster.nodes}
         first = cluster.first_server
         node_opts = pulumi.ResourceOptions(parent=self, providers={"command": ssh})
 
         def make(
-            node: Node, first_ready: remote.Command | None, servers_ready: tuple[remote.Command, ...] = ()
+            node: Node,
+            join_tokens: pulumi.Output[str],
+            first_ready: remote.Command | None,
+            servers_ready: tuple[remote.Command, ...] = (),
         ) -> K3sNode:
             return K3sNode(
                 node.name,
@@ -221,22 +249,28 @@ class K3sCluster(pulumi.ComponentResource):
                     cluster=cluster,
                     connection=connections[node.name],
                     first_server_connection=connections[first.name],
-                    join_token=join_token,
+                    join_tokens=join_tokens,
                     first_server_ready=first_ready,
                     servers_ready=servers_ready,
                 ),
                 opts=node_opts,
             )
 
-        first_node = make(first, None)
+        first_node = make(first, pulumi.Output.format("{0}\n{1}\n", server_token, agent_token), None)
+        assert first_node.secure_tokens is not None
+        secure_server_token, secure_agent_token = first_node.secure_tokens
         self.nodes = {first.name: first_node}
+        server_stdin: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.format("{0}\n{1}\n", secure_server_token, agent_token)
+        )
         for node in cluster.servers:
             if node.name != first.name:
-                self.nodes[node.name] = make(node, first_node.ready)
+                self.nodes[node.name] = make(node, server_stdin, first_node.ready)
         servers_ready = tuple(self.nodes[n.name].ready for n in cluster.servers)
+        agent_stdin: pulumi.Output[str] = pulumi.Output.secret(pulumi.Output.format("{0}\n", secure_agent_token))
         for node in cluster.nodes:
             if node.role is not Role.SERVER:
-                self.nodes[node.name] = make(node, first_node.ready, servers_ready)
+                self.nodes[node.name] = make(node, agent_stdin, first_node.ready, servers_ready)
         # The configured order, which the render and the stack outputs list the nodes in.
         self.nodes = {n.name: self.nodes[n.name] for n in cluster.nodes}
         assert first_node.kubeconfig is not None

@@ -4,7 +4,7 @@ Everything here is a pure function of the typed cluster settings, so the tests c
 exactly what `pulumi up` sends over SSH. A step's script is a complete bash program: a prelude of
 `export NAME=value` lines (shell-quoted; sshd usually refuses environment variables, so nothing is
 passed through the SSH session's environment), then scripts/lib.sh, then the step's own file.
-Secrets never appear in a script: the join token travels on standard input only.
+Secrets never appear in a script: the join tokens travel on standard input only.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ SCRIPTS_DIR: Final = Path(__file__).resolve().parent / "scripts"
 API_PORT: Final = 6443
 CONFIG_FILE: Final = "/etc/rancher/k3s/config.yaml"
 TOKEN_FILE: Final = "/etc/rancher/k3s/sophia-join-token"
+AGENT_TOKEN_FILE: Final = "/etc/rancher/k3s/sophia-agent-token"
+# Where K3s writes the secure (K10, CA-pinning) form of each token on a server (K3s docs, cli/token).
+SERVER_TOKEN_PATH: Final = "/var/lib/rancher/k3s/server/token"
+AGENT_TOKEN_PATH: Final = "/var/lib/rancher/k3s/server/agent-token"
 MARKER_FILE: Final = "/etc/rancher/k3s/sophia-node"
 APPLIED_FILE: Final = "/var/lib/rancher/k3s/sophia-applied"
 ADMIN_KUBECONFIG: Final = "/etc/rancher/k3s/k3s.yaml"
@@ -37,6 +41,9 @@ AGENT_KUBECONFIG: Final = "/var/lib/rancher/k3s/agent/kubelet.kubeconfig"
 LEASE_NAME: Final = "sophia-server-restart"
 DATA_DIR: Final = "/var/lib/rancher/k3s"
 RESTORE_PATH: Final = "/usr/local/sbin/sophia-etcd-restore"
+# Node annotations through which admit tells its own changes from an operator's (admit.sh).
+TAINTS_ANNOTATION: Final = "sophia.ai/applied-taints"
+DRAINED_ANNOTATION: Final = "sophia.ai/drained"
 
 # Bounds of the waits. A first server start pulls images and initialises etcd; ten minutes is
 # generous on Lambda machines and still ends a stuck `pulumi up` with a message instead of a hang.
@@ -45,6 +52,10 @@ DRAIN_TIMEOUT_SECONDS: Final = 600
 # A server holding the restart lease gives it back when Ready again; one that died holding it keeps
 # it at most this long: longer than any restart that is still going to succeed.
 LEASE_SECONDS: Final = READY_TIMEOUT_SECONDS + 300
+# One API request (kubectl --request-timeout); the waits above retry, so one slow answer is no failure.
+KUBE_REQUEST_TIMEOUT_SECONDS: Final = 30
+# One download, and the K3s installer with the downloads it makes itself (binary about 70 MB).
+DOWNLOAD_TIMEOUT_SECONDS: Final = 300
 
 # Lambda Stack images; `ID:VERSION_ID` as in /etc/os-release.
 SUPPORTED_OS: Final = ("ubuntu:22.04", "ubuntu:24.04")
@@ -55,6 +66,10 @@ SERVER_PORTS: Final = ("tcp/6443", "tcp/2379", "tcp/2380", "tcp/10250")
 AGENT_PORTS: Final = ("tcp/10250",)
 FLANNEL_PORTS: Final = {"vxlan": ("udp/8472",), "wireguard-native": ("udp/51820",)}
 
+# What the machines must let through from each other (README, "Machines"): the ports K3s listens on,
+# MetalLB's memberlist (its speakers find each other) and node-exporter (Prometheus scrapes every node).
+PEER_PORTS: Final = ("tcp/7946", "udp/7946", "tcp/9100")
+ETCD_PORTS: Final = "tcp/2379:2380"
 
 # servicelb (klipper) is replaced by MetalLB; Traefik stays as the ingress controller.
 DISABLED_COMPONENTS: Final[tuple[str, ...]] = ("servicelb",)
@@ -68,6 +83,8 @@ class Step(StrEnum):
     PREPARE = "prepare"
     INSTALL = "install"
     READY = "ready"
+    SERVER_TOKEN = "server-token"
+    AGENT_TOKEN = "agent-token"
     ADMIT = "admit"
     KUBECONFIG = "kubeconfig"
 
@@ -78,17 +95,18 @@ def install_url(version: str) -> str:
 
 
 def uses_private_network(cluster: ClusterSettings) -> bool:
-    """Whether the nodes talk over their private addresses: only when every machine has one."""
-    return all(n.private_ip for n in cluster.nodes)
+    return cluster.private_network
 
 
 def node_address(cluster: ClusterSettings, node: Node) -> str:
-    """The address K3s gives this node (`node-ip`) and the others reach it on.
+    """The address the other nodes reach this node on: its private one on a private network.
 
-    Its private address only when every machine has one: a machine without a private address
-    cannot reach the others' private addresses (its join to a private server URL, the pod traffic
-    to a private flannel endpoint and etcd peering would all fail), so then every node uses its
-    public one.
+    Without a private network it is the public `host`, which K3s gets as `node-external-ip`; the
+    node's `node-ip` is then left to K3s (the address of its default-route interface), because on a
+    machine behind NAT the public address is on no interface and K3s could not bind to it. That is
+    K3s's documented setup for nodes without a shared private network (docs: networking, "distributed
+    hybrid or multicloud cluster"), with `flannel-external-ip` so that pod traffic uses the public
+    addresses, encrypted by WireGuard.
     """
     return node.private_ip if uses_private_network(cluster) and node.private_ip else node.host
 
@@ -135,12 +153,14 @@ class K3sConfig:
 
     token_file: str
     node_name: str
-    node_ip: str
     node_external_ip: str
+    node_ip: str | None = None
     node_label: tuple[str, ...] = ()
     node_taint: tuple[str, ...] = ()
+    agent_token_file: str | None = None
     cluster_init: bool | None = None
     server: str | None = None
+    flannel_external_ip: bool | None = None
     tls_san: tuple[str, ...] = ()
     disable: tuple[str, ...] = ()
     flannel_backend: str | None = None
@@ -174,7 +194,7 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
         server=None if first_server else server_url(cluster),
         token_file=TOKEN_FILE,
         node_name=node.name,
-        node_ip=node_address(cluster, node),
+        node_ip=node_address(cluster, node) if uses_private_network(cluster) else None,
         node_external_ip=node.host,
         node_label=tuple(f"{k}={v}" for k, v in node_labels(node).items()),
         node_taint=tuple(str(t) for t in node.taints),
@@ -183,9 +203,12 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
         return common
     return replace(
         common,
+        # Agents join with this token, never with the server token (full administrator access).
+        agent_token_file=AGENT_TOKEN_FILE,
         tls_san=tuple(sorted({cluster.api_endpoint, node.host, node_address(cluster, node)})),
         disable=DISABLED_COMPONENTS,
         flannel_backend=flannel_backend(cluster),
+        flannel_external_ip=None if uses_private_network(cluster) else True,
         secrets_encryption=True,
         write_kubeconfig_mode="0600",
         etcd_snapshot_schedule_cron=cluster.etcd_snapshots.schedule,
@@ -199,6 +222,12 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
         etcd_s3=True if cluster.backups is not None else None,
         etcd_s3_config_secret=ETCD_S3_SECRET if cluster.backups is not None else None,
     )
+
+
+def firewall_ports(cluster: ClusterSettings, node: Node) -> tuple[str, ...]:
+    """`proto/port` (or `proto/first:last`) this node must accept from the other machines."""
+    own = ("tcp/6443", ETCD_PORTS, "tcp/10250") if node.role is Role.SERVER else AGENT_PORTS
+    return (*own, *FLANNEL_PORTS[flannel_backend(cluster)], *PEER_PORTS)
 
 
 def sha256(text: str) -> str:
@@ -249,6 +278,10 @@ class NodeScripts:
     admit: str
     drain: str | None
     kubeconfig: str | None
+    server_token: str | None
+    """First server only: prints the secure server token that other servers join with."""
+    agent_token: str | None
+    """First server only: prints the secure agent token that agents join with."""
     restore: str | None = None
     """On servers with backups: the restore tool the install step puts at RESTORE_PATH (not a step)."""
 
@@ -267,16 +300,24 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
     ports = (*(SERVER_PORTS if node.role is Role.SERVER else AGENT_PORTS), *FLANNEL_PORTS[backend])
     name = node.name
 
+    request_timeout = {"KUBE_REQUEST_TIMEOUT": str(KUBE_REQUEST_TIMEOUT_SECONDS)}
+
     def on_node(step: str, script: str, extra: Mapping[str, str]) -> str:
-        base = {"NODE_NAME": name, "K3S_SERVICE": service, "KUBECONFIG_PATH": own_kubeconfig}
+        base = {"NODE_NAME": name, "K3S_SERVICE": service, "KUBECONFIG_PATH": own_kubeconfig} | request_timeout
         return compose(name, step, script, base | dict(extra), runs_on=name)
 
     def on_first_server(step: str, script: str, extra: Mapping[str, str] | None = None) -> str:
-        base = {"NODE_NAME": name, "K3S_SERVICE": "k3s", "KUBECONFIG_PATH": ADMIN_KUBECONFIG}
+        base = {"NODE_NAME": name, "K3S_SERVICE": "k3s", "KUBECONFIG_PATH": ADMIN_KUBECONFIG} | request_timeout
         return compose(name, step, script, base | dict(extra or {}), runs_on=cluster.first_server.name)
 
     files = {"TOKEN_FILE": TOKEN_FILE, "MARKER_FILE": MARKER_FILE}
-    timeouts = {"READY_TIMEOUT": str(READY_TIMEOUT_SECONDS), "DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_SECONDS)}
+    if node.role is Role.SERVER:
+        files["AGENT_TOKEN_FILE"] = AGENT_TOKEN_FILE
+    timeouts = {
+        "READY_TIMEOUT": str(READY_TIMEOUT_SECONDS),
+        "DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_SECONDS),
+        "DRAINED_ANNOTATION": DRAINED_ANNOTATION,
+    }
     labels = node_labels(node)
     restore = None
     if node.role is Role.SERVER and cluster.backups is not None:
@@ -313,6 +354,9 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
                 "GPU_COUNT": str(node.gpu.count if node.gpu else 0),
                 "GPU_PRODUCT": node.gpu.model.product if node.gpu else "",
                 "FLANNEL_BACKEND": backend,
+                "NODE_IP" if uses_private_network(cluster) else "PUBLIC_IP": node_address(cluster, node),
+                "FIREWALL_PORTS": " ".join(firewall_ports(cluster, node)),
+                "PEERS": " ".join(node_address(cluster, n) for n in cluster.nodes if n.name != node.name),
             },
         ),
         prepare=on_node(Step.PREPARE.value, "prepare.sh", files),
@@ -332,6 +376,7 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
                 "READY_TIMEOUT": str(READY_TIMEOUT_SECONDS),
                 "LEASE_NAME": LEASE_NAME,
                 "LEASE_SECONDS": str(LEASE_SECONDS),
+                "DOWNLOAD_TIMEOUT": str(DOWNLOAD_TIMEOUT_SECONDS),
             }
             | restore_files,
         ),
@@ -351,6 +396,7 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
             | {
                 "NODE_LABELS": "\n".join(f"{k}={v}" for k, v in labels.items()),
                 "NODE_TAINTS": "\n".join(str(t) for t in node.taints),
+                "TAINTS_ANNOTATION": TAINTS_ANNOTATION,
             },
         ),
         # The first server is the last node standing on `pulumi destroy`: there is nowhere to drain to.
@@ -370,4 +416,6 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
         if first
         else None,
         restore=restore,
+        server_token=on_node(Step.SERVER_TOKEN.value, "token.sh", {"TOKEN_PATH": SERVER_TOKEN_PATH}) if first else None,
+        agent_token=on_node(Step.AGENT_TOKEN.value, "token.sh", {"TOKEN_PATH": AGENT_TOKEN_PATH}) if first else None,
     )

@@ -16,19 +16,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import namespaces
-from components.platform import cert_manager
 from components.settings.cluster import ClusterSettings
 
 NAMESPACE: Final = namespaces.MONITORING
 RULE_NAME: Final = "sophia-platform"
-# The cert-manager chart's metrics Service (templates/service.yaml, on while prometheus.enabled, the
-# default): its labels and port name, read at cert-manager/cert-manager@v1.21.1.
-CERT_MANAGER_METRICS_SELECTOR: Final = {
-    "app.kubernetes.io/name": "cert-manager",
-    "app.kubernetes.io/instance": "cert-manager",
-    "app.kubernetes.io/component": "controller",
-}
-CERT_MANAGER_METRICS_PORT: Final = "tcp-prometheus-servicemonitor"
 
 EXPORTED_METRICS: Final[dict[str, str]] = {
     # K3s serves its own metrics on the supervisor port (6443) with `supervisor-metrics: true`, the
@@ -192,7 +183,11 @@ def metric_names(expr: str) -> set[str]:
 
 
 class PlatformAlerts(pulumi.ComponentResource):
-    """The PrometheusRule `monitoring/sophia-platform` and the scrape it needs (`sophia:platform:PlatformAlerts`)."""
+    """The PrometheusRule `monitoring/sophia-platform` (`sophia:platform:PlatformAlerts`).
+
+    cert-manager's metrics, which the certificate alert reads, are scraped through the cert-manager
+    chart's own ServiceMonitor (`prometheus.servicemonitor.enabled`, components/platform/cert_manager.py).
+    """
 
     rule: k8s.apiextensions.CustomResource
 
@@ -201,23 +196,9 @@ class PlatformAlerts(pulumi.ComponentResource):
         name: str,
         cluster: ClusterSettings,
         monitoring: pulumi.Resource,
-        cert_manager_release: pulumi.Resource,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("sophia:platform:PlatformAlerts", name, None, opts)
-        # The certificate alert reads cert-manager's own metrics, which nothing scrapes otherwise.
-        k8s.apiextensions.CustomResource(
-            "cert-manager-metrics",
-            api_version="monitoring.coreos.com/v1",
-            kind="ServiceMonitor",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="cert-manager", namespace=cert_manager.NAMESPACE),
-            spec={
-                "selector": {"matchLabels": CERT_MANAGER_METRICS_SELECTOR},
-                "namespaceSelector": {"matchNames": [cert_manager.NAMESPACE]},
-                "endpoints": [{"port": CERT_MANAGER_METRICS_PORT, "path": "/metrics", "interval": "60s"}],
-            },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring, cert_manager_release]),
-        )
         rules = alerts(cluster)
         self.rule = k8s.apiextensions.CustomResource(
             RULE_NAME,

@@ -20,18 +20,24 @@ from components.ingress import Route, tls_ingress
 from components.platform.charts import ARGO_CD, INGRESS_CLASS
 from components.platform.common import JSON, https_url, namespace, release, resources
 from components.pod_security import PodSecurity
-from components.settings.gitops import GitOpsApplication, GitOpsSettings
+from components.settings.gitops import ARGOCD_PROJECT, GitOpsApplication, GitOpsSettings
 
 NAMESPACE = namespaces.ARGOCD
 RELEASE = "argocd"
 API_VERSION = "argoproj.io/v1alpha1"
-PROJECT = "sophia"
+PROJECT = ARGOCD_PROJECT
 IN_CLUSTER = "https://kubernetes.default.svc"
 SERVER_SERVICE = f"{RELEASE}-server"
 """argo-cd.server.fullname with `fullnameOverride: argocd`."""
 SERVER_HTTP_PORT = 80
 """server.service.servicePortHttp; plain HTTP because TLS ends at Traefik (`server.insecure`)."""
 RESOURCES_FINALIZER = "resources-finalizer.argocd.argoproj.io"
+DEFAULT_PROJECT = "default"
+"""The project Argo CD's server creates at start, allowing every repository, destination and kind."""
+ARGOCD_SECRET = "argocd-secret"
+"""The Secret Argo CD reads its admin password from (the chart's own is off: `configs.secret.createSecret`)."""
+ADMIN_PASSWORD_MTIME = "2026-01-01T00:00:00Z"
+"""`admin.passwordMtime`: fixed, so that an unchanged password never logs anyone out."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,13 @@ class ArgoCDArgs:
     host: str
     cluster_issuer: k8s.apiextensions.CustomResource
     cluster_issuer_name: str
+    admin_password_bcrypt: pulumi.Output[str]
+    """The bcrypt hash of the admin password, from ESC; a secret Output that only reaches a Secret."""
+    monitoring: pulumi.Resource
+    """The monitoring release: the chart's ServiceMonitors need its CRD (the chart skips them without it)."""
+
+
+METRICS: JSON = {"metrics": {"enabled": True, "serviceMonitor": {"enabled": True}}}
 
 
 def argocd_values(host: str) -> JSON:
@@ -47,19 +60,21 @@ def argocd_values(host: str) -> JSON:
         "fullnameOverride": RELEASE,
         "crds": {"install": True, "keep": True},
         "global": {"domain": host},
-        "configs": {"params": {"server.insecure": True}},
+        # The admin password is in a Secret of this program's own (ArgoCD below), never in values.
+        "configs": {"params": {"server.insecure": True}, "secret": {"createSecret": False}},
         # No SSO and no notification channels are configured; neither controller would do anything.
         "dex": {"enabled": False},
         "notifications": {"enabled": False},
         # The Ingress is this program's own (see ArgoCD), so it is validated and held to the TLS rule.
-        "server": {"ingress": {"enabled": False}, "resources": resources("50m", "128Mi", "500m", "512Mi")},
-        "controller": {"resources": resources("250m", "512Mi", "1", "2Gi")},
+        "server": {"ingress": {"enabled": False}, "resources": resources("50m", "128Mi", "500m", "512Mi"), **METRICS},
+        "controller": {"resources": resources("250m", "512Mi", "1", "2Gi"), **METRICS},
         "repoServer": {
+            **METRICS,
             "resources": resources("100m", "256Mi", "1", "1Gi"),
             "copyutil": {"resources": resources("10m", "32Mi", "100m", "64Mi")},
         },
         "redis": {"resources": resources("50m", "64Mi", "200m", "256Mi")},
-        "applicationSet": {"resources": resources("20m", "64Mi", "200m", "256Mi")},
+        "applicationSet": {"resources": resources("20m", "64Mi", "200m", "256Mi"), **METRICS},
         "redisSecretInit": {"resources": resources("10m", "32Mi", "100m", "64Mi")},
     }
 
@@ -73,6 +88,21 @@ def app_project_spec(gitops: GitOpsSettings) -> JSON:
         ],
         # Nothing cluster-scoped (Namespaces, CRDs, RBAC, webhooks): those are Pulumi's.
         "clusterResourceWhitelist": [],
+    }
+
+
+def default_project_spec() -> JSON:
+    """`default` fenced so that it allows nothing (Argo CD docs, "projects": the default project).
+
+    An Application may name any project, and `default` would let it sync any repository anywhere,
+    cluster-scoped kinds included; the `sophia` project's limits bind only Applications that choose it.
+    """
+    return {
+        "sourceRepos": [],
+        "sourceNamespaces": [],
+        "destinations": [],
+        "clusterResourceWhitelist": [],
+        "namespaceResourceBlacklist": [{"group": "*", "kind": "*"}],
     }
 
 
@@ -100,7 +130,26 @@ class ArgoCD(pulumi.ComponentResource):
         super().__init__("sophia:platform:ArgoCD", name, None, opts)
         # The chart's pods meet `baseline`; `restricted` is warned and audited (common.pod_security_labels).
         ns = namespace(NAMESPACE, PodSecurity.BASELINE, self)
-        self.release = release(RELEASE, ARGO_CD, ns=ns, values=argocd_values(args.host), parent=self)
+        # The local admin account logs in with the password whose bcrypt hash is in ESC; Argo CD adds
+        # its own `server.secretkey` to this Secret, a field Pulumi (server-side apply) does not own.
+        admin = k8s.core.v1.Secret(
+            ARGOCD_SECRET,
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=ARGOCD_SECRET,
+                namespace=ns.metadata.name,
+                # Argo CD watches only Secrets labelled as its own.
+                labels={"app.kubernetes.io/name": ARGOCD_SECRET, "app.kubernetes.io/part-of": "argocd"},
+            ),
+            type="Opaque",
+            string_data={
+                "admin.password": args.admin_password_bcrypt.apply(pulumi.Output.secret),
+                "admin.passwordMtime": ADMIN_PASSWORD_MTIME,
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.release = release(
+            RELEASE, ARGO_CD, ns=ns, values=argocd_values(args.host), parent=self, depends_on=[admin, args.monitoring]
+        )
         self.argocd_url = https_url(args.host)
         tls_ingress(
             "argocd",
@@ -118,6 +167,18 @@ class ArgoCD(pulumi.ComponentResource):
             kind="AppProject",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=PROJECT, namespace=NAMESPACE),
             spec=app_project_spec(args.gitops),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+        )
+        # Argo CD's server creates `default` when it starts, so it exists once the release is ready;
+        # a patch (server-side apply, forced) takes its fields over instead of failing on AlreadyExists.
+        k8s.apiextensions.CustomResourcePatch(
+            "argocd-default-project",
+            api_version=API_VERSION,
+            kind="AppProject",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=DEFAULT_PROJECT, namespace=NAMESPACE, annotations={"pulumi.com/patchForce": "true"}
+            ),
+            spec=default_project_spec(),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
         )
         self.application_namespaces = tuple(sorted({a.namespace for a in args.gitops.applications}))

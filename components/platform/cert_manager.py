@@ -38,6 +38,8 @@ def issuer_name(environment: Environment) -> str:
 @dataclass(frozen=True)
 class CertManagerArgs:
     network: NetworkSettings
+    monitoring: pulumi.Resource
+    """The monitoring release: the chart's ServiceMonitor needs its CRD."""
 
 
 def cert_manager_values() -> JSON:
@@ -50,6 +52,7 @@ def cert_manager_values() -> JSON:
         "webhook": {"replicaCount": 1, "resources": resources("20m", "64Mi", "100m", "128Mi")},
         "cainjector": {"replicaCount": 1, "resources": resources("20m", "128Mi", "200m", "256Mi")},
         "startupapicheck": {"resources": resources("10m", "32Mi", "100m", "64Mi")},
+        "prometheus": {"servicemonitor": {"enabled": True}},
     }
 
 
@@ -75,7 +78,9 @@ class CertManager(pulumi.ComponentResource):
     def __init__(self, name: str, args: CertManagerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("sophia:platform:CertManager", name, None, opts)
         ns = namespace(NAMESPACE, PodSecurity.RESTRICTED, self)
-        self.release = release("cert-manager", CERT_MANAGER, ns=ns, values=cert_manager_values(), parent=self)
+        self.release = release(
+            "cert-manager", CERT_MANAGER, ns=ns, values=cert_manager_values(), parent=self, depends_on=[args.monitoring]
+        )
         self.issuers = {
             environment: k8s.apiextensions.CustomResource(
                 issuer_name(environment),

@@ -82,6 +82,11 @@ METALLB: Final = _chart(
         "frrk8s.enabled",
         "crds.enabled",
         "speaker.tolerations",
+        # ServiceMonitors for controller and speaker; Prometheus needs a Role to scrape them (HTTPS,
+        # bearer token), which the chart grants to this service account in that namespace.
+        "prometheus.serviceMonitor.enabled",
+        "prometheus.serviceAccount",
+        "prometheus.namespace",
     ],
     # speaker.frr.enabled is false and frrk8s is off, so the speaker pod runs the speaker alone.
     containers={"controller": "controller.resources", "speaker": "speaker.resources"},
@@ -92,7 +97,14 @@ CERT_MANAGER: Final = _chart(
     "v1.21.1",
     repository="https://charts.jetstack.io",
     source="cert-manager/cert-manager@v1.21.1 (24e33194fb39488eff2bbf10c6dc640f407cad44) deploy/charts/cert-manager",
-    documented=["crds.enabled", "crds.keep", "replicaCount", "webhook.replicaCount", "cainjector.replicaCount"],
+    documented=[
+        "crds.enabled",
+        "crds.keep",
+        "replicaCount",
+        "webhook.replicaCount",
+        "cainjector.replicaCount",
+        "prometheus.servicemonitor.enabled",
+    ],
     containers={
         "cert-manager-controller": "resources",
         "cert-manager-webhook": "webhook.resources",
@@ -113,9 +125,20 @@ ARGO_CD: Final = _chart(
         "global.domain",
         # Free-form: each key becomes an entry of argocd-cmd-params-cm (`server.insecure`: TLS ends at Traefik).
         "configs.params",
+        # Off: the program creates argocd-secret itself, with the admin password hash from ESC.
+        "configs.secret.createSecret",
         "dex.enabled",
         "notifications.enabled",
         "server.ingress.enabled",
+        # Each component's metrics Service and ServiceMonitor (off by default).
+        "controller.metrics.enabled",
+        "controller.metrics.serviceMonitor.enabled",
+        "server.metrics.enabled",
+        "server.metrics.serviceMonitor.enabled",
+        "repoServer.metrics.enabled",
+        "repoServer.metrics.serviceMonitor.enabled",
+        "applicationSet.metrics.enabled",
+        "applicationSet.metrics.serviceMonitor.enabled",
     ],
     containers={
         "application-controller": "controller.resources",
@@ -171,6 +194,10 @@ KUBE_PROMETHEUS_STACK: Final = _chart(
     " prometheus-node-exporter-4.56.1 (8b8e639cac80a3001412f187060068978f649a55)",
     documented=[
         "crds.enabled",
+        # Helm installs CRDs only once; this pre-upgrade hook job applies the chart's CRDs on every
+        # upgrade (charts/crds/templates/upgrade/job.yaml). Its busybox defaults to `latest`: pinned.
+        "crds.upgradeJob.enabled",
+        "crds.upgradeJob.image.busybox.tag",
         # K3s runs these inside its own process with metrics bound to localhost: nothing to scrape.
         "kubeControllerManager.enabled",
         "kubeScheduler.enabled",
@@ -202,6 +229,7 @@ KUBE_PROMETHEUS_STACK: Final = _chart(
     ],
     containers={
         "prometheus-operator": "prometheusOperator.resources",
+        "CRD upgrade job: busybox (init) and kubectl (hook job)": "crds.upgradeJob.resources",
         "admission-webhook patch (hook jobs)": "prometheusOperator.admissionWebhooks.patch.resources",
         "config-reloader (Prometheus, Alertmanager sidecar)": "prometheusOperator.prometheusConfigReloader.resources",
         "prometheus": "prometheus.prometheusSpec.resources",
@@ -251,9 +279,24 @@ CHARTS_BY_NAME: Final[Mapping[str, Chart]] = MappingProxyType({c.name: c for c i
 
 
 # K3s's own packaged Traefik (the HelmChart `traefik` in kube-system), configured through a
-# HelmChartConfig. `service.annotations` is a documented key of the Traefik chart
-# (traefik/traefik-helm-chart traefik/values.yaml, read at a8a66d0098703627b2cf352c66b1725c196a734a).
-TRAEFIK_HELM_CHART: Final = "traefik"
+# HelmChartConfig, not a release of ours: K3s picks its version. Every key set here was read at
+# v41.3.0 and is the same at v39.0.0 (the K3s 1.35 line bundles the 39 series).
+TRAEFIK: Final = _chart(
+    "traefik",
+    "41.3.0",
+    repository="bundled with K3s (HelmChart kube-system/traefik)",
+    source="traefik/traefik-helm-chart@v41.3.0 (a8a66d0098703627b2cf352c66b1725c196a734a) traefik",
+    documented=[
+        "service.annotations",
+        # Plain HTTP answers with a redirect to the TLS entry point (`to`, `scheme`, `permanent`).
+        "ports.web.http.redirections.entryPoint",
+        # A metrics Service and a ServiceMonitor on it (the chart fails without the Operator's CRD).
+        "metrics.prometheus.service.enabled",
+        "metrics.prometheus.serviceMonitor.enabled",
+    ],
+    containers={},
+)
+TRAEFIK_HELM_CHART: Final = TRAEFIK.name
 TRAEFIK_NAMESPACE: Final = "kube-system"
 INGRESS_CLASS: Final = "traefik"
 

@@ -10,8 +10,10 @@ import yaml
 
 from components import namespaces
 from components.gpu import GPU_TAINT_KEY
+from components.ingress import TLS_ENTRY_POINT
 from components.platform.charts import METALLB, TRAEFIK_HELM_CHART, TRAEFIK_NAMESPACE
 from components.platform.common import JSON, namespace, release, resources
+from components.platform.monitoring import PROMETHEUS_SERVICE_ACCOUNT
 from components.pod_security import PodSecurity
 from components.settings.network import NetworkSettings
 
@@ -25,12 +27,19 @@ LOAD_BALANCER_IPS_ANNOTATION = "metallb.io/loadBalancerIPs"
 @dataclass(frozen=True)
 class MetalLBArgs:
     network: NetworkSettings
+    monitoring: pulumi.Resource
+    """The monitoring release: the chart's and Traefik's ServiceMonitors need its CRD."""
 
 
 def metallb_values() -> JSON:
     return {
         "crds": {"enabled": True},
         "frrk8s": {"enabled": False},
+        "prometheus": {
+            "serviceMonitor": {"enabled": True},
+            "serviceAccount": PROMETHEUS_SERVICE_ACCOUNT,
+            "namespace": namespaces.MONITORING,
+        },
         "controller": {"resources": resources("50m", "64Mi", "200m", "128Mi")},
         "speaker": {
             "resources": resources("50m", "64Mi", "200m", "128Mi"),
@@ -41,8 +50,21 @@ def metallb_values() -> JSON:
 
 
 def traefik_values(address: str) -> JSON:
-    """Values for K3s's packaged Traefik chart: its Service takes `address` from MetalLB's pool."""
-    return {"service": {"annotations": {LOAD_BALANCER_IPS_ANNOTATION: address}}}
+    """Values for K3s's packaged Traefik chart: its Service takes `address` from MetalLB's pool.
+
+    Plain HTTP on every host is redirected to HTTPS (308) instead of answering 404, since every
+    route is on the TLS entry point only. Let's Encrypt's HTTP-01 check follows that redirect and
+    accepts any certificate on it, so cert-manager's challenges still pass.
+    """
+    return {
+        "service": {"annotations": {LOAD_BALANCER_IPS_ANNOTATION: address}},
+        "metrics": {"prometheus": {"service": {"enabled": True}, "serviceMonitor": {"enabled": True}}},
+        "ports": {
+            "web": {
+                "http": {"redirections": {"entryPoint": {"to": TLS_ENTRY_POINT, "scheme": "https", "permanent": True}}}
+            }
+        },
+    }
 
 
 class MetalLB(pulumi.ComponentResource):
@@ -55,7 +77,9 @@ class MetalLB(pulumi.ComponentResource):
     def __init__(self, name: str, args: MetalLBArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("sophia:platform:MetalLB", name, None, opts)
         ns = namespace(NAMESPACE, PodSecurity.PRIVILEGED, self)  # the speaker needs host networking
-        self.release = release("metallb", METALLB, ns=ns, values=metallb_values(), parent=self)
+        self.release = release(
+            "metallb", METALLB, ns=ns, values=metallb_values(), parent=self, depends_on=[args.monitoring]
+        )
         child = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
         pool = k8s.apiextensions.CustomResource(
             "metallb-pool",
@@ -82,6 +106,6 @@ class MetalLB(pulumi.ComponentResource):
             kind="HelmChartConfig",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=TRAEFIK_HELM_CHART, namespace=TRAEFIK_NAMESPACE),
             spec={"valuesContent": yaml.safe_dump(traefik_values(self.load_balancer_address), sort_keys=True)},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[pool]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[pool, args.monitoring]),
         )
         self.register_outputs({"loadBalancerAddress": self.load_balancer_address})

@@ -43,6 +43,10 @@ GRAFANA_RESET_SCRIPT = (
     "grafana cli --homepath /usr/share/grafana --config /etc/grafana/grafana.ini "
     "admin reset-admin-password --password-from-stdin; fi"
 )
+PROMETHEUS_SERVICE_ACCOUNT = "monitoring-kube-prometheus-prometheus"
+"""kube-prometheus-stack.prometheus.serviceAccountName: `<fullname>-prometheus`, where fullname is
+`<release>-kube-prometheus-stack` cut to 26 characters."""
+BUSYBOX_TAG = "1.37.0"
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,6 @@ class MonitoringArgs:
     grafana_host: str
     grafana_admin_password: pulumi.Output[str]
     """A secret Output (from ESC); it only ever reaches the cluster inside a Kubernetes Secret."""
-    cluster_issuer: k8s.apiextensions.CustomResource
-    cluster_issuer_name: str
 
 
 def _volume(size: str) -> JSON:
@@ -104,7 +106,14 @@ def monitoring_values(
     settings: MonitoringSettings, grafana_url: str, grafana_password_checksum: pulumi.Input[str] | None = None
 ) -> JSON:
     return {
-        "crds": {"enabled": True},
+        "crds": {
+            "enabled": True,
+            "upgradeJob": {
+                "enabled": True,
+                "image": {"busybox": {"tag": BUSYBOX_TAG}},
+                "resources": resources("50m", "64Mi", "500m", "256Mi"),
+            },
+        },
         "kubeControllerManager": {"enabled": False},
         "kubeScheduler": {"enabled": False},
         "kubeProxy": {"enabled": False},
@@ -182,14 +191,20 @@ class Monitoring(pulumi.ComponentResource):
             parent=self,
             depends_on=[admin],
         )
+        self._namespace = ns
+        self._grafana_host = args.grafana_host
+        self.register_outputs({"grafanaUrl": self.grafana_url})
+
+    def publish_grafana(self, cluster_issuer: k8s.apiextensions.CustomResource, cluster_issuer_name: str) -> None:
+        """Grafana's Ingress. A method, not part of the constructor: cert-manager, whose issuer it needs,
+        itself waits for this release (its ServiceMonitor needs the Prometheus Operator's CRD)."""
         tls_ingress(
             "grafana",
-            namespace=ns.metadata.name,
-            host=args.grafana_host,
+            namespace=self._namespace.metadata.name,
+            host=self._grafana_host,
             routes=[Route("/", GRAFANA_SERVICE, GRAFANA_PORT)],
-            cluster_issuer_name=args.cluster_issuer_name,
+            cluster_issuer_name=cluster_issuer_name,
             ingress_class=INGRESS_CLASS,
             # The first certificate request would fail against an issuer that does not exist yet.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.cluster_issuer, self.release]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster_issuer, self.release]),
         )
-        self.register_outputs({"grafanaUrl": self.grafana_url})

@@ -30,6 +30,8 @@ class PlatformArgs:
     platform: PlatformSettings
     grafana_admin_password: pulumi.Output[str]
     """`settings.secrets[SecretKey.GRAFANA_ADMIN_PASSWORD]`: a secret Output from ESC."""
+    argocd_admin_password_bcrypt: pulumi.Output[str]
+    """`settings.secrets[SecretKey.ARGOCD_ADMIN_PASSWORD_BCRYPT]`: a secret Output from ESC."""
     backup_keys: BackupKeys | None = None
     """The backup bucket's keys from ESC; present exactly when `cluster.backups` is set."""
 
@@ -46,10 +48,12 @@ class Platform(pulumi.ComponentResource):
     """MetalLB, cert-manager, monitoring, NVIDIA GPU support and Argo CD.
 
     Pass the cluster's provider in `opts` (`provider=` or `providers=`); every child inherits it.
-    The six Helm releases wait on no other add-on: only on their namespace and what lives in it
-    (the device plugin on its LimitRange, monitoring on the Grafana admin Secret). Only what needs another add-on's
-    CRD or issuer waits for it: the ClusterIssuers for cert-manager, the Ingresses for the
-    production issuer, the DCGM ServiceMonitor for the monitoring release.
+    A Helm release waits on its namespace and what lives in it (the device plugin on its LimitRange,
+    monitoring on the Grafana admin Secret, Argo CD on argocd-secret) and on no other add-on but the
+    monitoring release, whose CRDs the ServiceMonitors of MetalLB's, cert-manager's and Argo CD's charts
+    need. Only what needs another add-on's CRD or issuer waits for it: the ClusterIssuers for
+    cert-manager, the Ingresses for the production issuer, the DCGM ServiceMonitor and Traefik's
+    HelmChartConfig (its chart's ServiceMonitor) for the monitoring release.
     """
 
     cluster_issuer_name: str
@@ -73,20 +77,20 @@ class Platform(pulumi.ComponentResource):
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("sophia:platform:Platform", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.metallb = MetalLB("metallb", MetalLBArgs(args.network), child)
-        self.cert_manager = CertManager("cert-manager", CertManagerArgs(args.network), child)
-        issuer = self.cert_manager.production_issuer
         monitoring = Monitoring(
             "monitoring",
             MonitoringArgs(
                 settings=args.platform.monitoring,
                 grafana_host=grafana_host(args.network),
                 grafana_admin_password=args.grafana_admin_password,
-                cluster_issuer=issuer,
-                cluster_issuer_name=self.cert_manager.cluster_issuer_name,
             ),
             child,
         )
+        # Their charts' ServiceMonitors need the Prometheus Operator's CRD, which the monitoring release installs.
+        self.metallb = MetalLB("metallb", MetalLBArgs(args.network, monitoring.release), child)
+        self.cert_manager = CertManager("cert-manager", CertManagerArgs(args.network, monitoring.release), child)
+        issuer = self.cert_manager.production_issuer
+        monitoring.publish_grafana(issuer, self.cert_manager.cluster_issuer_name)
         # A cluster without GPU machines has nothing for the device plugin to advertise.
         has_gpus = any(node.gpu is not None for node in args.cluster.nodes)
         self.nvidia = (
@@ -101,6 +105,8 @@ class Platform(pulumi.ComponentResource):
                 host=argocd_host(args.network),
                 cluster_issuer=issuer,
                 cluster_issuer_name=self.cert_manager.cluster_issuer_name,
+                admin_password_bcrypt=args.argocd_admin_password_bcrypt,
+                monitoring=monitoring.release,
             ),
             child,
         )
@@ -113,7 +119,7 @@ class Platform(pulumi.ComponentResource):
                 child,
             )
         self.postgres_operator = CloudNativePG("cloudnative-pg", self.cert_manager.release, child)
-        self.alerts = PlatformAlerts("alerts", args.cluster, monitoring.release, self.cert_manager.release, child)
+        self.alerts = PlatformAlerts("alerts", args.cluster, monitoring.release, child)
         self.cluster_issuer_name = self.cert_manager.cluster_issuer_name
         self.cluster_issuer = issuer
         self.ingress_class = INGRESS_CLASS

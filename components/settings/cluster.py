@@ -156,6 +156,16 @@ class ClusterSettings:
         return self.servers[0]
 
     @property
+    def private_network(self) -> bool:
+        """Whether the nodes talk over their private addresses: only when every machine has one.
+
+        A machine without a private address cannot reach the others' private addresses (a join to a
+        private server URL, pod traffic to a private flannel endpoint, etcd peering would all fail),
+        so otherwise every node uses its public one.
+        """
+        return all(n.private_ip for n in self.nodes)
+
+    @property
     def kubernetes_minor(self) -> str:
         """`1.35` for `v1.35.5+k3s1`."""
         return ".".join(self.k3s_version[1:].split(".")[:2])
@@ -262,6 +272,12 @@ def _check_nodes(nodes_value: Value, nodes: tuple[Node, ...]) -> None:
     elif len(servers) > 1 and len(servers) % 2 == 0:
         nodes_value.fail(
             f"has {len(servers)} servers; etcd needs an odd number of servers to keep quorum (1, 3, 5, ...)"
+        )
+    elif len(servers) > 1 and not all(n.private_ip for n in nodes):
+        nodes_value.fail(
+            f"has {len(servers)} servers but not every machine has a privateIp; K3s's embedded etcd peers"
+            " over each server's node-ip and is not supported across public addresses only: give every"
+            " machine its privateIp on one private network, or keep one server"
         )
 
 

@@ -10,6 +10,9 @@ from components.settings.reader import Value
 REPO_URL = re.compile(r"^https://[a-z0-9.-]+(:[0-9]+)?/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(\.git)?$")
 REPO_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 BRANCH = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+ARGOCD_PROJECT = "sophia"
+"""The one Argo CD AppProject Applications may use (the platform creates it; a policy holds every
+Application to it, since Argo CD's `default` project is fenced to allow nothing)."""
 
 
 @dataclass(frozen=True)

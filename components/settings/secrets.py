@@ -20,6 +20,7 @@ class SecretKind(StrEnum):
     API_TOKEN = "api-token"
     PASSWORD = "password"
     SSH_PRIVATE_KEY = "ssh-private-key"
+    BCRYPT_HASH = "bcrypt-hash"
 
 
 class SecretKey(StrEnum):
@@ -37,6 +38,7 @@ class SecretKey(StrEnum):
     GRAFANA_ADMIN_PASSWORD = "grafanaAdminPassword"
     BACKUP_ACCESS_KEY_ID = "backupAccessKeyId"
     BACKUP_SECRET_ACCESS_KEY = "backupSecretAccessKey"
+    ARGOCD_ADMIN_PASSWORD_BCRYPT = "argocdAdminPasswordBcrypt"
 
 
 @dataclass(frozen=True)
@@ -75,15 +77,29 @@ SECRET_SPECS: tuple[SecretSpec, ...] = (
         "secret key of the S3-compatible backup storage (cluster.backups)",
         optional=True,
     ),
+    # Argo CD keeps only a bcrypt hash of its admin password (argocd-secret `admin.password`), and
+    # nothing in this program can compute one; the operator keeps the password itself.
+    SecretSpec(
+        SecretKey.ARGOCD_ADMIN_PASSWORD_BCRYPT,
+        SecretKind.BCRYPT_HASH,
+        "bcrypt hash of the Argo CD admin password (`argocd account bcrypt --password ...`)",
+    ),
 )
 
-MIN_LENGTH = {SecretKind.API_TOKEN: 16, SecretKind.PASSWORD: 16, SecretKind.SSH_PRIVATE_KEY: 64}
+MIN_LENGTH = {
+    SecretKind.API_TOKEN: 16,
+    SecretKind.PASSWORD: 16,
+    SecretKind.SSH_PRIVATE_KEY: 64,
+    SecretKind.BCRYPT_HASH: 60,
+}
 
 # Values people type while "filling it in later": the seed reports' empty secrets in other words.
 PLACEHOLDER = re.compile(
     r"^\s*$|^<.*>$|^\$\{.*\}$|^x+$|^\*+$|^(?i:changeme|change[-_ ]me|placeholder|todo|tbd|fixme|secret|password"
     r"|none|null|dummy|example|test|redacted)$|^(?i:your|replace|insert|fill)[-_ ]",
 )
+# `$2a$`/`$2b$`/`$2y$`, a two-digit cost, 22 characters of salt and 31 of hash (bcrypt's own base64).
+BCRYPT = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
 PEM_PRIVATE_KEY = re.compile(
     r"^-----BEGIN ([A-Z]+ )?PRIVATE KEY-----\n.+\n-----END ([A-Z]+ )?PRIVATE KEY-----\n?$", re.S
 )
@@ -108,6 +124,8 @@ def check_secret(spec: SecretSpec, value: str) -> str | None:
         return "is empty or a placeholder; set the real value in the ESC environment"
     if spec.kind is SecretKind.SSH_PRIVATE_KEY and not PEM_PRIVATE_KEY.match(value):
         return "must be a PEM/OpenSSH private key ('-----BEGIN ... PRIVATE KEY-----')"
+    if spec.kind is SecretKind.BCRYPT_HASH and not BCRYPT.match(value):
+        return "must be a bcrypt hash ('$2a$10$' and 53 characters), as `argocd account bcrypt` prints it"
     if len(value.strip()) < MIN_LENGTH[spec.kind]:
         return f"is too short for {spec.kind.value} (at least {MIN_LENGTH[spec.kind]} characters)"
     if spec.kind is not SecretKind.SSH_PRIVATE_KEY and any(c.isspace() for c in value):

@@ -5,8 +5,8 @@
 set -euo pipefail
 : "${NODE_NAME:?}" "${NODE_IP:?}" "${KUBECONFIG_PATH:?}"
 
-addresses=$(kube get node "$NODE_NAME" --ignore-not-found \
-  -o 'jsonpath={.status.addresses[?(@.type=="InternalIP")].address}')
+# Every address: without a private network NODE_IP is the node's ExternalIP (node-external-ip).
+addresses=$(kube get node "$NODE_NAME" --ignore-not-found -o 'jsonpath={.status.addresses[*].address}')
 if [[ -n $addresses && " $addresses " != *" $NODE_IP "* ]]; then
   die "the cluster already has a node named $NODE_NAME at $addresses, not at $NODE_IP; remove it first or choose another name"
 fi

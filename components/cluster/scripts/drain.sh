@@ -15,7 +15,7 @@
 # the removal refuses, naming the volumes, unless the node's settings say `allowDataLoss: true`
 # (ALLOW_DATA_LOSS). It runs even when the Node object is already gone: the data still is not.
 set -euo pipefail
-: "${NODE_NAME:?}" "${NODE_ROLE:?}" "${KUBECONFIG_PATH:?}" "${DRAIN_TIMEOUT:?}"
+: "${NODE_NAME:?}" "${NODE_ROLE:?}" "${KUBECONFIG_PATH:?}" "${DRAIN_TIMEOUT:?}" "${DRAINED_ANNOTATION:?}"
 : "${LOCAL_STORAGE_CLASS:?}" "${ALLOW_DATA_LOSS:?}"
 
 # Every PersistentVolume as `name|phase|class|namespace/claim|nodes of its affinity`. Read at the top
@@ -44,8 +44,11 @@ if [[ -z $(kube get node "$NODE_NAME" --ignore-not-found -o name) ]]; then
   log "node $NODE_NAME is not in the cluster; nothing to drain"
   exit 0
 fi
+# The mark tells admit that this cordon is the program's own, to lift if the node ever comes back.
+kube annotate node "$NODE_NAME" "$DRAINED_ANNOTATION=true" --overwrite >/dev/null
 if ! kube drain "$NODE_NAME" --ignore-daemonsets --delete-emptydir-data --timeout="${DRAIN_TIMEOUT}s"; then
   kube uncordon "$NODE_NAME" >/dev/null || true
+  kube annotate node "$NODE_NAME" "$DRAINED_ANNOTATION-" >/dev/null || true
   remaining=$(kube get pods --all-namespaces --field-selector "spec.nodeName=$NODE_NAME" -o name 2>/dev/null | tr '\n' ' ')
   die "could not drain $NODE_NAME within ${DRAIN_TIMEOUT}s (a PodDisruptionBudget may forbid more evictions; pods left: ${remaining:-none}); the node was uncordoned and stays in the cluster"
 fi

@@ -17,7 +17,7 @@
 set -euo pipefail
 : "${NODE_NAME:?}" "${NODE_ROLE:?}" "${K3S_VERSION:?}" "${K3S_SERVICE:?}" "${K3S_CONFIG:?}" "${CONFIG_FILE:?}"
 : "${TOKEN_FILE:?}" "${APPLIED_FILE:?}" "${K3S_INSTALL_URL:?}" "${READY_TIMEOUT:?}" "${KUBECONFIG_PATH:?}"
-: "${LEASE_NAME:?}" "${LEASE_SECONDS:?}"
+: "${LEASE_NAME:?}" "${LEASE_SECONDS:?}" "${DOWNLOAD_TIMEOUT:?}"
 
 now_micro() {
   date -u +%Y-%m-%dT%H:%M:%S.000000Z
@@ -135,11 +135,16 @@ if [[ $installed != "$K3S_VERSION" ]]; then
   log "installing K3s $K3S_VERSION (found: ${installed:-none}) as $K3S_SERVICE"
   installer=$(mktemp)
   trap 'rm -f "$installer"' EXIT
-  curl -sfL --retry 5 --retry-delay 3 -o "$installer" "$K3S_INSTALL_URL" || die "could not download $K3S_INSTALL_URL"
+  # Every download is bounded: a connection that stalls would otherwise hold the step for ever.
+  curl -sfL --connect-timeout 15 --max-time "$DOWNLOAD_TIMEOUT" --retry 5 --retry-delay 3 -o "$installer" "$K3S_INSTALL_URL" ||
+    die "could not download $K3S_INSTALL_URL within ${DOWNLOAD_TIMEOUT}s"
   # The installer picks the binary for this machine's architecture (arm64 on GH200) and checks its
-  # sha256; starting is left to this script, which bounds the wait.
-  as_root env INSTALL_K3S_VERSION="$K3S_VERSION" INSTALL_K3S_EXEC="$NODE_ROLE" INSTALL_K3S_SKIP_START=true \
-    sh "$installer"
+  # sha256; starting is left to this script, which bounds the wait. Its own downloads (binary,
+  # checksums) have no time limit of their own, so the whole installer runs under one.
+  if ! as_root timeout "$DOWNLOAD_TIMEOUT" env INSTALL_K3S_VERSION="$K3S_VERSION" INSTALL_K3S_EXEC="$NODE_ROLE" \
+    INSTALL_K3S_SKIP_START=true sh "$installer"; then
+    die "the K3s $K3S_VERSION installer failed or did not finish within ${DOWNLOAD_TIMEOUT}s"
+  fi
 fi
 
 log "restarting $K3S_SERVICE"

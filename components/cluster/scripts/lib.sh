@@ -47,9 +47,10 @@ put_file() {
 }
 
 # kube ARGS... : kubectl bundled with K3s, as root, with this node's credentials (the admin
-# kubeconfig on servers, the kubelet's own on agents).
+# kubeconfig on servers, the kubelet's own on agents). Every request is bounded: kubectl waits
+# for ever on an API server that accepted the connection and never answers, and so would the step.
 kube() {
-  as_root "$K3S_BIN" kubectl --kubeconfig "$ROOT$KUBECONFIG_PATH" "$@"
+  as_root "$K3S_BIN" kubectl --kubeconfig "$ROOT$KUBECONFIG_PATH" --request-timeout="${KUBE_REQUEST_TIMEOUT:?}s" "$@"
 }
 
 # wait_until DEADLINE COMMAND... : runs COMMAND every few seconds until it succeeds (returns 0) or

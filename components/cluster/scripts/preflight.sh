@@ -76,6 +76,40 @@ if ((GPU_COUNT > 0)); then
   fi
 fi
 
+# The address K3s gives the node must be one of the machine's own. NODE_IP (on a private network)
+# is written as `node-ip`, so it must be on an interface. Without a private network, PUBLIC_IP is
+# `node-external-ip` and K3s takes the interface address as node-ip: say which case this machine is.
+addresses=" $(ip -o addr show 2>/dev/null | awk '{ sub(/\/.*/, "", $4); printf "%s ", $4 }')"
+address_note=""
+if [[ -n ${NODE_IP:-} && $addresses != *" $NODE_IP "* ]]; then
+  problems+=("privateIp $NODE_IP is not an address of this machine (it has:${addresses% }); K3s could not use it as node-ip")
+fi
+if [[ -n ${PUBLIC_IP:-} ]]; then
+  if [[ $addresses == *" $PUBLIC_IP "* ]]; then
+    address_note=", $PUBLIC_IP on an interface"
+  else
+    address_note=", $PUBLIC_IP not on an interface (NAT): node-ip is the interface address, $PUBLIC_IP the node-external-ip"
+  fi
+fi
+
+# The host firewall, as k3s-ansible's prereq role checks it: with ufw active, every port the
+# machines use between themselves (FIREWALL_PORTS, `proto/port` or `proto/first:last`) needs a rule,
+# or joins, etcd, pod traffic, MetalLB and node-exporter fail in ways that only show much later.
+ufw_status=$(as_root ufw status 2>/dev/null || true)
+if [[ $ufw_status == *"Status: active"* ]]; then
+  missing=()
+  for port in ${FIREWALL_PORTS:-}; do
+    proto=${port%%/*}
+    number=${port#*/}
+    if ! grep -Eq "^${number}(/${proto})?[[:space:]]+ALLOW" <<<"$ufw_status"; then
+      missing+=("$proto $number")
+    fi
+  done
+  if ((${#missing[@]} > 0)); then
+    problems+=("ufw is active and allows none of: ${missing[*]}; for each, from every other machine (${PEERS:-none}): sudo ufw allow from <address> to any port <port> proto <tcp|udp>; and pod and service traffic: sudo ufw allow from 10.42.0.0/16; sudo ufw allow from 10.43.0.0/16")
+  fi
+fi
+
 if [[ ${FLANNEL_BACKEND:-} == wireguard-native ]] && ! modinfo wireguard >/dev/null 2>&1; then
   problems+=("the wireguard kernel module is missing; pod traffic between nodes without private addresses needs it")
 fi
@@ -85,4 +119,4 @@ if ((${#problems[@]} > 0)); then
   printf '  - %s\n' "${problems[@]}" >&2
   exit 1
 fi
-log "$NODE_NAME: $os, $machine, sudo, ports free, $GPU_COUNT GPU(s) as configured"
+log "$NODE_NAME: $os, $machine, sudo, ports free, $GPU_COUNT GPU(s) as configured$address_note"

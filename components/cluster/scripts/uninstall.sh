@@ -13,5 +13,5 @@ if as_root test -x "$uninstaller"; then
 else
   log "K3s is not installed on $NODE_NAME"
 fi
-as_root rm -f "$ROOT$TOKEN_FILE" "$ROOT$MARKER_FILE"
+as_root rm -f "$ROOT$TOKEN_FILE" "$ROOT${AGENT_TOKEN_FILE:-$TOKEN_FILE}" "$ROOT$MARKER_FILE"
 log "$NODE_NAME no longer runs K3s"
