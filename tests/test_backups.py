@@ -26,6 +26,7 @@ Doc = dict[str, Any]
 SERVER = "sophia-production-instance"
 AGENT = "sophia-development"
 TOKEN = "K10sophiatesttoken0123456789abcdefABCDEF"
+AGENT_TOKEN = "sophiatestagenttoken0123456789abcdef"
 ACCESS_KEY = "AKIASOPHIATESTKEY0001"
 SECRET_KEY = "sophia-test-secret-access-key-0123456789"
 
@@ -238,7 +239,8 @@ def _running_server(tmp_path: Path, cluster: ClusterSettings) -> Machine:
     scripts = _scripts(cluster, SERVER)
     for script, stdin in (
         (scripts.preflight, ""),
-        (scripts.prepare, TOKEN),
+        # The first server's prepare reads the generated server and agent tokens, one a line.
+        (scripts.prepare, f"{TOKEN}\n{AGENT_TOKEN}\n"),
         (scripts.install, ""),
         (scripts.ready, ""),
     ):

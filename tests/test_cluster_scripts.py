@@ -245,9 +245,12 @@ def test_no_step_whose_output_is_logged_prints_a_secret(
     first, joining = scripts_for(cluster, SERVER), scripts_for(cluster, AGENT)
     assert first.kubeconfig is not None
     assert joining.claim is not None and joining.drain is not None and joining.remove is not None
+    assert first.server_token is not None and first.agent_token is not None
     bring_up(server, first)
     server.run(first.admit)
     server.run(first.kubeconfig)
+    server.run(first.server_token)
+    server.run(first.agent_token)
     server.run(joining.claim)
     bring_up(agent, joining)
     server.run(joining.admit)
@@ -269,7 +272,11 @@ def test_no_step_whose_output_is_logged_prints_a_secret(
     assert [step_of(r) for r in runs if r.result.returncode != 0] == []
     logging = {c["name"]: c["inputs"]["logging"] for c in production.by_type(REMOTE_COMMAND)}
     assert {step_of(r) for r in runs} == {name for name in logging if name.startswith((f"{SERVER}-", f"{AGENT}-"))}
-    secrets = {"the join token": TOKEN, "the admin client key": ADMIN_CLIENT_KEY}
+    secrets = {
+        "the server token": SERVER_PASSWORD,
+        "the agent token": AGENT_PASSWORD,
+        "the admin client key": ADMIN_CLIENT_KEY,
+    }
     printed = [
         f"{step_of(r)} printed {what}"
         for r in runs
@@ -277,8 +284,12 @@ def test_no_step_whose_output_is_logged_prints_a_secret(
         if secret in r.result.output and logging[step_of(r)] != "none"
     ]
     assert printed == []
-    # The key is within reach of the steps: the kubeconfig step prints it, and is not logged.
-    assert [step_of(r) for r in runs if ADMIN_CLIENT_KEY in r.result.output] == [f"{SERVER}-kubeconfig"]
+    # The secrets are within reach of the steps: the steps that hand them to Pulumi print them, unlogged.
+    assert {step_of(r) for r in runs if any(secret in r.result.output for secret in secrets.values())} == {
+        f"{SERVER}-kubeconfig",
+        f"{SERVER}-server-token",
+        f"{SERVER}-agent-token",
+    }
 
 
 def test_prepare_without_a_token_fails(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
@@ -794,8 +805,9 @@ def test_admit_removes_a_taint_dropped_from_the_settings_and_keeps_one_set_by_ha
     state = cluster_state(api)
     _set_node(api, AGENT, taints=[*state["nodes"][AGENT]["taints"], "maintenance=true:NoSchedule"])
     document = production_document()
+    # PreferNoSchedule: the settings refuse a taint that would keep ai-memory or the device plugin off it.
     node = next(n for n in document["config"]["sophia-infra:cluster"]["nodes"] if n["name"] == AGENT)
-    node["taints"] = [{"key": "sophia.ai/dedicated", "value": "ai-core", "effect": "NoExecute"}]
+    node["taints"] = [{"key": "sophia.ai/dedicated", "value": "ai-core", "effect": "PreferNoSchedule"}]
     changed = scripts_for(cluster_from(tmp_path, document), AGENT)
 
     result = server.run(changed.admit)
@@ -805,7 +817,7 @@ def test_admit_removes_a_taint_dropped_from_the_settings_and_keeps_one_set_by_ha
     assert again.returncode == 0, again.output
     assert sorted(cluster_state(api)["nodes"][AGENT]["taints"]) == [
         "maintenance=true:NoSchedule",
-        "sophia.ai/dedicated=ai-core:NoExecute",
+        "sophia.ai/dedicated=ai-core:PreferNoSchedule",
     ]
     assert "removed taint nvidia.com/gpu:NoSchedule" in result.stdout
 

@@ -44,9 +44,11 @@ def test_the_development_cluster_is_one_machine_that_runs_everything(
     rendered, _ = development_render
     assert list(rendered.node_steps) == ["sophia-dev"]
     steps = [s.step for s in rendered.node_steps["sophia-dev"]]
-    assert steps == ["preflight", "prepare", "install", "ready", "admit", "kubeconfig"]
+    assert steps == ["preflight", "prepare", "install", "ready", "admit", "agent-token", "kubeconfig", "server-token"]
     workloads = {m["metadata"]["name"] for m in rendered.manifests if m["kind"] in ("Deployment", "StatefulSet")}
-    assert workloads == {"sophia-backend", "sophia-frontend", "ai-memory", "postgres", "redis"}
+    assert workloads == {"sophia-backend", "sophia-frontend", "ai-memory", "redis"}
+    # PostgreSQL's pods are the CloudNativePG operator's, from its Cluster.
+    assert [m["metadata"]["name"] for m in rendered.manifests if m["kind"] == "Cluster"] == ["postgres"]
 
 
 def test_the_development_render_names_nothing_of_production(
@@ -81,4 +83,6 @@ def test_each_stack_imports_its_own_esc_environment_with_exactly_the_secrets_the
     assert document["environment"] == [f"sophia-ai/{stack}"]
     provided = esc_config_keys(f"sophia-ai/{stack}")
     assert all(provided.values()), "every ESC value is an fn::secret"
-    assert set(provided) == {spec.key.value for spec in SECRET_SPECS}
+    # The optional secrets are the backup bucket's keys, which a stack needs exactly when it has backups.
+    has_backups = "backups" in document["config"]["sophia-infra:cluster"]
+    assert set(provided) == {spec.key.value for spec in SECRET_SPECS if has_backups or not spec.optional}

@@ -47,7 +47,13 @@ def test_machines_of_one_role_share_their_scripts_shapes_and_each_shape_is_check
         [script_shape(s.read_text()) for s in sorted((production.out_dir / "nodes" / a).glob("*.sh"))] for a in agents
     ]
     assert shapes[0] == shapes[1]
-    assert len(checked) < len(scripts) / 3
+    # What is checked is the first server's scripts and one agent's (the GPU agents' differ only in
+    # values): it does not grow with the number of machines.
+    first = {
+        script_shape(s.read_text()) for s in (production.out_dir / "nodes" / "sophia-production-instance").glob("*.sh")
+    }
+    assert len(checked) <= len(first) + len(set(shapes[0]))
+    assert len(checked) < len(scripts) / 2
     # Judged once per process: a second render's scripts cost no shellcheck at all.
     assert node_scripts_pass_shellcheck(_context(production.out_dir)) == []
     assert len(fresh_findings) == 1
