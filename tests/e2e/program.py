@@ -1,0 +1,140 @@
+"""The Sophia layer as the e2e applies it: `__main__.py`'s own construction, on a provider for the test API server.
+
+Two things differ from `__main__.py`, and only these:
+- the `kubernetes.Provider` gets the test API server's kubeconfig instead of the K3s cluster's;
+- what the platform would hand SophiaApps comes from the platform's own names (the production
+  ClusterIssuer's name, the ingress class) and, for the ServiceMonitor CRD that the monitoring
+  release installs, a CustomResourceDefinition written from the project's own schema of it
+  (render/crds.py), so ServiceMonitors are applied against a real CRD.
+
+And one harness-only transform: every Kubernetes object gets `pulumi.com/skipAwait: "true"`. With no
+scheduler and no kubelet no pod ever runs, so the provider's readiness awaits (Deployments,
+StatefulSets, Services' endpoints, Ingress addresses) could only time out; everything else the
+provider does (diff, server-side apply, field managers, replacement decisions, deletes) is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.apps.sophia import AppsArgs, SophiaApps
+from components.platform.cert_manager import Environment, issuer_name
+from components.platform.charts import INGRESS_CLASS
+from components.settings.stack import load_settings, stack_config
+from render.crds import SERVICE_MONITOR
+
+SKIP_AWAIT = "pulumi.com/skipAwait"
+
+
+def crd_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON schema of render/crds.py as a CRD's structural OpenAPI v3 schema.
+
+    Structural schemas forbid `additionalProperties: false` (the API server prunes unknown fields
+    instead, and strict field validation turns that into an error), know no `const` and spell
+    "integer or string" as `x-kubernetes-int-or-string`.
+    """
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "additionalProperties" and value is False:
+            continue
+        if key == "type" and isinstance(value, list):
+            if sorted(value) != ["integer", "string"]:
+                raise ValueError(f"no structural spelling for type {value}")
+            out["x-kubernetes-int-or-string"] = True
+            continue
+        if key == "const":
+            raise ValueError("const has no structural spelling")
+        if key in ("properties",):
+            out[key] = {name: crd_schema(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = crd_schema(value)
+        else:
+            out[key] = value
+    if "enum" in out and "type" not in out:
+        kinds = {type(v) for v in out["enum"]}
+        if kinds != {str}:
+            raise ValueError(f"enum of {kinds}")
+        out["type"] = "string"
+    return out
+
+
+def service_monitor_crd(opts: pulumi.ResourceOptions) -> k8s.apiextensions.v1.CustomResourceDefinition:
+    """prometheus-operator's ServiceMonitor CRD, its spec from the project's own schema of it."""
+    spec = crd_schema(SERVICE_MONITOR["properties"]["spec"])
+    return k8s.apiextensions.v1.CustomResourceDefinition(
+        "servicemonitors.monitoring.coreos.com",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name="servicemonitors.monitoring.coreos.com"),
+        spec=k8s.apiextensions.v1.CustomResourceDefinitionSpecArgs(
+            group="monitoring.coreos.com",
+            scope="Namespaced",
+            names=k8s.apiextensions.v1.CustomResourceDefinitionNamesArgs(
+                kind="ServiceMonitor",
+                list_kind="ServiceMonitorList",
+                plural="servicemonitors",
+                singular="servicemonitor",
+            ),
+            versions=[
+                k8s.apiextensions.v1.CustomResourceDefinitionVersionArgs(
+                    name="v1",
+                    served=True,
+                    storage=True,
+                    schema=k8s.apiextensions.v1.CustomResourceValidationArgs(
+                        # Already in the API's own spelling, which the SDK sends as it is.
+                        open_apiv3_schema=cast(
+                            Any, {"type": "object", "required": ["spec"], "properties": {"spec": spec}}
+                        )
+                    ),
+                )
+            ],
+        ),
+        opts=opts,
+    )
+
+
+def skip_await(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+    """Adds the skipAwait annotation to every Kubernetes object (not to providers or components)."""
+    if not args.custom or not args.type_.startswith("kubernetes:"):
+        return None
+    props = dict(args.props)
+    metadata = props.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        # An unresolved metadata cannot be annotated; failing beats an await that cannot end.
+        raise TypeError(f"{args.type_} {args.name}: metadata is {type(metadata).__name__}, not a mapping")
+    annotations = metadata.get("annotations") or {}
+    if not isinstance(annotations, Mapping):
+        raise TypeError(f"{args.type_} {args.name}: annotations are {type(annotations).__name__}, not a mapping")
+    metadata = {**metadata, "annotations": {**annotations, SKIP_AWAIT: "true"}}
+    props["metadata"] = metadata
+    return pulumi.ResourceTransformResult(props, args.opts)
+
+
+def sophia_program(kubeconfig: str) -> Callable[[], None]:
+    def program() -> None:
+        pulumi.runtime.register_resource_transform(skip_await)
+        settings = load_settings(pulumi.get_stack(), *stack_config())
+        provider = k8s.Provider(
+            "sophia",
+            k8s.ProviderArgs(kubeconfig=pulumi.Output.secret(kubeconfig), enable_server_side_apply=True),
+        )
+        monitoring_crd = service_monitor_crd(pulumi.ResourceOptions(provider=provider))
+        apps = SophiaApps(
+            "sophia",
+            AppsArgs(
+                apps=settings.apps,
+                llm_gateway=settings.llm_gateway,
+                images=settings.images,
+                secrets=settings.secrets,
+                domain=settings.network.domain,
+                cluster_issuer=issuer_name(Environment.PRODUCTION),
+                ingress_class=INGRESS_CLASS,
+                monitoring=monitoring_crd,
+            ),
+            opts=pulumi.ResourceOptions(provider=provider),
+        )
+        pulumi.export("url", apps.url)
+
+    return program
