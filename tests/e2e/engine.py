@@ -62,11 +62,20 @@ class Run:
     detailed: dict[str, list[str]] = field(default_factory=dict)
     """URN -> the property paths the engine found changed."""
 
+    errors: list[str] = field(default_factory=list)
+    """Events this record could not read: the SDK only warns about a failing callback, so they are kept."""
+
     def on_event(self, event: auto.EngineEvent) -> None:
+        try:
+            self._record(event)
+        except Exception as exc:  # kept, and raised by Engine.run once the operation ends
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _record(self, event: auto.EngineEvent) -> None:
         pre = event.resource_pre_event
         if pre is not None:
             meta = pre.metadata
-            self.steps.append((meta.op.value, meta.type, meta.urn))
+            self.steps.append((_text(meta.op), meta.type, meta.urn))
             if meta.diffs or meta.detailed_diff:
                 self.detailed[meta.urn] = sorted(set(meta.diffs or []) | set((meta.detailed_diff or {}).keys()))
         diagnostic = event.diagnostic_event
@@ -74,7 +83,7 @@ class Run:
             self.warnings.append(f"{diagnostic.severity}: {diagnostic.urn or '-'}: {diagnostic.message.strip()}")
         summary = event.summary_event
         if summary is not None:
-            self.changes = {op.value: n for op, n in summary.resource_changes.items()}
+            self.changes = {_text(op): n for op, n in summary.resource_changes.items()}
 
     def changed(self) -> list[tuple[str, str, str]]:
         return [s for s in self.steps if s[0] not in ("same", "read", "refresh")]
@@ -85,6 +94,12 @@ class Run:
         ops = Counter((op, typ) for op, typ, _ in self.changed())
         lines += [f"    {op:<20} {n:>3} x {typ}" for (op, typ), n in sorted(ops.items())]
         return "\n".join(lines)
+
+
+def _text(op: object) -> str:
+    """An OpType as its text (the SDK hands some as enums and the summary's keys as plain strings)."""
+    value = getattr(op, "value", op)
+    return str(value)
 
 
 def name_of(urn: str) -> str:
@@ -111,6 +126,8 @@ class Engine:
             self.log.append(run.describe() + "  (failed)")
             raise
         self.log.append(run.describe())
+        if run.errors:
+            raise AssertionError(f"{operation}: engine events not understood: {run.errors}")
         return run
 
 

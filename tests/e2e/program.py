@@ -7,10 +7,12 @@ Two things differ from `__main__.py`, and only these:
   release installs, a CustomResourceDefinition written from the project's own schema of it
   (render/crds.py), so ServiceMonitors are applied against a real CRD.
 
-And one harness-only transform: every Kubernetes object gets `pulumi.com/skipAwait: "true"`. With no
-scheduler and no kubelet no pod ever runs, so the provider's readiness awaits (Deployments,
-StatefulSets, Services' endpoints, Ingress addresses) could only time out; everything else the
-provider does (diff, server-side apply, field managers, replacement decisions, deletes) is unchanged.
+And one harness-only transform: the kinds whose readiness the provider awaits from a running pod
+or an ingress controller (Deployments, StatefulSets, Services' endpoints, Ingress addresses) get
+`pulumi.com/skipAwait: "true"`. With no scheduler and no kubelet no pod ever runs, so those awaits
+could only time out. Everything else the provider does (diff, server-side apply, field managers,
+replacement decisions, every other await, deletes) is unchanged; a CRD is still awaited until the
+API server has established it, a Namespace's delete until the controller manager has finalized it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,15 @@ from components.settings.stack import load_settings, stack_config
 from render.crds import SERVICE_MONITOR
 
 SKIP_AWAIT = "pulumi.com/skipAwait"
+# What only a kubelet or an ingress controller could make ready.
+AWAITS_A_NODE = frozenset(
+    {
+        "kubernetes:apps/v1:Deployment",
+        "kubernetes:apps/v1:StatefulSet",
+        "kubernetes:core/v1:Service",
+        "kubernetes:networking.k8s.io/v1:Ingress",
+    }
+)
 
 
 def crd_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,8 +107,8 @@ def service_monitor_crd(opts: pulumi.ResourceOptions) -> k8s.apiextensions.v1.Cu
 
 
 def skip_await(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
-    """Adds the skipAwait annotation to every Kubernetes object (not to providers or components)."""
-    if not args.custom or not args.type_.startswith("kubernetes:"):
+    """Adds the skipAwait annotation to the objects whose readiness only a node could bring."""
+    if not args.custom or args.type_ not in AWAITS_A_NODE:
         return None
     props = dict(args.props)
     metadata = props.get("metadata") or {}

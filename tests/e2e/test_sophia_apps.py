@@ -26,7 +26,7 @@ from components.settings.secrets import SecretKey
 from render.stack import PROJECT_DIR
 from tests.e2e.apiserver import ApiServer, wait_until
 from tests.e2e.engine import Engine, name_of, open_engine
-from tests.e2e.program import SKIP_AWAIT, sophia_program
+from tests.e2e.program import AWAITS_A_NODE, SKIP_AWAIT, sophia_program
 
 pytestmark = pytest.mark.e2e
 
@@ -164,7 +164,8 @@ def test_up_creates_the_sophia_layer(
     assert missing == []
     for o in objects:
         live = apiserver.get(path_of(apiserver, o))
-        assert live["metadata"].get("annotations", {}).get(SKIP_AWAIT) == "true", o.urn
+        skipped = live["metadata"].get("annotations", {}).get(SKIP_AWAIT) == "true"
+        assert skipped == (o.urn.split("::")[-2].rsplit("$", 1)[-1] in AWAITS_A_NODE), o.urn
     report.append(f"    {len(objects)} Kubernetes objects applied, every one read back from the API server")
 
     # Nothing was downloaded: the engine used the plugin on PATH.
