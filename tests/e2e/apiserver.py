@@ -4,7 +4,8 @@ Built by `make apiserver` from the Go module proxy (tests/e2e/engine/). Configur
 its API server where that matters to the objects the program applies: RBAC with the Node authorizer,
 no anonymous access, privileged pods allowed, Pod Security admission (on by default; namespaces opt
 in with their labels), NodeRestriction, Secrets encrypted at rest (production sets
-`secrets-encryption`), and K3s's service range. The controller manager gives namespaces their
+`secrets-encryption`), K3s's service range and the `nvidia` RuntimeClass K3s ships. The controller
+manager gives namespaces their
 `default` ServiceAccount, turns Deployments and StatefulSets into real Pods (which the API server's
 own Pod Security admission then judges), and finalizes deleted namespaces. There is no scheduler and
 no kubelet: pods stay Pending.
@@ -38,6 +39,11 @@ import yaml
 LOOPBACK = "127.0.0.1"
 SERVICE_RANGE = "10.43.0.0/16"  # K3s's default service CIDR: addresses allocated, never dialled
 START_TIMEOUT = 120.0
+# K3s (>= v1.29) creates the RuntimeClass of the NVIDIA container runtime it finds on a node; the API
+# server's RuntimeClass admission refuses a GPU pod naming one that does not exist.
+K3S_RUNTIME_CLASSES = (
+    {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "nvidia"}, "handler": "nvidia"},
+)
 STOP_TIMEOUT = 15.0
 
 
@@ -319,6 +325,10 @@ def control_plane(bin_dir: Path, workdir: Path) -> Iterator[ApiServer]:
 
         wait_until("kube-apiserver /readyz", apiserver_ready, START_TIMEOUT)
         server.version = str(server.get("/version")["gitVersion"])
+        for runtime_class in K3S_RUNTIME_CLASSES:
+            created = server.request("POST", "/apis/node.k8s.io/v1/runtimeclasses", runtime_class)
+            if created.status != 201:
+                raise ControlPlaneError(f"RuntimeClass: {created.status} {created.body.get('message', '')}")
 
         (workdir / "controller-manager.kubeconfig").write_text(kubeconfig(url, pki, "controller-manager"))
         manager_config = str(workdir / "controller-manager.kubeconfig")

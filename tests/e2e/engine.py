@@ -9,6 +9,7 @@ the engine is told never to download a plugin: a missing one fails the run inste
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +23,11 @@ from render.stack import PROJECT_DIR, StackConfig, load_stack
 
 ENGINE_DIR = Path(__file__).resolve().parent / "engine"
 BINARIES = ("pulumi", "pulumi-resource-kubernetes", "kube-apiserver", "kube-controller-manager", "etcd")
+# The engine says which plugin binary it runs, and that its version is not the SDK's (4.34.2).
+PLUGIN_NOTE = re.compile(
+    r"using pulumi-resource-kubernetes from \$PATH at (?P<path>\S+)$"
+    r"|resource plugin kubernetes is expected to have version >=(?P<wanted>\S+), but has (?P<has>\S+);"
+)
 PASSPHRASE = "sophia-e2e"  # protects a throwaway file backend in a temporary directory
 
 
@@ -58,7 +64,9 @@ class Run:
     """(op, type, urn) of every step the engine ran, in the order it started them."""
     changes: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    """Warning and error diagnostics, with the URN they concern."""
+    """Warning and error diagnostics, with the URN they concern (but for the plugin notes below)."""
+    plugin_notes: list[str] = field(default_factory=list)
+    """The engine's own warnings that it runs the provider from PATH, at a version other than the SDK's."""
     detailed: dict[str, list[str]] = field(default_factory=dict)
     """URN -> the property paths the engine found changed."""
 
@@ -80,7 +88,11 @@ class Run:
                 self.detailed[meta.urn] = sorted(set(meta.diffs or []) | set((meta.detailed_diff or {}).keys()))
         diagnostic = event.diagnostic_event
         if diagnostic is not None and diagnostic.severity in ("warning", "error"):
-            self.warnings.append(f"{diagnostic.severity}: {diagnostic.urn or '-'}: {diagnostic.message.strip()}")
+            message = diagnostic.message.strip()
+            if diagnostic.severity == "warning" and PLUGIN_NOTE.match(message):
+                self.plugin_notes.append(message)
+            else:
+                self.warnings.append(f"{diagnostic.severity}: {diagnostic.urn or '-'}: {message}")
         summary = event.summary_event
         if summary is not None:
             self.changes = {_text(op): n for op, n in summary.resource_changes.items()}
