@@ -291,7 +291,8 @@ def rotation(sophia: Engine, apiserver: ApiServer, report: list[str]) -> Rotatio
     rolled = {name.split("/", 1)[1] for name in before if before[name] != after[name]}
     report.append(
         f"    rotated {ROTATED.value} (read by {', '.join(sorted(readers(ROTATED)))}): "
-        f"pod templates changed: {', '.join(sorted(rolled)) or 'none'}"
+        f"pod templates changed: {', '.join(sorted(rolled)) or 'none'}; Secrets, step by step: "
+        + ", ".join(f"{op} {name_of(urn)}" for op, typ, urn in run.steps if typ == "kubernetes:core/v1:Secret")
     )
     return Rotation(run, rolled)
 
