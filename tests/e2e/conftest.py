@@ -54,6 +54,7 @@ def apiserver(bins: Path, tmp_path_factory: pytest.TempPathFactory, report: list
             report.append(f"kube-apiserver and kube-controller-manager {server.version} at {server.url}")
             yield server
     finally:
-        # Logs are kept only while something needs reading: etcd's data and the keys go with them.
+        # The components' logs stay in pytest's temporary directory for a post-mortem; etcd's data and
+        # the keys do not outlive the run.
         shutil.rmtree(workdir / "etcd", ignore_errors=True)
         shutil.rmtree(workdir / "pki", ignore_errors=True)

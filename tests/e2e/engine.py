@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,9 +132,8 @@ class Engine:
         """`up`, `preview`, `refresh` or `destroy`, recording what the engine did."""
         run = Run(operation)
         method = getattr(self.stack, operation)
-        output: list[str] = []
         try:
-            method(on_event=run.on_event, on_output=output.append, color="never", **kwargs)
+            method(on_event=run.on_event, color="never", **kwargs)
         except auto.CommandError:
             self.log.append(run.describe() + "  (failed)")
             raise
@@ -153,7 +153,9 @@ def stack_file(config: StackConfig) -> dict[str, Any]:
     return {"config": data.get("config") or {}}
 
 
-def open_engine(bins: Path, root: Path, program: Any, log: list[str], stack_name: str = "production") -> Engine:
+def open_engine(
+    bins: Path, root: Path, program: Callable[[], None], log: list[str], stack_name: str = "production"
+) -> Engine:
     config = load_stack(stack_name)
     project = config.project
     home, backend, work = root / "pulumi-home", root / "backend", root / "work"

@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -52,10 +51,8 @@ class Object:
 
 
 @pytest.fixture(scope="module")
-def sophia(
-    bins: Path, apiserver: ApiServer, tmp_path_factory: pytest.TempPathFactory, report: list[str]
-) -> Iterator[Engine]:
-    yield open_engine(bins, tmp_path_factory.mktemp("sophia-stack"), sophia_program(apiserver.kubeconfig), report)
+def sophia(bins: Path, apiserver: ApiServer, tmp_path_factory: pytest.TempPathFactory, report: list[str]) -> Engine:
+    return open_engine(bins, tmp_path_factory.mktemp("sophia-stack"), sophia_program(apiserver.kubeconfig), report)
 
 
 def state_resources(engine: Engine) -> list[dict[str, Any]]:
