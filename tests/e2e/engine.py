@@ -135,7 +135,8 @@ class Engine:
         try:
             method(on_event=run.on_event, color="never", **kwargs)
         except auto.CommandError:
-            self.log.append(run.describe() + "  (failed)")
+            run.operation += " (failed)"
+            self.log.append(run.describe())
             raise
         self.log.append(run.describe())
         if run.errors:
