@@ -4,16 +4,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STACK  ?= production
 OUT    ?= build/$(STACK)
+ENGINE := tests/e2e/engine/build.sh
 
-.PHONY: help render test lint bench clean
+.PHONY: help render test lint bench clean engine apiserver e2e
 # Plain `make` explains itself instead of quietly building the venv.
 .DEFAULT_GOAL := help
 
 ## help: this list (plain `make` shows it too)
 help:
 	@echo "usage: make <target> [STACK=<stack>] [OUT=<dir>]   stacks: $(sort $(patsubst Pulumi.%.yaml,%,$(wildcard Pulumi.*.yaml)))"
-	@awk '/^## [a-z]+: / { name = $$2; sub(/:$$/, "", name); text = $$0; sub(/^## [a-z]+: /, "", text); \
-		printf "  make %-7s %s\n", name, text }' $(firstword $(MAKEFILE_LIST))
+	@awk '/^## [a-z0-9]+: / { name = $$2; sub(/:$$/, "", name); text = $$0; sub(/^## [a-z0-9]+: /, "", text); \
+		printf "  make %-9s %s\n", name, text }' $(firstword $(MAKEFILE_LIST))
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +28,18 @@ render: $(VENV)/.installed
 ## test: lint, types and the whole test suite
 test: lint
 	$(BIN)/python -m pytest
+
+## engine: the Pulumi CLI and kubernetes provider from the Go module proxy, cached in ~/.cache
+engine:
+	$(ENGINE) engine
+
+## apiserver: kube-apiserver, kube-controller-manager and etcd, built the same way
+apiserver:
+	$(ENGINE) apiserver
+
+## e2e: the Sophia layer through the real engine against a real API server on 127.0.0.1
+e2e: $(VENV)/.installed engine apiserver
+	SOPHIA_E2E_BIN="$$($(ENGINE) --bin-dir)" $(BIN)/python -m pytest -m e2e tests/e2e
 
 ## lint: ruff, ruff format and mypy (strict on components/, render/ and policy/)
 lint: $(VENV)/.installed

@@ -6,6 +6,7 @@ import pulumi_kubernetes as k8s
 from components.apps.postgres import BackupTarget
 from components.apps.sophia import AppsArgs, SophiaApps
 from components.cluster import K3sCluster, K3sClusterArgs
+from components.kubernetes_provider import provider_args
 from components.platform.backups import BackupKeys
 from components.platform.platform import Platform, PlatformArgs
 from components.settings.secrets import SecretKey
@@ -18,18 +19,7 @@ cluster = K3sCluster(
 )
 provider = k8s.Provider(
     "sophia",
-    k8s.ProviderArgs(
-        kubeconfig=cluster.kubeconfig,
-        # The kubeconfig is unknown at preview whenever the first server's steps re-run (an upgrade, a
-        # label change); without an identifier pulumi-kubernetes would then plan to replace the provider
-        # and every object it manages. It is replaced only when the cluster itself is another one.
-        cluster_identifier=cluster.identifier,
-        enable_server_side_apply=True,
-        # A changed Secret or ConfigMap is patched in place rather than deleted and created again under
-        # its fixed name, so a pod that starts meanwhile never finds it missing.
-        enable_secret_mutable=True,
-        enable_config_map_mutable=True,
-    ),
+    provider_args(cluster.kubeconfig, cluster.identifier),
     opts=pulumi.ResourceOptions(depends_on=[cluster]),
 )
 

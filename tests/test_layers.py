@@ -16,7 +16,14 @@ PACKAGES = ("components", "render", "policy")
 # Bottom to top. A module may import from its own layer (its own package, for a layer of several
 # packages) or from a layer below. `components/*.py` hold the facts every layer shares.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("components.gpu", "components.k3s", "components.namespaces", "components.rollout", "components.pod_security"),
+    (
+        "components.gpu",
+        "components.k3s",
+        "components.kubernetes_provider",
+        "components.namespaces",
+        "components.rollout",
+        "components.pod_security",
+    ),
     ("components.settings",),
     # How anything is published (a Kubernetes helper both the platform and the apps use).
     ("components.ingress",),

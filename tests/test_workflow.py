@@ -155,7 +155,8 @@ def test_the_render_is_made_and_uploaded_also_when_a_test_failed(workflow: dict[
 
 
 def test_ci_renders_every_stack_even_when_a_test_failed(tmp_path: Path) -> None:
-    """.ci/run with a `make` whose tests fail: every stack is still rendered, and the run still fails."""
+    """.ci/run with a `make` whose tests fail: every stack is still rendered, the e2e still runs, and
+    the run still fails."""
     log = tmp_path / "make.log"
     fake = tmp_path / "make"
     fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n[ "$1" != test ]\n')
@@ -163,7 +164,7 @@ def test_ci_renders_every_stack_even_when_a_test_failed(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
     run = subprocess.run([str(PROJECT_DIR / ".ci" / "run")], env=env, capture_output=True, text=True, check=False)
     assert run.returncode == 1
-    assert log.read_text().splitlines() == ["test", *(f"render STACK={stack}" for stack in STACKS)]
+    assert log.read_text().splitlines() == ["test", *(f"render STACK={stack}" for stack in STACKS), "e2e"]
 
 
 def test_the_pulumi_jobs_build_the_venv_the_makefile_builds(workflow: dict[str, Any]) -> None:

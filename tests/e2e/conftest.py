@@ -1,0 +1,60 @@
+"""Fixtures of the e2e: a real API server and the real engine. `make e2e` runs these; `make test` deselects them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.apiserver import ApiServer, control_plane
+from tests.e2e.engine import bin_dir, versions
+
+_REPORT: list[str] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _REPORT:
+        terminalreporter.section("e2e: what ran and what the engine did")
+        for line in _REPORT:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def report() -> list[str]:
+    return _REPORT
+
+
+@pytest.fixture(scope="session")
+def bins(report: list[str]) -> Path:
+    path = bin_dir()
+    pins = versions()
+    cli = subprocess.run([str(path / "pulumi"), "version"], capture_output=True, text=True, check=True, timeout=60)
+    report.append(f"binaries: {path}")
+    report.append(f"pulumi CLI {cli.stdout.strip()} ({pins['PULUMI_CLI_MODULE']})")
+    report.append(f"kubernetes provider {pins['KUBERNETES_PROVIDER_VERSION']} ({pins['KUBERNETES_PROVIDER_MODULE']})")
+    report.append(f"etcd {pins['ETCD_VERSION']} ({pins['ETCD_MODULE']})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def apiserver(bins: Path, tmp_path_factory: pytest.TempPathFactory, report: list[str]) -> Iterator[ApiServer]:
+    workdir = tmp_path_factory.mktemp("control-plane")
+    try:
+        with control_plane(bins, workdir) as server:
+            report.append(f"kube-apiserver and kube-controller-manager {server.version} at {server.url}")
+            yield server
+    finally:
+        # The components' logs stay in pytest's temporary directory for a post-mortem; etcd's data and
+        # the keys do not outlive the run.
+        shutil.rmtree(workdir / "etcd", ignore_errors=True)
+        shutil.rmtree(workdir / "pki", ignore_errors=True)
