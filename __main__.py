@@ -3,11 +3,10 @@
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.apps.postgres import BackupTarget
 from components.apps.sophia import AppsArgs, SophiaApps
 from components.cluster import K3sCluster, K3sClusterArgs
 from components.kubernetes_provider import provider_args
-from components.platform.backups import BackupKeys
+from components.platform.backups import backup_target
 from components.platform.platform import Platform, PlatformArgs
 from components.settings.secrets import SecretKey
 from components.settings.stack import load_settings, stack_config
@@ -23,12 +22,7 @@ provider = k8s.Provider(
     opts=pulumi.ResourceOptions(depends_on=[cluster]),
 )
 
-# The backup bucket's keys from ESC, present exactly when `cluster.backups` is set (the settings check it).
-backup_keys = (
-    BackupKeys(settings.secrets[SecretKey.BACKUP_ACCESS_KEY_ID], settings.secrets[SecretKey.BACKUP_SECRET_ACCESS_KEY])
-    if settings.cluster.backups is not None
-    else None
-)
+backups = backup_target(settings.cluster, settings.secrets)
 platform = Platform(
     "platform",
     PlatformArgs(
@@ -37,7 +31,7 @@ platform = Platform(
         gitops=settings.gitops,
         platform=settings.platform,
         grafana_admin_password=settings.secrets[SecretKey.GRAFANA_ADMIN_PASSWORD],
-        backup_keys=backup_keys,
+        backup_keys=backups.keys if backups is not None else None,
         argocd_admin_password_bcrypt=settings.secrets[SecretKey.ARGOCD_ADMIN_PASSWORD_BCRYPT],
     ),
     opts=pulumi.ResourceOptions(provider=provider),
@@ -59,9 +53,7 @@ apps = SophiaApps(
         monitoring=platform.monitoring,
         ingress_depends_on=(platform.cert_manager.production_issuer,),
         database_operator=(platform.postgres_operator.operator, platform.postgres_operator.plugin),
-        backups=BackupTarget(settings.cluster.backups, backup_keys.access_key_id, backup_keys.secret_access_key)
-        if settings.cluster.backups is not None and backup_keys is not None
-        else None,
+        backups=backups,
     ),
     opts=pulumi.ResourceOptions(provider=provider),
 )

@@ -26,9 +26,9 @@ from components.apps.network import PROMETHEUS, Peer, public_https_rule, tcp
 from components.apps.workload import NAME_LABEL, PART_OF, STORAGE_CLASS
 from components.namespaces import CNPG
 from components.platform.alerts import longest_gap_hours
+from components.platform.backups import BackupTarget
 from components.settings.apps import DatabaseSettings, ServiceSettings
 from components.settings.catalogue import POSTGRES_DATABASE, POSTGRES_USER, Service
-from components.settings.cluster import BackupStorage
 
 BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"
 BACKUP_METRIC = "barman_cloud_cloudnative_pg_io_last_available_backup_timestamp"
@@ -48,13 +48,6 @@ API_SERVER_PORT = 6443
 def service_host(cluster: str, namespace: str) -> str:
     """The read-write Service CloudNativePG makes for a Cluster: always the primary."""
     return f"{cluster}-rw.{namespace}.svc.cluster.local"
-
-
-@dataclass(frozen=True)
-class BackupTarget:
-    storage: BackupStorage
-    access_key_id: pulumi.Output[str]
-    secret_access_key: pulumi.Output[str]
 
 
 @dataclass(frozen=True)
@@ -200,8 +193,8 @@ class PostgresCluster(pulumi.ComponentResource):
             metadata=meta(secret_name),
             type="Opaque",
             string_data={
-                "ACCESS_KEY_ID": args.backups.access_key_id.apply(pulumi.Output.secret),
-                "ACCESS_SECRET_KEY": args.backups.secret_access_key.apply(pulumi.Output.secret),
+                "ACCESS_KEY_ID": args.backups.keys.access_key_id.apply(pulumi.Output.secret),
+                "ACCESS_SECRET_KEY": args.backups.keys.secret_access_key.apply(pulumi.Output.secret),
                 "REGION": args.backups.storage.region,
             },
             opts=opts,

@@ -15,7 +15,7 @@ from components.apps.config import (
 )
 from components.apps.namespaces import PULL_SECRET, AppNamespace, AppNamespaceArgs
 from components.apps.network import ACME_SOLVER_LABELS, ACME_SOLVER_PORT, TRAEFIK, Connection, Peer, tcp
-from components.apps.postgres import BackupTarget, PostgresArgs, PostgresCluster, service_host
+from components.apps.postgres import PostgresArgs, PostgresCluster, service_host
 from components.apps.workload import (
     NAME_LABEL,
     ConfigMount,
@@ -28,6 +28,7 @@ from components.apps.workload import (
     WorkloadArgs,
 )
 from components.ingress import Route, tls_ingress
+from components.platform.backups import BackupTarget
 from components.settings.apps import Amounts, AppsSettings, Resources
 from components.settings.catalogue import BY_NAME as SERVICES
 from components.settings.catalogue import (

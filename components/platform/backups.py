@@ -15,7 +15,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.k3s import ETCD_S3_SECRET
-from components.settings.cluster import BackupStorage, EtcdSnapshots
+from components.settings.cluster import BackupStorage, ClusterSettings, EtcdSnapshots
+from components.settings.secrets import SecretKey, Secrets
 
 KUBE_SYSTEM = "kube-system"
 
@@ -26,6 +27,22 @@ class BackupKeys:
 
     access_key_id: pulumi.Output[str]
     secret_access_key: pulumi.Output[str]
+
+
+@dataclass(frozen=True)
+class BackupTarget:
+    """The backup bucket and its keys: where etcd's snapshots and PostgreSQL's backups and WAL go."""
+
+    storage: BackupStorage
+    keys: BackupKeys
+
+
+def backup_target(cluster: ClusterSettings, secrets: Secrets) -> BackupTarget | None:
+    """The bucket of `cluster.backups` with its keys from ESC (the settings require both or neither)."""
+    if cluster.backups is None:
+        return None
+    keys = BackupKeys(secrets[SecretKey.BACKUP_ACCESS_KEY_ID], secrets[SecretKey.BACKUP_SECRET_ACCESS_KEY])
+    return BackupTarget(cluster.backups, keys)
 
 
 @dataclass(frozen=True)

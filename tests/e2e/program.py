@@ -24,12 +24,11 @@ from typing import Any, Final, cast
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.apps.postgres import BackupTarget
 from components.apps.sophia import AppsArgs, SophiaApps
 from components.kubernetes_provider import provider_args
+from components.platform.backups import backup_target
 from components.platform.cert_manager import Environment, issuer_name
 from components.platform.charts import INGRESS_CLASS
-from components.settings.secrets import SecretKey
 from components.settings.stack import load_settings, stack_config
 from render.crds import (
     BARMAN_OBJECT_STORE,
@@ -189,13 +188,7 @@ def sophia_program(kubeconfig: str) -> Callable[[], None]:
                 # What custom resources wait for: in production the releases that install their CRDs.
                 monitoring=crds[0],
                 database_operator=tuple(crds[3:]),
-                backups=BackupTarget(
-                    settings.cluster.backups,
-                    settings.secrets[SecretKey.BACKUP_ACCESS_KEY_ID],
-                    settings.secrets[SecretKey.BACKUP_SECRET_ACCESS_KEY],
-                )
-                if settings.cluster.backups is not None
-                else None,
+                backups=backup_target(settings.cluster, settings.secrets),
             ),
             opts=pulumi.ResourceOptions(provider=provider),
         )
