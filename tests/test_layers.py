@@ -29,6 +29,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("components.ingress",),
     ("components.cluster", "components.platform"),
     ("components.apps",),
+    # The platform and the apps on one provider: what __main__ and the e2e both apply.
+    ("components.kubernetes_layer",),
     ("policy",),
     ("render",),
     ("__main__",),
