@@ -26,6 +26,7 @@ from typing import Any, Final
 from components.gpu import GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
 from components.settings.catalogue import NAMESPACES
 from components.settings.gitops import ARGOCD_PROJECT
+from components.settings.platform import CHART_MIRROR
 from components.settings.secrets import PLACEHOLDER
 
 SECRET: Final = "[secret]"
@@ -618,8 +619,14 @@ def helm_releases_are_pinned(resource_type: str, inputs: JSON, config: PolicyCon
     if not (isinstance(version, str) and _SEMVER.match(version)):
         violations.append(f"version: {version!r} is not an exact chart version")
     repository = _map(inputs.get("repositoryOpts")).get("repo")
-    if not (isinstance(repository, str) and repository.startswith(("https://", "oci://"))):
-        violations.append(f"repositoryOpts.repo: {repository!r} is not an https or oci chart repository")
+    # Plain http only as `platform.chartMirror` allows it: on the loopback of the machine running Helm.
+    if not (
+        isinstance(repository, str)
+        and (repository.startswith(("https://", "oci://")) or CHART_MIRROR.match(repository))
+    ):
+        violations.append(
+            f"repositoryOpts.repo: {repository!r} is not an https or oci chart repository, nor a loopback mirror"
+        )
     return violations
 
 
@@ -719,7 +726,7 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule(
         "helm-releases-are-pinned",
         0,
-        "Helm releases install an exact chart version from an https or oci repository.",
+        "Helm releases install an exact chart version from an https or oci repository (http only on loopback).",
         helm_releases_are_pinned,
     ),
 )

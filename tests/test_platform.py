@@ -135,6 +135,22 @@ def test_every_platform_release_pins_an_exact_chart_version_from_its_official_re
         assert chart.repository.startswith("https://")
 
 
+def test_a_chart_mirror_serves_every_release_the_same_chart_at_the_same_version(
+    production: Rendered, tmp_path: Path
+) -> None:
+    """A restricted network's internal repository replaces every official one, and nothing else changes."""
+    mirror = "https://charts.internal.example/helm"
+    document = production_document()
+    document["config"]["sophia-infra:platform"]["chartMirror"] = mirror
+    mirrored, results = render(stack_from(tmp_path, document), tmp_path / "out")
+    assert [(r.name, r.violations) for r in results if r.violations] == []
+    for chart in CHARTS:
+        inputs = _release(mirrored, chart.name)["inputs"]
+        assert inputs["repositoryOpts"] == {"repo": mirror}
+        assert (inputs["chart"], inputs["version"]) == (chart.name, chart.version)
+        assert inputs["values"] == _values(production, chart.name)
+
+
 def test_every_release_installs_the_version_of_the_chart_tag_its_values_were_read_at(production: Rendered) -> None:
     releases = production.by_type(HELM_RELEASE)
     assert {r["inputs"]["chart"] for r in releases} == set(CHARTS_BY_NAME)

@@ -193,6 +193,12 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
         "sophia-infra:gitops.repoUrl: must be an https URL of a Git repository,"
         " got 'git@github.com:ai-cherry/sophia-main.git'",
     ),
+    (
+        "chart mirror over plain http on the network",
+        _set("sophia-infra:platform.chartMirror", "http://charts.internal.example/helm"),
+        "sophia-infra:platform.chartMirror: must be an https:// Helm repository URL (http:// only on 127.0.0.1,"
+        " localhost or [::1]), got 'http://charts.internal.example/helm'",
+    ),
 ]
 
 

@@ -50,6 +50,8 @@ class ArgoCDArgs:
     """The bcrypt hash of the admin password, from ESC; a secret Output that only reaches a Secret."""
     monitoring: pulumi.Resource
     """The monitoring release: the chart's ServiceMonitors need its CRD (the chart skips them without it)."""
+    chart_mirror: str | None
+    """`platform.chartMirror`: the Helm repository to pull the chart from instead of its official one."""
 
 
 METRICS: JSON = {"metrics": {"enabled": True, "serviceMonitor": {"enabled": True}}}
@@ -148,7 +150,13 @@ class ArgoCD(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.release = release(
-            RELEASE, ARGO_CD, ns=ns, values=argocd_values(args.host), parent=self, depends_on=[admin, args.monitoring]
+            RELEASE,
+            ARGO_CD,
+            ns=ns,
+            values=argocd_values(args.host),
+            mirror=args.chart_mirror,
+            parent=self,
+            depends_on=[admin, args.monitoring],
         )
         self.argocd_url = https_url(args.host)
         tls_ingress(

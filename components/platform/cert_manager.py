@@ -40,6 +40,8 @@ class CertManagerArgs:
     network: NetworkSettings
     monitoring: pulumi.Resource
     """The monitoring release: the chart's ServiceMonitor needs its CRD."""
+    chart_mirror: str | None
+    """`platform.chartMirror`: the Helm repository to pull the chart from instead of its official one."""
 
 
 def cert_manager_values() -> JSON:
@@ -79,7 +81,13 @@ class CertManager(pulumi.ComponentResource):
         super().__init__("sophia:platform:CertManager", name, None, opts)
         ns = namespace(NAMESPACE, PodSecurity.RESTRICTED, self)
         self.release = release(
-            "cert-manager", CERT_MANAGER, ns=ns, values=cert_manager_values(), parent=self, depends_on=[args.monitoring]
+            "cert-manager",
+            CERT_MANAGER,
+            ns=ns,
+            values=cert_manager_values(),
+            mirror=args.chart_mirror,
+            parent=self,
+            depends_on=[args.monitoring],
         )
         self.issuers = {
             environment: k8s.apiextensions.CustomResource(

@@ -33,13 +33,15 @@ def release(
     *,
     ns: k8s.core.v1.Namespace,
     values: JSON,
+    mirror: str | None,
     parent: pulumi.Resource,
     depends_on: Sequence[pulumi.Resource] = (),
 ) -> k8s.helm.v3.Release:
-    """A Helm release of `chart` at its pinned version from its official repository.
+    """A Helm release of `chart` at its pinned version, from `mirror` if set, else its official repository.
 
     The release name is fixed (Pulumi would otherwise add a random suffix), because the chart's
-    object names, and so the Services other objects point at, are derived from it.
+    object names, and so the Services other objects point at, are derived from it. The chart is
+    fetched where `pulumi up` runs (the provider runs Helm), so the mirror must be reachable there.
     """
     return k8s.helm.v3.Release(
         resource_name,
@@ -47,7 +49,7 @@ def release(
             name=resource_name,
             chart=chart.name,
             version=chart.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository if mirror is None else mirror),
             namespace=ns.metadata.name,
             create_namespace=False,
             values=values,

@@ -29,6 +29,8 @@ class MetalLBArgs:
     network: NetworkSettings
     monitoring: pulumi.Resource
     """The monitoring release: the chart's and Traefik's ServiceMonitors need its CRD."""
+    chart_mirror: str | None
+    """`platform.chartMirror`: the Helm repository to pull the chart from instead of its official one."""
 
 
 def metallb_values() -> JSON:
@@ -78,7 +80,13 @@ class MetalLB(pulumi.ComponentResource):
         super().__init__("sophia:platform:MetalLB", name, None, opts)
         ns = namespace(NAMESPACE, PodSecurity.PRIVILEGED, self)  # the speaker needs host networking
         self.release = release(
-            "metallb", METALLB, ns=ns, values=metallb_values(), parent=self, depends_on=[args.monitoring]
+            "metallb",
+            METALLB,
+            ns=ns,
+            values=metallb_values(),
+            mirror=args.chart_mirror,
+            parent=self,
+            depends_on=[args.monitoring],
         )
         child = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
         pool = k8s.apiextensions.CustomResource(

@@ -55,6 +55,8 @@ class MonitoringArgs:
     grafana_host: str
     grafana_admin_password: pulumi.Output[str]
     """A secret Output (from ESC); it only ever reaches the cluster inside a Kubernetes Secret."""
+    chart_mirror: str | None
+    """`platform.chartMirror`: the Helm repository to pull the chart from instead of its official one."""
 
 
 def _volume(size: str) -> JSON:
@@ -188,6 +190,7 @@ class Monitoring(pulumi.ComponentResource):
             KUBE_PROMETHEUS_STACK,
             ns=ns,
             values=monitoring_values(args.settings, self.grafana_url, password_checksum(args.grafana_admin_password)),
+            mirror=args.chart_mirror,
             parent=self,
             depends_on=[admin],
         )

@@ -48,6 +48,8 @@ LIMIT_RANGE = "container-defaults"
 class NvidiaArgs:
     monitoring: pulumi.Resource
     """The release installing the ServiceMonitor CRD."""
+    chart_mirror: str | None
+    """`platform.chartMirror`: the Helm repository to pull the charts from instead of their official ones."""
     gpu_sharing: GpuSharing = NO_SHARING
     """How many pods may share one GPU (time-slicing); 1 is no sharing."""
 
@@ -137,11 +139,14 @@ class NvidiaGpu(pulumi.ComponentResource):
             NVIDIA_DEVICE_PLUGIN,
             ns=ns,
             values=device_plugin_values(args.gpu_sharing),
+            mirror=args.chart_mirror,
             parent=self,
             # Pods created before the LimitRange would run unsized.
             depends_on=[self.limit_range],
         )
-        self.dcgm_exporter = release(DCGM_RELEASE, DCGM_EXPORTER, ns=ns, values=dcgm_exporter_values(), parent=self)
+        self.dcgm_exporter = release(
+            DCGM_RELEASE, DCGM_EXPORTER, ns=ns, values=dcgm_exporter_values(), mirror=args.chart_mirror, parent=self
+        )
         k8s.apiextensions.CustomResource(
             "dcgm-exporter-metrics",
             api_version="monitoring.coreos.com/v1",

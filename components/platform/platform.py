@@ -77,24 +77,32 @@ class Platform(pulumi.ComponentResource):
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("sophia:platform:Platform", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        mirror = args.platform.chart_mirror
         monitoring = Monitoring(
             "monitoring",
             MonitoringArgs(
                 settings=args.platform.monitoring,
                 grafana_host=grafana_host(args.network),
                 grafana_admin_password=args.grafana_admin_password,
+                chart_mirror=mirror,
             ),
             child,
         )
         # Their charts' ServiceMonitors need the Prometheus Operator's CRD, which the monitoring release installs.
-        self.metallb = MetalLB("metallb", MetalLBArgs(args.network, monitoring.release), child)
-        self.cert_manager = CertManager("cert-manager", CertManagerArgs(args.network, monitoring.release), child)
+        self.metallb = MetalLB("metallb", MetalLBArgs(args.network, monitoring.release, mirror), child)
+        self.cert_manager = CertManager(
+            "cert-manager", CertManagerArgs(args.network, monitoring.release, mirror), child
+        )
         issuer = self.cert_manager.production_issuer
         monitoring.publish_grafana(issuer, self.cert_manager.cluster_issuer_name)
         # A cluster without GPU machines has nothing for the device plugin to advertise.
         has_gpus = any(node.gpu is not None for node in args.cluster.nodes)
         self.nvidia = (
-            NvidiaGpu("nvidia", NvidiaArgs(monitoring=monitoring.release, gpu_sharing=args.platform.gpu_sharing), child)
+            NvidiaGpu(
+                "nvidia",
+                NvidiaArgs(monitoring=monitoring.release, chart_mirror=mirror, gpu_sharing=args.platform.gpu_sharing),
+                child,
+            )
             if has_gpus
             else None
         )
@@ -107,6 +115,7 @@ class Platform(pulumi.ComponentResource):
                 cluster_issuer_name=self.cert_manager.cluster_issuer_name,
                 admin_password_bcrypt=args.argocd_admin_password_bcrypt,
                 monitoring=monitoring.release,
+                chart_mirror=mirror,
             ),
             child,
         )
@@ -118,7 +127,7 @@ class Platform(pulumi.ComponentResource):
                 EtcdBackupsArgs(args.cluster.backups, args.cluster.etcd_snapshots, args.backup_keys),
                 child,
             )
-        self.postgres_operator = CloudNativePG("cloudnative-pg", self.cert_manager.release, child)
+        self.postgres_operator = CloudNativePG("cloudnative-pg", self.cert_manager.release, mirror, child)
         self.alerts = PlatformAlerts("alerts", args.cluster, monitoring.release, child)
         self.cluster_issuer_name = self.cert_manager.cluster_issuer_name
         self.cluster_issuer = issuer

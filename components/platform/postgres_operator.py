@@ -25,7 +25,14 @@ class CloudNativePG(pulumi.ComponentResource):
     operator: k8s.helm.v3.Release
     plugin: k8s.helm.v3.Release
 
-    def __init__(self, name: str, cert_manager: pulumi.Resource, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        cert_manager: pulumi.Resource,
+        chart_mirror: str | None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """`chart_mirror`: `platform.chartMirror`, the Helm repository to pull both charts from instead of theirs."""
         super().__init__("sophia:platform:CloudNativePG", name, None, opts)
         # Both charts run non-root, read-only, without capabilities and with RuntimeDefault seccomp.
         ns = namespace(NAMESPACE, PodSecurity.RESTRICTED, self)
@@ -34,6 +41,7 @@ class CloudNativePG(pulumi.ComponentResource):
             CLOUDNATIVE_PG,
             ns=ns,
             values={"resources": resources("100m", "128Mi", "500m", "512Mi")},
+            mirror=chart_mirror,
             parent=self,
         )
         self.plugin = release(
@@ -41,6 +49,7 @@ class CloudNativePG(pulumi.ComponentResource):
             PLUGIN_BARMAN_CLOUD,
             ns=ns,
             values={"resources": resources("50m", "64Mi", "500m", "256Mi")},
+            mirror=chart_mirror,
             parent=self,
             depends_on=[self.operator, cert_manager],
         )

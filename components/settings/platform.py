@@ -1,4 +1,5 @@
-"""What an operator changes about the platform add-ons: monitoring's retention and disks, GPU sharing.
+"""What an operator changes about the platform add-ons: monitoring's retention and disks, GPU sharing,
+and the Helm repository the charts come from when the official ones are out of reach.
 
 Chart versions, namespaces and container sizes of the add-ons are facts of `components.platform`;
 the Argo CD Applications are the `gitops` section. This module also holds the one rule joining the
@@ -24,6 +25,17 @@ STORAGE = re.compile(r"^[1-9][0-9]{0,4}Gi$")
 # Prometheus stops writing at `retentionSize`; keeping it below the volume leaves room for the WAL
 # and compaction, which a full disk would otherwise break.
 PROMETHEUS_DISK_SHARE = 0.8
+
+# A Helm chart repository serving every chart at its pinned version under its official name: an
+# internal mirror (Artifactory, Harbor, Nexus, ChartMuseum) for clusters whose network cannot reach
+# the official repositories. https, because a chart fetched in the clear over a network can be
+# swapped in transit and would run with cluster-admin rights; plain http only on the machine running
+# `pulumi up` itself (loopback), where no network lies between (the e2e's local repository).
+CHART_MIRROR = re.compile(
+    r"^(https://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?"
+    r"|http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?)(/[-A-Za-z0-9._~%/]*)?$"
+)
+CHART_MIRROR_WHAT = "an https:// Helm repository URL (http:// only on 127.0.0.1, localhost or [::1])"
 
 # What every Argo CD Application follows (seed 000: an Application on a branch that did not exist).
 GITOPS_BRANCH = "main"
@@ -72,6 +84,9 @@ NO_SHARING = GpuSharing()
 class PlatformSettings:
     monitoring: MonitoringSettings
     gpu_sharing: GpuSharing = NO_SHARING
+    chart_mirror: str | None = None
+    """`platform.chartMirror`: one Helm repository every release pulls its chart from instead of the
+    chart's official one (same name, same pinned version); None pulls from the official ones."""
 
 
 def _storage(value: Value) -> str:
@@ -105,8 +120,10 @@ def read_platform(value: Value) -> PlatformSettings:
     section = value.section()
     monitoring = _read_monitoring(section.required("monitoring"))
     gpu_sharing = _read_gpu_sharing(section.optional("gpuSharing"))
+    mirror = section.optional("chartMirror")
+    chart_mirror = None if mirror is None else mirror.string(pattern=CHART_MIRROR, what=CHART_MIRROR_WHAT)
     section.close()
-    return PlatformSettings(monitoring, gpu_sharing)
+    return PlatformSettings(monitoring, gpu_sharing, chart_mirror)
 
 
 def pulumi_namespaces() -> frozenset[str]:
