@@ -195,10 +195,13 @@ CLUSTER_ISSUER = _object(
     namespaced=False,
 )
 
+# A plain string in the CRD: an AppProject matches it as a glob (`*`, `team-*`, `!kube-system`), as
+# the `default` project Argo CD's server creates does (`*`; the e2e's API server refused the stricter
+# namespace pattern this schema had). The settings hold Applications' namespaces to real names.
 _DESTINATION: Schema = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {"server": {"type": "string"}, "name": {"type": "string"}, "namespace": _NAMESPACE},
+    "properties": {"server": {"type": "string"}, "name": {"type": "string"}, "namespace": {"type": "string"}},
 }
 _GROUP_KIND: Schema = {
     "type": "object",

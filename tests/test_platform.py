@@ -572,6 +572,9 @@ def test_the_default_project_allows_nothing(variant: str, request: pytest.Fixtur
     # Argo CD's server creates `default` at start: the patch waits for the release.
     patch = _resource(rendered, "AppProject", "default")
     assert _release(rendered, "argo-cd")["urn"] in patch["dependencies"]
+    # Removing the patch must not re-open `default`, and the real provider refuses to delete a patch
+    # that owns the required `spec` anyway: it is retained, fenced.
+    assert patch["options"].get("retainOnDelete") is True
     for app in rendered.objects("Application"):
         assert app["spec"]["project"] == "sophia"
 

@@ -179,6 +179,8 @@ class ArgoCD(pulumi.ComponentResource):
         )
         # Argo CD's server creates `default` when it starts, so it exists once the release is ready;
         # a patch (server-side apply, forced) takes its fields over instead of failing on AlreadyExists.
+        # Removing the patch leaves `default` fenced: the provider could only hand `spec` (a required
+        # field) back to nobody, and refuses (seen under the real engine); re-opening it is never wanted.
         k8s.apiextensions.CustomResourcePatch(
             "argocd-default-project",
             api_version=API_VERSION,
@@ -187,7 +189,7 @@ class ArgoCD(pulumi.ComponentResource):
                 name=DEFAULT_PROJECT, namespace=NAMESPACE, annotations={"pulumi.com/patchForce": "true"}
             ),
             spec=default_project_spec(),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release], retain_on_delete=True),
         )
         self.application_namespaces = tuple(sorted({a.namespace for a in args.gitops.applications}))
         destinations = {
