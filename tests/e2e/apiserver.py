@@ -4,7 +4,8 @@ Built by `make apiserver` from the Go module proxy (tests/e2e/engine/). Configur
 its API server where that matters to the objects the program applies: RBAC with the Node authorizer,
 no anonymous access, privileged pods allowed, Pod Security admission (on by default; namespaces opt
 in with their labels), NodeRestriction, Secrets encrypted at rest (production sets
-`secrets-encryption`), K3s's service range and the `nvidia` RuntimeClass K3s ships. The controller
+`secrets-encryption`), K3s's service range, and what K3s ships: the `nvidia` RuntimeClass and its
+helm-controller's HelmChartConfig CRD. The controller
 manager gives namespaces their
 `default` ServiceAccount, turns Deployments and StatefulSets into real Pods (which the API server's
 own Pod Security admission then judges), and finalizes deleted namespaces. There is no scheduler and
@@ -31,10 +32,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.e2e.crds import K3S_KINDS
 
 LOOPBACK = "127.0.0.1"
 SERVICE_RANGE = "10.43.0.0/16"  # K3s's default service CIDR: addresses allocated, never dialled
@@ -45,6 +49,7 @@ K3S_RUNTIME_CLASSES = (
     {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "nvidia"}, "handler": "nvidia"},
 )
 STOP_TIMEOUT = 15.0
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
 
 class ControlPlaneError(Exception):
@@ -329,6 +334,11 @@ def control_plane(bin_dir: Path, workdir: Path) -> Iterator[ApiServer]:
             created = server.request("POST", "/apis/node.k8s.io/v1/runtimeclasses", runtime_class)
             if created.status != 201:
                 raise ControlPlaneError(f"RuntimeClass: {created.status} {created.body.get('message', '')}")
+        for kind in K3S_KINDS:
+            created = server.request("POST", CRDS, kind.manifest())
+            if created.status != 201:
+                raise ControlPlaneError(f"CRD {kind.crd_name}: {created.status} {created.body.get('message', '')}")
+            wait_until(f"CRD {kind.crd_name} established", partial(established, server, kind.crd_name), START_TIMEOUT)
 
         (workdir / "controller-manager.kubeconfig").write_text(kubeconfig(url, pki, "controller-manager"))
         manager_config = str(workdir / "controller-manager.kubeconfig")
@@ -365,6 +375,11 @@ def control_plane(bin_dir: Path, workdir: Path) -> Iterator[ApiServer]:
     finally:
         for process in reversed(processes):
             process.stop()
+
+
+def established(server: ApiServer, crd_name: str) -> bool:
+    conditions = server.get(f"{CRDS}/{crd_name}").get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
 def _port_open(port: int) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.apiserver import ApiServer, control_plane
+from tests.e2e.charts import ChartRepository, chart_repository
 from tests.e2e.engine import bin_dir, versions
 
 _REPORT: list[str] = []
@@ -58,3 +59,11 @@ def apiserver(bins: Path, tmp_path_factory: pytest.TempPathFactory, report: list
         # the keys do not outlive the run.
         shutil.rmtree(workdir / "etcd", ignore_errors=True)
         shutil.rmtree(workdir / "pki", ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def charts(tmp_path_factory: pytest.TempPathFactory, report: list[str]) -> Iterator[ChartRepository]:
+    """The stand-in charts, served as a Helm repository on 127.0.0.1: the stack's `platform.chartMirror`."""
+    with chart_repository(tmp_path_factory.mktemp("chart-repository")) as repository:
+        report.append(f"chart mirror: stand-in charts at {repository.url}")
+        yield repository

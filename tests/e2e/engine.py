@@ -172,6 +172,10 @@ def open_engine(
         # A plugin the engine does not find on PATH fails the run; nothing is ever downloaded.
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         "PULUMI_DIY_BACKEND_NO_LEGACY_WARNING": "true",
+        # Helm, inside the provider, keeps its repository index and chart cache with the stack, not in ~.
+        "HELM_CACHE_HOME": str(root / "helm" / "cache"),
+        "HELM_CONFIG_HOME": str(root / "helm" / "config"),
+        "HELM_DATA_HOME": str(root / "helm" / "data"),
     }
     workspace = auto.LocalWorkspaceOptions(
         work_dir=str(work),

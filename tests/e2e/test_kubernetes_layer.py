@@ -1,4 +1,5 @@
-"""The Sophia layer through the real engine and the real kubernetes provider, against a real API server.
+"""The production stack's Kubernetes layer (platform and Sophia) through the real engine and the real
+kubernetes provider, against a real API server, its charts from the stand-in chart mirror.
 
 The cases run in order on one stack: up, admission, a second up, refresh, a rotated secret, destroy.
 Each records what the engine did (printed at the end of `make e2e`).
@@ -20,22 +21,32 @@ from typing import Any
 import pytest
 from pulumi import automation as auto
 
+from components import namespaces
+from components.platform.argocd import DEFAULT_PROJECT, default_project_spec
+from components.platform.charts import CHARTS, CHARTS_BY_NAME
 from components.pod_security import PodSecurity, pod_security_labels
 from components.settings.catalogue import CATALOGUE, NAMESPACES
 from components.settings.secrets import SecretKey
 from render.stack import PROJECT_DIR
 from tests.e2e.apiserver import ApiServer, wait_until
+from tests.e2e.charts import CRDS_OF, ChartRepository
 from tests.e2e.engine import PLUGIN_NOTE, Engine, Run, name_of, open_engine, versions
-from tests.e2e.program import AWAITS_A_NODE, SKIP_AWAIT, sophia_program
+from tests.e2e.program import AWAITS_A_NODE, SKIP_AWAIT, kubernetes_program
 
 pytestmark = pytest.mark.e2e
 
 APP_NAMESPACES = tuple(NAMESPACES.values())
 APPS_COMPONENT = "sophia:apps:SophiaApps"
+PLATFORM_COMPONENT = "sophia:platform:Platform"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+CHART_MIRROR = "sophia-infra:platform.chartMirror"
 CONTROLLERS = ("Deployment", "StatefulSet")
 SETTLE_TIMEOUT = 120.0
 # Rotated by the secret case: read through secretKeyRef by its service and that service's exporter.
 ROTATED = SecretKey.REDIS_PASSWORD
+# Rotated with it: read by Grafana, a chart's pods, so the rotation reaches them through a Helm upgrade.
+ROTATED_PLATFORM = SecretKey.GRAFANA_ADMIN_PASSWORD
+GRAFANA_RELEASE = "monitoring"
 KUBERNETES_SDK_VERSION = importlib.metadata.version("pulumi-kubernetes")
 
 
@@ -51,8 +62,19 @@ class Object:
 
 
 @pytest.fixture(scope="module")
-def sophia(bins: Path, apiserver: ApiServer, tmp_path_factory: pytest.TempPathFactory, report: list[str]) -> Engine:
-    return open_engine(bins, tmp_path_factory.mktemp("sophia-stack"), sophia_program(apiserver.kubeconfig), report)
+def stack(
+    bins: Path,
+    apiserver: ApiServer,
+    charts: ChartRepository,
+    tmp_path_factory: pytest.TempPathFactory,
+    report: list[str],
+) -> Engine:
+    engine = open_engine(
+        bins, tmp_path_factory.mktemp("production-stack"), kubernetes_program(apiserver.kubeconfig), report
+    )
+    # As an operator on a restricted network sets it: `pulumi config set --path platform.chartMirror <url>`.
+    engine.stack.set_config(CHART_MIRROR, auto.ConfigValue(charts.url), path=True)
+    return engine
 
 
 def state_resources(engine: Engine) -> list[dict[str, Any]]:
@@ -163,11 +185,11 @@ def short_urn(urn: str) -> str:
     return "::".join((head, "$".join(qualified.split("$")[-2:]), name))
 
 
-def test_up_creates_the_sophia_layer(
-    sophia: Engine, apiserver: ApiServer, bins: Path, rendered: list[dict[str, Any]], report: list[str]
+def test_up_creates_the_production_kubernetes_layer(
+    stack: Engine, apiserver: ApiServer, bins: Path, rendered: list[dict[str, Any]], report: list[str]
 ) -> None:
-    run = sophia.run("up")
-    objects = managed_objects(sophia)
+    run = stack.run("up")
+    objects = managed_objects(stack)
     assert run.changes.get("create", 0) > 0
     assert set(run.changes) == {"create"}, run.describe()
     # No warning from the engine or the provider: an unknown or duplicate field in any object would be one.
@@ -179,31 +201,63 @@ def test_up_creates_the_sophia_layer(
     built = versions()["KUBERNETES_PROVIDER_VERSION"].removeprefix("v")
     assert {"path": None, "wanted": KUBERNETES_SDK_VERSION, "has": built} in notes
 
-    # The real engine registers exactly the component tree the mock engine renders, resource for
+    # The real engine registers exactly the component trees the mock engine renders, resource for
     # resource (type, name, parent), though the two spell the URNs of grandchildren differently.
-    expected = {r["urn"] for r in subtree(rendered, APPS_COMPONENT)}
-    applied = {r["urn"] for r in subtree(state_resources(sophia), APPS_COMPONENT)}
-    assert len(applied) == len(expected)
-    assert {short_urn(u) for u in applied} == expected
-    report.append(
-        f"    {len(applied)} resources under SophiaApps, one for one those of the render; "
-        f"{len(applied - expected)} of their URNs differ from the render's (the mock engine's short type chain)"
-    )
+    for component in (PLATFORM_COMPONENT, APPS_COMPONENT):
+        expected = {r["urn"] for r in subtree(rendered, component)}
+        applied = {r["urn"] for r in subtree(state_resources(stack), component)}
+        assert len(applied) == len(expected), component
+        assert {short_urn(u) for u in applied} == expected, component
+        report.append(
+            f"    {len(applied)} resources under {component.rsplit(':', 1)[-1]}, one for one those of the render; "
+            f"{len(applied - expected)} of their URNs differ from the render's (the mock engine's short type chain)"
+        )
 
-    # Every object is on the server, with what the program asked for.
+    # Every object is on the server, with the labels the program gave it (Pod Security's among them).
     kinds = {o.kind for o in objects}
-    assert {"Namespace", "Secret", "ConfigMap", "Service", "Deployment", "StatefulSet"} <= kinds
+    assert {"Namespace", "Secret", "ConfigMap", "Service", "Deployment", "StatefulSet", "LimitRange"} <= kinds
     assert {"HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress", "ServiceMonitor"} <= kinds
+    assert {"ClusterIssuer", "AppProject", "IPAddressPool", "L2Advertisement", "HelmChartConfig"} <= kinds
+    assert {"PrometheusRule", "Cluster", "ScheduledBackup", "ObjectStore"} <= kinds
     missing = [f"{o.kind} {o.namespace}/{o.name}" for o in objects if not apiserver.exists(path_of(apiserver, o))]
     assert missing == []
+    inputs = {r["urn"]: r.get("inputs") or {} for r in state_resources(stack)}
     for o in objects:
         live = apiserver.get(path_of(apiserver, o))
         skipped = live["metadata"].get("annotations", {}).get(SKIP_AWAIT) == "true"
         assert skipped == (o.urn.split("::")[-2].rsplit("$", 1)[-1] in AWAITS_A_NODE), o.urn
+        wanted = (inputs[o.urn].get("metadata") or {}).get("labels") or {}
+        assert {k: live["metadata"].get("labels", {}).get(k) for k in wanted} == wanted, o.urn
     report.append(f"    {len(objects)} Kubernetes objects applied, every one read back from the API server")
 
     # Nothing was downloaded: the engine used the plugin on PATH.
-    assert not (sophia.home / "plugins").exists() or not any((sophia.home / "plugins").iterdir())
+    assert not (stack.home / "plugins").exists() or not any((stack.home / "plugins").iterdir())
+
+
+def test_every_release_installed_its_pinned_chart_from_the_mirror_and_its_crds_first(
+    stack: Engine, apiserver: ApiServer, charts: ChartRepository, report: list[str]
+) -> None:
+    releases = [r for r in state_resources(stack) if r["type"] == HELM_RELEASE]
+    assert sorted(r["outputs"]["chart"] for r in releases) == sorted(c.name for c in CHARTS)
+    for release in releases:
+        outputs = release["outputs"]
+        chart = CHARTS_BY_NAME[outputs["chart"]]
+        status = outputs["status"]
+        assert (status["status"], status["chart"], status["version"]) == ("deployed", chart.name, chart.version)
+        assert outputs["repositoryOpts"]["repo"] == charts.url
+        # Helm, inside the provider, fetched this very chart from the mirror (and from nowhere else: the
+        # machine reaches no chart repository).
+        assert f"/{chart.name}-{chart.version}.tgz" in charts.fetched, chart.name
+        for kind in CRDS_OF[chart.name]:
+            assert apiserver.exists(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{kind.crd_name}")
+
+    # Argo CD's `default` project, as its server creates it, is fenced by the program's forced patch.
+    project = apiserver.get(f"/apis/argoproj.io/v1alpha1/namespaces/{namespaces.ARGOCD}/appprojects/{DEFAULT_PROJECT}")
+    assert {k: project["spec"].get(k) for k in default_project_spec()} == default_project_spec()
+    report.append(
+        f"    {len(releases)} Helm releases deployed from the mirror at their pinned versions, their CRDs "
+        f"established before any custom resource; Argo CD's default project fenced"
+    )
 
 
 def test_restricted_namespaces_admit_every_pod_template(apiserver: ApiServer, report: list[str]) -> None:
@@ -250,18 +304,18 @@ def test_restricted_namespaces_admit_every_pod_template(apiserver: ApiServer, re
     )
 
 
-def test_second_up_changes_nothing(sophia: Engine) -> None:
-    preview = sophia.run("preview")
+def test_second_up_changes_nothing(stack: Engine) -> None:
+    preview = stack.run("preview")
     assert set(preview.changes) == {"same"}, preview.describe()
-    up = sophia.run("up")
+    up = stack.run("up")
     assert set(up.changes) == {"same"}, up.describe()
 
 
-def test_refresh_finds_no_drift(sophia: Engine) -> None:
-    refresh = sophia.run("refresh")
+def test_refresh_finds_no_drift(stack: Engine) -> None:
+    refresh = stack.run("refresh")
     assert refresh.warnings == [], "\n".join(refresh.warnings)
     assert set(refresh.changes) == {"same"}, f"{refresh.describe()}\n{refresh.detailed}"
-    preview = sophia.run("preview")
+    preview = stack.run("preview")
     assert set(preview.changes) == {"same"}, preview.describe()
 
 
@@ -279,17 +333,20 @@ class Rotation:
 
 
 @pytest.fixture(scope="module")
-def rotation(sophia: Engine, apiserver: ApiServer, report: list[str]) -> Rotation:
-    """One secret gets a new value in the stack, then `up`."""
+def rotation(stack: Engine, apiserver: ApiServer, report: list[str]) -> Rotation:
+    """Two secrets get a new value in the stack, one of Sophia's and one of the platform's, then `up`."""
     before = templates(apiserver)
-    key = f"{sophia.config.project}:{ROTATED.value}"
-    sophia.stack.set_config(key, auto.ConfigValue(sophia.config.stand_ins[key] + "-rotated", secret=True))
-    run = sophia.run("up")
+    for rotated in (ROTATED, ROTATED_PLATFORM):
+        key = f"{stack.config.project}:{rotated.value}"
+        stack.stack.set_config(key, auto.ConfigValue(stack.config.stand_ins[key] + "-rotated", secret=True))
+    run = stack.run("up")
     after = templates(apiserver)
     rolled = {name.split("/", 1)[1] for name in before if before[name] != after[name]}
     report.append(
-        f"    rotated {ROTATED.value} (read by {', '.join(sorted(readers(ROTATED)))}): "
-        f"pod templates changed: {', '.join(sorted(rolled)) or 'none'}; Secrets, step by step: "
+        f"    rotated {ROTATED.value} (read by {', '.join(sorted(readers(ROTATED)))}) and {ROTATED_PLATFORM.value}: "
+        f"pod templates changed: {', '.join(sorted(rolled)) or 'none'}; releases upgraded: "
+        + ", ".join(name_of(urn) for op, typ, urn in run.steps if typ == HELM_RELEASE and op == "update")
+        + "; Secrets, step by step: "
         + ", ".join(f"{op} {name_of(urn)}" for op, typ, urn in run.steps if typ == "kubernetes:core/v1:Secret")
     )
     return Rotation(run, rolled)
@@ -309,12 +366,27 @@ def test_a_rotated_secret_rolls_exactly_its_readers(rotation: Rotation) -> None:
     assert rotation.rolled == readers(ROTATED)
 
 
-def test_destroy_removes_everything(sophia: Engine, apiserver: ApiServer, report: list[str]) -> None:
-    objects = managed_objects(sophia)
+def test_a_rotated_platform_secret_upgrades_exactly_the_release_that_reads_it(
+    stack: Engine, rotation: Rotation
+) -> None:
+    """Grafana's password checksum is in its pod annotations, so Helm upgrades that one release (which
+    rolls Grafana on a real cluster), and no other release."""
+    releases = [(op, name_of(urn)) for op, typ, urn in rotation.run.steps if typ == HELM_RELEASE and op != "same"]
+    assert releases == [("update", GRAFANA_RELEASE)]
+    revisions = {
+        r["outputs"]["name"]: r["outputs"]["status"]["revision"]
+        for r in state_resources(stack)
+        if r["type"] == HELM_RELEASE
+    }
+    assert revisions == {name: 2 if name == GRAFANA_RELEASE else 1 for name in revisions}
+
+
+def test_destroy_removes_everything(stack: Engine, apiserver: ApiServer, report: list[str]) -> None:
+    objects = managed_objects(stack)
     assert objects
     # Found before the destroy: it removes the CRD, and with it the discovery of ServiceMonitors.
     paths = [path_of(apiserver, o) for o in objects]
-    run = sophia.run("destroy")
+    run = stack.run("destroy")
     assert set(run.changes) == {"delete"}, run.describe()
     assert run.warnings == [], "\n".join(run.warnings)
 
@@ -326,6 +398,6 @@ def test_destroy_removes_everything(sophia: Engine, apiserver: ApiServer, report
     report.append(
         f"    destroy: {len(objects)} objects gone from the API server {time.monotonic() - started:.0f} s later"
     )
-    for namespace in APP_NAMESPACES:
-        assert not apiserver.exists(f"/api/v1/namespaces/{namespace}")
-    assert state_resources(sophia) == []
+    for namespace in (*APP_NAMESPACES, *namespaces.PLATFORM):
+        assert not apiserver.exists(f"/api/v1/namespaces/{namespace}"), namespace
+    assert state_resources(stack) == []
