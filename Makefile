@@ -37,7 +37,7 @@ engine:
 apiserver:
 	$(ENGINE) apiserver
 
-## e2e: the Sophia layer through the real engine against a real API server on 127.0.0.1
+## e2e: the Kubernetes layer through the real engine against a real API server on 127.0.0.1
 e2e: $(VENV)/.installed engine apiserver
 	SOPHIA_E2E_BIN="$$($(ENGINE) --bin-dir)" $(BIN)/python -m pytest -m e2e tests/e2e
 
