@@ -42,7 +42,7 @@ from render.context import Context
 from render.critical_path import DURATION_TABLE, CriticalPath, critical_path
 from render.engine import run_program
 from render.model import build
-from render.stack import PROJECT_DIR, StackConfig, load_stack
+from render.stack import PROJECT_DIR, StackConfig, load_stack, stack_names
 from render.write import write
 
 NAMESPACE = "sophia-infra"
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--program-only", action="store_true", help="skip the files and checks (faster)")
     parser.add_argument("--render-only", action="store_true", help="only time the whole-process `make render`")
     args = parser.parse_args(argv)
-    stacks = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
+    stacks = stack_names()
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         print(whole_process_report(stacks, Path(scratch)), flush=True)
     if args.render_only:

@@ -135,6 +135,11 @@ def esc_config_keys(name: str) -> dict[str, bool]:
     return {key: isinstance(v, dict) and "fn::secret" in v for key, v in pulumi_config.items()}
 
 
+def stack_names(project_dir: Path = PROJECT_DIR) -> list[str]:
+    """Every stack of the project: one `Pulumi.<stack>.yaml` each."""
+    return sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in project_dir.glob("Pulumi.*.yaml"))
+
+
 def load_stack(stack: str, project_dir: Path = PROJECT_DIR, stack_file: Path | None = None) -> StackConfig:
     project = str(_load_yaml(project_dir / "Pulumi.yaml")["name"])
     data = _load_yaml(stack_file or project_dir / f"Pulumi.{stack}.yaml")

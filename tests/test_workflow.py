@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from render.stack import PROJECT_DIR
+from render.stack import PROJECT_DIR, stack_names
 
 WORKFLOWS = sorted((PROJECT_DIR / ".github" / "workflows").glob("*.y*ml"))
 PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
@@ -127,7 +127,7 @@ def test_main_runs_up_behind_the_protected_environment_one_at_a_time(workflow: d
     assert workflow["jobs"]["preview"]["needs"] == "check"
 
 
-STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
+STACKS = stack_names()
 
 
 def test_every_run_tests_renders_every_stack_and_uploads_the_render(workflow: dict[str, Any]) -> None:

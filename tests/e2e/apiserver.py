@@ -8,8 +8,8 @@ in with their labels), NodeRestriction, Secrets encrypted at rest (production se
 helm-controller's HelmChartConfig CRD. The controller
 manager gives namespaces their
 `default` ServiceAccount, turns Deployments and StatefulSets into real Pods (which the API server's
-own Pod Security admission then judges), and finalizes deleted namespaces. There is no scheduler and
-no kubelet: pods stay Pending.
+own Pod Security admission then judges), and finalizes deleted namespaces. There is no scheduler, no
+kubelet and no metrics API (so no HPA controller either): pods stay Pending.
 
 Everything listens on loopback only; every wait is bounded; `control_plane` stops every process it
 started, also when starting fails.
@@ -356,6 +356,9 @@ def control_plane(bin_dir: Path, workdir: Path) -> Iterator[ApiServer]:
                 f"--root-ca-file={pki / 'ca.crt'}",
                 f"--service-cluster-ip-range={SERVICE_RANGE}",
                 "--leader-elect=false",
+                # K3s ships metrics-server; this control plane has no metrics API, so the HPA controller
+                # could only fail, and the provider relays its FailedGetResourceMetric events as warnings.
+                "--controllers=*,-horizontalpodautoscaling",
                 # As K3s: each controller acts as its own ServiceAccount, with the RBAC bootstrap policy's roles.
                 "--use-service-account-credentials=true",
                 "--profiling=false",

@@ -1,8 +1,9 @@
-"""The production stack's Kubernetes layer (platform and Sophia) through the real engine and the real
-kubernetes provider, against a real API server, its charts from the stand-in chart mirror.
+"""Each stack's Kubernetes layer (platform and Sophia) through the real engine and the real kubernetes
+provider, against a real API server, its charts from the stand-in chart mirror.
 
-The cases run in order on one stack: up, admission, a second up, refresh, a rotated secret, destroy.
-Each records what the engine did (printed at the end of `make e2e`).
+The cases run in order on one stack, production's and then development's: up, admission, a second
+up, refresh, a rotated secret, destroy. Each records what the engine did (printed at the end of
+`make e2e`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from components.platform.charts import CHARTS, CHARTS_BY_NAME
 from components.pod_security import PodSecurity, pod_security_labels
 from components.settings.catalogue import CATALOGUE, NAMESPACES
 from components.settings.secrets import SecretKey
-from render.stack import PROJECT_DIR
+from render.stack import PROJECT_DIR, stack_names
 from tests.e2e.apiserver import ApiServer, wait_until
 from tests.e2e.charts import CRDS_OF, ChartRepository
 from tests.e2e.engine import PLUGIN_NOTE, Engine, Run, name_of, open_engine, versions
@@ -61,8 +62,17 @@ class Object:
     name: str
 
 
+@pytest.fixture(scope="module", params=stack_names())
+def stack_name(request: pytest.FixtureRequest, report: list[str]) -> str:
+    name = str(request.param)
+    report.append(f"stack {name}:")
+    return name
+
+
 @pytest.fixture(scope="module")
 def stack(
+    *,
+    stack_name: str,
     bins: Path,
     apiserver: ApiServer,
     charts: ChartRepository,
@@ -70,7 +80,11 @@ def stack(
     report: list[str],
 ) -> Engine:
     engine = open_engine(
-        bins, tmp_path_factory.mktemp("production-stack"), kubernetes_program(apiserver.kubeconfig), report
+        bins,
+        tmp_path_factory.mktemp(f"{stack_name}-stack"),
+        kubernetes_program(apiserver.kubeconfig),
+        report,
+        stack_name=stack_name,
     )
     # As an operator on a restricted network sets it: `pulumi config set --path platform.chartMirror <url>`.
     engine.stack.set_config(CHART_MIRROR, auto.ConfigValue(charts.url), path=True)
@@ -152,12 +166,12 @@ def templates(server: ApiServer) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+def rendered(stack_name: str, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """`make render`'s resources.json (rendered in a process of its own: the mock engine's runtime
     settings are process-wide, and this process runs the real engine's inline program)."""
-    out = tmp_path_factory.mktemp("render") / "production"
+    out = tmp_path_factory.mktemp("render") / stack_name
     subprocess.run(
-        [sys.executable, "-m", "render", "--stack", "production", "--out", str(out)],
+        [sys.executable, "-m", "render", "--stack", stack_name, "--out", str(out)],
         cwd=PROJECT_DIR, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     resources: list[dict[str, Any]] = json.loads((out / "resources.json").read_text())["resources"]
@@ -185,7 +199,7 @@ def short_urn(urn: str) -> str:
     return "::".join((head, "$".join(qualified.split("$")[-2:]), name))
 
 
-def test_up_creates_the_production_kubernetes_layer(
+def test_up_creates_the_whole_kubernetes_layer(
     stack: Engine, apiserver: ApiServer, bins: Path, rendered: list[dict[str, Any]], report: list[str]
 ) -> None:
     run = stack.run("up")
@@ -218,7 +232,7 @@ def test_up_creates_the_production_kubernetes_layer(
     assert {"Namespace", "Secret", "ConfigMap", "Service", "Deployment", "StatefulSet", "LimitRange"} <= kinds
     assert {"HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress", "ServiceMonitor"} <= kinds
     assert {"ClusterIssuer", "AppProject", "IPAddressPool", "L2Advertisement", "HelmChartConfig"} <= kinds
-    assert {"PrometheusRule", "Cluster", "ScheduledBackup", "ObjectStore"} <= kinds
+    assert {"PrometheusRule", "Cluster"} <= kinds
     missing = [f"{o.kind} {o.namespace}/{o.name}" for o in objects if not apiserver.exists(path_of(apiserver, o))]
     assert missing == []
     inputs = {r["urn"]: r.get("inputs") or {} for r in state_resources(stack)}
@@ -260,7 +274,8 @@ def test_every_release_installed_its_pinned_chart_from_the_mirror_and_its_crds_f
     )
 
 
-def test_restricted_namespaces_admit_every_pod_template(apiserver: ApiServer, report: list[str]) -> None:
+def test_restricted_namespaces_admit_every_pod_template(stack: Engine, apiserver: ApiServer, report: list[str]) -> None:
+    """Of the stack the `up` above applied (the fixture ties this case to that stack, and so to its place)."""
     restricted = pod_security_labels(PodSecurity.RESTRICTED)
     for namespace in APP_NAMESPACES:
         labels = apiserver.get(f"/api/v1/namespaces/{namespace}")["metadata"]["labels"]
