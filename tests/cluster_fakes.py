@@ -3,7 +3,9 @@
 A `Machine` is a scratch directory used as SOPHIA_ROOT (every system path in the scripts is
 prefixed with it) plus stub programs on PATH: sudo, id, uname, ss, nvidia-smi, modinfo, curl,
 systemctl, journalctl, and the `k3s` binary that the fake installer (served by the curl stub)
-puts in place. Every stub call is logged with its arguments and environment, so a test can see
+puts in place. The simple stubs are one bash script (sudo alone is most calls, and bash starts many
+times faster than Python); K3s and its service are Python. Every stub call is logged with its
+arguments and the environment it was given, so a test can see
 what a script ran, and that a secret never reached an argument list or an environment; and every
 script run keeps what it printed, which pulumi-command logs, so a test can see that no secret is in it.
 A `FakeCluster` directory is the API server those `k3s kubectl` calls talk to: nodes and leases as
@@ -13,24 +15,43 @@ JSON files, changed under a file lock so that concurrent scripts see one consist
 from __future__ import annotations
 
 import json
+import marshal
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 STUB = r"""
 import fcntl, json, os, sys, time
 from pathlib import Path
 
-name = os.path.basename(sys.argv[0])
-args = sys.argv[1:]
 root = Path(os.environ["SOPHIA_ROOT"])
 fake = root / "fake"
 cluster = Path(os.environ["FAKE_CLUSTER"])
-with open(fake / "calls.log", "a") as log:
-    log.write(json.dumps({"cmd": [name, *args], "env": dict(os.environ)}) + "\n")
+
+
+def log_call(command):
+    # As the shell stub logs: the count, the command and its arguments, then the environment exactly
+    # as this process received it, each NUL-terminated, in a file of this call's own.
+    with open("/proc/self/environ", "rb") as given:
+        environ = given.read()
+    fields = b"".join(os.fsencode(field) + b"\0" for field in [str(len(command)), *command])
+    with open(fake / "calls" / f"{time.time_ns() // 1000}-{os.getpid()}", "wb") as record:
+        record.write(fields + environ)
+
+
+if sys.argv[1:2] == ["--logged"]:
+    # Handed on by the shell stub (systemctl restart, start), which logged the call already.
+    name, args = sys.argv[2], sys.argv[3:]
+else:
+    name, args = os.path.basename(sys.argv[0]), sys.argv[1:]
+    log_call([name, *args])
 
 
 def flag(path):
@@ -65,50 +86,9 @@ class Api:
         return str(self.state["rv"])
 
 
-if name == "sudo":
-    if flag("no-sudo"):
-        fail("sudo: a password is required")
-    while args and args[0] in ("-n", "--"):
-        args = args[1:]
-    os.execvp(args[0], args)
-if name == "id":
-    out("ubuntu\n" if "-un" in args else ("0\n" if flag("root") else "1000\n"))
-if name == "uname":
-    out((fake / "machine").read_text())
-if name == "ss":
-    out((fake / "listeners").read_text() if flag("listeners") else "")
-if name == "ip":
-    addresses = (fake / "addresses").read_text().split() if flag("addresses") else []
-    out("".join(f"{i + 2}: eth{i}    inet {a}/24 scope global eth{i}\n" for i, a in enumerate(addresses)))
-if name == "ufw":
-    out((fake / "ufw-status").read_text() if flag("ufw-status") else "Status: inactive\n")
-if name == "modinfo":
-    sys.exit(1 if flag("no-wireguard") else 0)
-if name == "journalctl":
-    out("fake journal: k3s said why\n")
-if name == "nvidia-smi":
-    if not flag("gpus"):
-        fail("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver", 9)
-    out((fake / "gpus").read_text())
-if name == "curl":
-    if flag("curl-fails"):
-        fail("curl: (22) The requested URL returned error: 404", 22)
-    if "-o" not in args:
-        url = args[-1]
-        if url.endswith("/ping") and not flag("server-unreachable"):
-            out("pong")
-        fail("curl: (28) Connection timed out", 28)
-    target = Path(args[args.index("-o") + 1])
-    target.write_text(os.environ["FAKE_INSTALLER"])
-    sys.exit(0)
 if name == "systemctl":
     command = [a for a in args if not a.startswith("-")]
     verb, service = command[0], command[-1]
-    if verb == "is-active":
-        sys.exit(0 if flag(f"active-{service}") else 3)
-    if verb == "stop":
-        (fake / f"active-{service}").unlink(missing_ok=True)
-        sys.exit(0)
     if verb in ("restart", "start"):
         if flag("fail-restart"):
             (fake / "fail-restart").unlink()
@@ -293,6 +273,18 @@ if name == "k3s":
 fail(f"no stub behaviour for {name} {args}")
 """
 
+# Where yaml is, for the Python stub, which starts without site (-S) and so without site-packages.
+_YAML_HOME = str(Path(yaml.__file__).parent.parent)
+_STUB_CODE: list[bytes] = []
+
+
+def _stub_code() -> bytes:
+    """The Python stub compiled once per test process, as marshal data for the interpreter running it."""
+    if not _STUB_CODE:
+        _STUB_CODE.append(marshal.dumps(compile(STUB, "fake-program", "exec")))
+    return _STUB_CODE[0]
+
+
 INSTALLER = r"""#!/bin/sh
 set -e
 [ "$INSTALL_K3S_SKIP_START" = true ] || { echo "installer would start K3s itself" >&2; exit 1; }
@@ -311,7 +303,78 @@ EOF
 chmod +x "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh"
 """
 
-STUBS = ("sudo", "id", "uname", "ss", "ip", "ufw", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
+# The commands whose fake behaviour is a few lines, in bash: bash starts in about a millisecond where
+# Python takes 10 to 25, and the scripts make hundreds of such calls per machine, most through sudo.
+# systemctl restart and start (which play K3s starting) are handed on to the Python stub.
+SHELL_STUB = r"""#!/bin/bash
+name=${0##*/}
+fake=$SOPHIA_ROOT/fake
+# The call as the command received it: the count, the command and its arguments, then its environment
+# exactly as given (/proc/$$/environ, not bash's view of it), each NUL-terminated, in a file of this
+# call's own (concurrent calls cannot interleave), named by the time in microseconds (they sort in order).
+mapfile -d '' -t environ < /proc/$$/environ
+printf '%s\0' "$(($# + 1))" "$name" "$@" "${environ[@]}" > "$fake/calls/${EPOCHREALTIME//[!0-9]/}-$$"
+
+flag() { [[ -e $fake/$1 ]]; }
+show() {
+    local text=""
+    [[ -e $fake/$1 ]] || { echo "fake: no $1" >&2; exit 1; }
+    IFS= read -r -d '' text < "$fake/$1"
+    printf '%s' "$text"
+}
+fail() { echo "$1" >&2; exit "${2:-1}"; }
+
+case $name in
+sudo)
+    flag no-sudo && fail "sudo: a password is required"
+    while [[ $1 == -n || $1 == -- ]]; do shift; done
+    (($#)) || fail "sudo: no command"
+    exec "$@"
+    ;;
+id)
+    for arg; do [[ $arg == -un ]] && { echo ubuntu; exit 0; }; done
+    if flag root; then echo 0; else echo 1000; fi
+    ;;
+uname) show machine ;;
+ss) if flag listeners; then show listeners; fi ;;
+ip)
+    addresses=()
+    if flag addresses; then read -r -d '' -a addresses < "$fake/addresses"; fi
+    for i in "${!addresses[@]}"; do
+        printf '%d: eth%d    inet %s/24 scope global eth%d\n' $((i + 2)) "$i" "${addresses[i]}" "$i"
+    done
+    ;;
+ufw) if flag ufw-status; then show ufw-status; else echo "Status: inactive"; fi ;;
+modinfo) if flag no-wireguard; then exit 1; fi ;;
+journalctl) echo "fake journal: k3s said why" ;;
+nvidia-smi)
+    flag gpus || fail "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver" 9
+    show gpus
+    ;;
+curl)
+    flag curl-fails && fail "curl: (22) The requested URL returned error: 404" 22
+    args=("$@")
+    for i in "${!args[@]}"; do
+        if [[ ${args[i]} == -o ]]; then printf '%s' "$FAKE_INSTALLER" > "${args[i + 1]}"; exit 0; fi
+    done
+    [[ ${args[-1]} == */ping ]] && ! flag server-unreachable && { printf pong; exit 0; }
+    fail "curl: (28) Connection timed out" 28
+    ;;
+systemctl)
+    command=()
+    for arg; do [[ $arg == -* ]] || command+=("$arg"); done
+    verb=${command[0]} service=${command[-1]}
+    case $verb in
+    is-active) flag "active-$service" || exit 3 ;;
+    stop) rm -f "$fake/active-$service" ;;
+    restart | start) exec @PYTHON_PROGRAM@ --logged "$name" "$@" ;;
+    esac
+    ;;
+*) fail "no stub behaviour for $name $*" ;;
+esac
+exit 0
+"""
+SHELL_STUBS = ("sudo", "id", "uname", "ss", "ip", "ufw", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
 # The private key K3s writes into the admin kubeconfig (`client-key-data`): a secret every server holds.
 ADMIN_CLIENT_KEY = "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCmZha2UtYWRtaW4ta2V5"
 
@@ -350,22 +413,34 @@ class Machine:
         self.fake.mkdir(parents=True)
         self.bin = self.root / "fake-bin"
         self.bin.mkdir()
+        # The Python stub (K3s: kubectl, the service starting) runs from its compiled code, without site:
+        # it starts for every kubectl call, and compiling it and importing site were half of what that cost.
+        code = self.bin / "fake-program.code"
+        code.write_bytes(_stub_code())
         program = self.bin / "fake-program"
-        program.write_text(f"#!{sys.executable}\n{STUB}")
+        program.write_text(
+            f"#!{sys.executable} -IS\n"
+            "import marshal, sys\n"
+            f"sys.path.append({_YAML_HOME!r})\n"
+            f"exec(marshal.loads(open({str(code)!r}, 'rb').read()))\n"
+        )
         program.chmod(0o755)
-        for stub in STUBS:
-            (self.bin / stub).symlink_to(program)
-        # The stubs tell what they are by their name: the installer copies this one in as `k3s`.
+        shell = self.bin / "fake-shell"
+        shell.write_text(SHELL_STUB.replace("@PYTHON_PROGRAM@", shlex.quote(str(program))))
+        shell.chmod(0o755)
+        for stub in SHELL_STUBS:
+            (self.bin / stub).symlink_to(shell)
+        # The stubs tell what they are by their name: the installer copies the Python one in as `k3s`.
         self.k3s_source = self.bin / "k3s-source"
         self.k3s_source.mkdir()
-        (self.k3s_source / "k3s").write_text(f"#!{sys.executable}\n{STUB}")
+        shutil.copy(program, self.k3s_source / "k3s")
+        (self.fake / "calls").mkdir()
         (self.root / "etc").mkdir()
         (self.root / "etc/os-release").write_text('ID=ubuntu\nVERSION_ID="22.04"\n')
         self.set("machine", "x86_64\n")
         (self.root / "usr/bin").mkdir(parents=True)
         (self.root / "usr/bin/nvidia-container-runtime").write_text("#!/bin/sh\n")
         (self.root / "usr/bin/nvidia-container-runtime").chmod(0o755)
-        (self.fake / "calls.log").write_text("")
 
     def set(self, name: str, content: str = "") -> None:
         (self.fake / name).write_text(content)
@@ -413,12 +488,23 @@ class Machine:
         process.stdin.close()
         return process
 
+    def logged_calls(self) -> list[tuple[list[str], dict[str, str]]]:
+        """Every stub call in the order made: the command with its arguments, and its environment."""
+        records = sorted(self.fake.glob("calls/*"), key=lambda path: tuple(map(int, path.name.split("-"))))
+        calls: list[tuple[list[str], dict[str, str]]] = []
+        for path in records:
+            fields = [os.fsdecode(field) for field in path.read_bytes().split(b"\0")[:-1]]
+            count = int(fields[0])
+            command, environ = fields[1 : count + 1], fields[count + 1 :]
+            calls.append((command, dict(entry.partition("=")[::2] for entry in environ)))
+        return calls
+
     def calls(self) -> list[list[str]]:
-        lines = (self.fake / "calls.log").read_text().splitlines()
-        return [json.loads(line)["cmd"] for line in lines]
+        return [command for command, _ in self.logged_calls()]
 
     def call_log(self) -> str:
-        return (self.fake / "calls.log").read_text()
+        """Every stub call as a JSON line {"cmd": [...], "env": {...}}, for a search of the whole text."""
+        return "".join(json.dumps({"cmd": command, "env": env}) + "\n" for command, env in self.logged_calls())
 
     def restarts(self, service: str) -> int:
         path = self.fake / f"restarts-{service}"
