@@ -8,8 +8,10 @@ times faster than Python); K3s and its service are Python. Every stub call is lo
 arguments and the environment it was given, so a test can see
 what a script ran, and that a secret never reached an argument list or an environment; and every
 script run keeps what it printed, which pulumi-command logs, so a test can see that no secret is in it.
-A `FakeCluster` directory is the API server those `k3s kubectl` calls talk to: nodes and leases as
-JSON files, changed under a file lock so that concurrent scripts see one consistent cluster.
+A `FakeCluster` directory is the API server those `k3s kubectl` calls talk to: nodes and leases in
+one state file (marshal: the stub starts faster without json), changed under a file lock so that
+concurrent scripts see one consistent cluster; tests read and set it with cluster_state and
+set_cluster_state.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import yaml
 
 STUB = r"""
-import fcntl, json, os, sys, time
+import fcntl, marshal, os, sys, time
 
 
 class Path(str):
@@ -52,6 +54,14 @@ class Path(str):
         with open(self, "w") as f:
             f.write(text)
 
+    def read_bytes(self):
+        with open(self, "rb") as f:
+            return f.read()
+
+    def write_bytes(self, data):
+        with open(self, "wb") as f:
+            f.write(data)
+
     def touch(self):
         open(self, "a").close()
         os.utime(self)
@@ -73,6 +83,8 @@ class Path(str):
 root = Path(os.environ["SOPHIA_ROOT"])
 fake = root / "fake"
 cluster = Path(os.environ["FAKE_CLUSTER"])
+# The cluster's state in marshal form: importing json (and re with it) was half of what a kubectl call cost.
+STATE = "state.marshal"
 
 
 def log_call(command):
@@ -112,12 +124,13 @@ class Api:
         cluster.mkdir(parents=True, exist_ok=True)
         self.lock = open(cluster / "lock", "a")
         fcntl.flock(self.lock, fcntl.LOCK_EX)
-        self.path = cluster / "state.json"
-        self.state = json.loads(self.path.read_text()) if self.path.exists() else {"nodes": {}, "leases": {}, "rv": 0}
+        self.path = cluster / STATE
+        empty = {"nodes": {}, "leases": {}, "rv": 0}
+        self.state = marshal.loads(self.path.read_bytes()) if self.path.exists() else empty
         return self
 
     def __exit__(self, *exc):
-        self.path.write_text(json.dumps(self.state, indent=1))
+        self.path.write_bytes(marshal.dumps(self.state))
         self.lock.close()
 
     def next_rv(self):
@@ -198,6 +211,8 @@ if name == "k3s":
             fail("etcd: a K3s server is already running on this machine")
         if flag("reset-fails"):
             fail("failed to download snapshot from S3: bucket does not exist")
+        import json
+
         with open(fake / "resets.log", "a") as resets:
             resets.write(json.dumps(args) + "\n")
         out("Managed etcd cluster membership has been reset, restart without --cluster-reset flag now\n")
@@ -239,6 +254,8 @@ if name == "k3s":
                 out("True" if node["ready"] else "False")
             if "addresses" in jsonpath:
                 out(node["ip"])
+            import json
+
             out(json.dumps(node))
         if words[:2] == ["get", "lease"]:
             lease = leases.get(words[2])
@@ -248,7 +265,7 @@ if name == "k3s":
                 fail("The connection to the server 127.0.0.1:6443 was refused")
             out("".join(f"{v['name']}|{v['created']}|{v['ready']}\n" for v in api.state.get("snapshots", [])))
         if words[:2] == ["get", "pv"]:
-            # The PersistentVolumes a test put in state.json, in the fields drain.sh's jsonpath asks for.
+            # The PersistentVolumes a test put in the state, in the fields drain.sh's jsonpath asks for.
             if (cluster / "api-down").exists():
                 fail("The connection to the server 127.0.0.1:6443 was refused")
             out("".join(f"{v['name']}|{v['phase']}|{v['class']}|{v['claim']}|{v['node']}\n"
@@ -312,6 +329,8 @@ if name == "k3s":
 fail(f"no stub behaviour for {name} {args}")
 """
 
+CLUSTER_STATE = "state.marshal"
+"""The file of the fake cluster's state in its directory (the stub's STATE)."""
 # Where yaml is, for the Python stub, which starts without site (-S) and so without site-packages.
 _YAML_HOME = str(Path(yaml.__file__).parent.parent)
 _STUB_CODE: list[bytes] = []
@@ -567,24 +586,30 @@ class Machine:
         return result
 
 
+def cluster_state(cluster: Path) -> dict[str, Any]:
+    """The fake cluster's state: nodes, leases, volumes, snapshots and what happened to them."""
+    path = cluster / CLUSTER_STATE
+    state: dict[str, Any] = marshal.loads(path.read_bytes()) if path.exists() else {"nodes": {}, "leases": {}, "rv": 0}
+    return state
+
+
+def set_cluster_state(cluster: Path, state: dict[str, Any]) -> None:
+    """Replace the fake cluster's state (a test setting the scene: a lease held, a node's fields)."""
+    cluster.mkdir(parents=True, exist_ok=True)
+    (cluster / CLUSTER_STATE).write_bytes(marshal.dumps(state))
+
+
 def add_volume(
     cluster: Path, name: str, claim: str, node: str, *, phase: str = "Bound", cls: str = "local-path"
 ) -> None:
     """A PersistentVolume in the fake cluster, with node affinity to `node` as local-path makes it."""
-    path = cluster / "state.json"
-    state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"nodes": {}, "leases": {}, "rv": 0}
+    state = cluster_state(cluster)
     state.setdefault("pvs", []).append({"name": name, "phase": phase, "class": cls, "claim": claim, "node": node})
-    path.write_text(json.dumps(state, indent=1))
+    set_cluster_state(cluster, state)
 
 
 def add_snapshot(cluster: Path, name: str, created: str, *, ready: str = "true") -> None:
     """An S3 etcd snapshot K3s recorded (an ETCDSnapshotFile of node `s3`)."""
-    path = cluster / "state.json"
-    state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"nodes": {}, "leases": {}, "rv": 0}
+    state = cluster_state(cluster)
     state.setdefault("snapshots", []).append({"name": name, "created": created, "ready": ready})
-    path.write_text(json.dumps(state, indent=1))
-
-
-def cluster_state(cluster: Path) -> dict[str, Any]:
-    path = cluster / "state.json"
-    return json.loads(path.read_text()) if path.exists() else {"nodes": {}, "leases": {}}
+    set_cluster_state(cluster, state)
