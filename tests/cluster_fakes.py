@@ -1,13 +1,13 @@
 """A fake Lambda machine and a fake K3s cluster, for running the real node scripts in tests.
 
 A `Machine` is a scratch directory used as SOPHIA_ROOT (every system path in the scripts is
-prefixed with it) plus stub programs on PATH: sudo, id, uname, ss, nvidia-smi, modinfo, curl,
-systemctl, journalctl, and the `k3s` binary that the fake installer (served by the curl stub)
-puts in place. The simple stubs are one bash script (sudo alone is most calls, and bash starts many
-times faster than Python); K3s and its service are Python. Every stub call is logged with its
-arguments and the environment it was given, so a test can see
-what a script ran, and that a secret never reached an argument list or an environment; and every
-script run keeps what it printed, which pulumi-command logs, so a test can see that no secret is in it.
+prefixed with it) plus stub programs on PATH: sudo, id, uname, ss, ip, ufw, nvidia-smi, modinfo,
+curl, systemctl, journalctl, and the `k3s` binary that the fake installer (served by the curl stub)
+puts in place. The simple stubs are one bash script (sudo alone is most of the calls, and bash starts
+ten times faster than Python); K3s and its service starting are Python. Every stub call is logged
+with its arguments and the environment it was given, so a test can see what a script ran, and that
+a secret never reached an argument list or an environment; and every script run keeps what it
+printed, which pulumi-command logs, so a test can see that no secret is in it.
 A `FakeCluster` directory is the API server those `k3s kubectl` calls talk to: nodes and leases in
 one state file (marshal: the stub starts faster without json), changed under a file lock so that
 concurrent scripts see one consistent cluster; tests read and set it with cluster_state and
@@ -84,7 +84,7 @@ root = Path(os.environ["SOPHIA_ROOT"])
 fake = root / "fake"
 cluster = Path(os.environ["FAKE_CLUSTER"])
 # The cluster's state in marshal form: importing json (and re with it) was half of what a kubectl call cost.
-STATE = "state.marshal"
+STATE = "@CLUSTER_STATE@"
 
 
 def log_call(command):
@@ -330,7 +330,7 @@ fail(f"no stub behaviour for {name} {args}")
 """
 
 CLUSTER_STATE = "state.marshal"
-"""The file of the fake cluster's state in its directory (the stub's STATE)."""
+"""The file of the fake cluster's state in its directory (the stub's STATE, filled in when compiled)."""
 # Where yaml is, for the Python stub, which starts without site (-S) and so without site-packages.
 _YAML_HOME = str(Path(yaml.__file__).parent.parent)
 _STUB_CODE: list[bytes] = []
@@ -339,7 +339,8 @@ _STUB_CODE: list[bytes] = []
 def _stub_code() -> bytes:
     """The Python stub compiled once per test process, as marshal data for the interpreter running it."""
     if not _STUB_CODE:
-        _STUB_CODE.append(marshal.dumps(compile(STUB, "fake-program", "exec")))
+        source = STUB.replace("@CLUSTER_STATE@", CLUSTER_STATE)
+        _STUB_CODE.append(marshal.dumps(compile(source, "fake-program", "exec")))
     return _STUB_CODE[0]
 
 
