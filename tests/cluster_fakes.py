@@ -1,36 +1,108 @@
 """A fake Lambda machine and a fake K3s cluster, for running the real node scripts in tests.
 
 A `Machine` is a scratch directory used as SOPHIA_ROOT (every system path in the scripts is
-prefixed with it) plus stub programs on PATH: sudo, id, uname, ss, nvidia-smi, modinfo, curl,
-systemctl, journalctl, and the `k3s` binary that the fake installer (served by the curl stub)
-puts in place. Every stub call is logged with its arguments and environment, so a test can see
-what a script ran, and that a secret never reached an argument list or an environment; and every
-script run keeps what it printed, which pulumi-command logs, so a test can see that no secret is in it.
-A `FakeCluster` directory is the API server those `k3s kubectl` calls talk to: nodes and leases as
-JSON files, changed under a file lock so that concurrent scripts see one consistent cluster.
+prefixed with it) plus stub programs on PATH: sudo, id, uname, ss, ip, ufw, nvidia-smi, modinfo,
+curl, systemctl, journalctl, and the `k3s` binary that the fake installer (served by the curl stub)
+puts in place. The simple stubs are one bash script (sudo alone is most of the calls, and bash starts
+ten times faster than Python); K3s and its service starting are Python. Every stub call is logged
+with its arguments and the environment it was given, so a test can see what a script ran, and that
+a secret never reached an argument list or an environment; and every script run keeps what it
+printed, which pulumi-command logs, so a test can see that no secret is in it.
+A `FakeCluster` directory is the API server those `k3s kubectl` calls talk to: nodes and leases in
+one state file (marshal: the stub starts faster without json), changed under a file lock so that
+concurrent scripts see one consistent cluster; tests read and set it with cluster_state and
+set_cluster_state.
 """
 
 from __future__ import annotations
 
 import json
+import marshal
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-STUB = r"""
-import fcntl, json, os, sys, time
-from pathlib import Path
+import yaml
 
-name = os.path.basename(sys.argv[0])
-args = sys.argv[1:]
+STUB = r"""
+import fcntl, marshal, os, sys, time
+
+
+class Path(str):
+    # The little of pathlib.Path this stub uses, on os alone: importing pathlib was a fifth of what a
+    # kubectl call cost, and the scripts make hundreds of them.
+    def __truediv__(self, other):
+        return Path(os.path.join(self, other))
+
+    @property
+    def parent(self):
+        return Path(os.path.dirname(self))
+
+    def exists(self):
+        return os.path.exists(self)
+
+    def read_text(self):
+        with open(self) as f:
+            return f.read()
+
+    def write_text(self, text):
+        with open(self, "w") as f:
+            f.write(text)
+
+    def read_bytes(self):
+        with open(self, "rb") as f:
+            return f.read()
+
+    def write_bytes(self, data):
+        with open(self, "wb") as f:
+            f.write(data)
+
+    def touch(self):
+        open(self, "a").close()
+        os.utime(self)
+
+    def unlink(self, missing_ok=False):
+        try:
+            os.unlink(self)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def mkdir(self, parents=False, exist_ok=False):
+        if parents:
+            os.makedirs(self, exist_ok=exist_ok)
+        elif not (exist_ok and os.path.isdir(self)):
+            os.mkdir(self)
+
+
 root = Path(os.environ["SOPHIA_ROOT"])
 fake = root / "fake"
 cluster = Path(os.environ["FAKE_CLUSTER"])
-with open(fake / "calls.log", "a") as log:
-    log.write(json.dumps({"cmd": [name, *args], "env": dict(os.environ)}) + "\n")
+# The cluster's state in marshal form: importing json (and re with it) was half of what a kubectl call cost.
+STATE = "@CLUSTER_STATE@"
+
+
+def log_call(command):
+    # As the shell stub logs: the count, the command and its arguments, then the environment exactly
+    # as this process received it, each NUL-terminated, in a file of this call's own.
+    with open("/proc/self/environ", "rb") as given:
+        environ = given.read()
+    fields = b"".join(os.fsencode(field) + b"\0" for field in [str(len(command)), *command])
+    with open(fake / "calls" / f"{time.time_ns() // 1000}-{os.getpid()}", "wb") as record:
+        record.write(fields + environ)
+
+
+if sys.argv[1:2] == ["--logged"]:
+    # Handed on by the shell stub (systemctl restart, start), which logged the call already.
+    name, args = sys.argv[2], sys.argv[3:]
+else:
+    name, args = os.path.basename(sys.argv[0]), sys.argv[1:]
+    log_call([name, *args])
 
 
 def flag(path):
@@ -52,12 +124,13 @@ class Api:
         cluster.mkdir(parents=True, exist_ok=True)
         self.lock = open(cluster / "lock", "a")
         fcntl.flock(self.lock, fcntl.LOCK_EX)
-        self.path = cluster / "state.json"
-        self.state = json.loads(self.path.read_text()) if self.path.exists() else {"nodes": {}, "leases": {}, "rv": 0}
+        self.path = cluster / STATE
+        empty = {"nodes": {}, "leases": {}, "rv": 0}
+        self.state = marshal.loads(self.path.read_bytes()) if self.path.exists() else empty
         return self
 
     def __exit__(self, *exc):
-        self.path.write_text(json.dumps(self.state, indent=1))
+        self.path.write_bytes(marshal.dumps(self.state))
         self.lock.close()
 
     def next_rv(self):
@@ -65,50 +138,9 @@ class Api:
         return str(self.state["rv"])
 
 
-if name == "sudo":
-    if flag("no-sudo"):
-        fail("sudo: a password is required")
-    while args and args[0] in ("-n", "--"):
-        args = args[1:]
-    os.execvp(args[0], args)
-if name == "id":
-    out("ubuntu\n" if "-un" in args else ("0\n" if flag("root") else "1000\n"))
-if name == "uname":
-    out((fake / "machine").read_text())
-if name == "ss":
-    out((fake / "listeners").read_text() if flag("listeners") else "")
-if name == "ip":
-    addresses = (fake / "addresses").read_text().split() if flag("addresses") else []
-    out("".join(f"{i + 2}: eth{i}    inet {a}/24 scope global eth{i}\n" for i, a in enumerate(addresses)))
-if name == "ufw":
-    out((fake / "ufw-status").read_text() if flag("ufw-status") else "Status: inactive\n")
-if name == "modinfo":
-    sys.exit(1 if flag("no-wireguard") else 0)
-if name == "journalctl":
-    out("fake journal: k3s said why\n")
-if name == "nvidia-smi":
-    if not flag("gpus"):
-        fail("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver", 9)
-    out((fake / "gpus").read_text())
-if name == "curl":
-    if flag("curl-fails"):
-        fail("curl: (22) The requested URL returned error: 404", 22)
-    if "-o" not in args:
-        url = args[-1]
-        if url.endswith("/ping") and not flag("server-unreachable"):
-            out("pong")
-        fail("curl: (28) Connection timed out", 28)
-    target = Path(args[args.index("-o") + 1])
-    target.write_text(os.environ["FAKE_INSTALLER"])
-    sys.exit(0)
 if name == "systemctl":
     command = [a for a in args if not a.startswith("-")]
     verb, service = command[0], command[-1]
-    if verb == "is-active":
-        sys.exit(0 if flag(f"active-{service}") else 3)
-    if verb == "stop":
-        (fake / f"active-{service}").unlink(missing_ok=True)
-        sys.exit(0)
     if verb in ("restart", "start"):
         if flag("fail-restart"):
             (fake / "fail-restart").unlink()
@@ -179,6 +211,8 @@ if name == "k3s":
             fail("etcd: a K3s server is already running on this machine")
         if flag("reset-fails"):
             fail("failed to download snapshot from S3: bucket does not exist")
+        import json
+
         with open(fake / "resets.log", "a") as resets:
             resets.write(json.dumps(args) + "\n")
         out("Managed etcd cluster membership has been reset, restart without --cluster-reset flag now\n")
@@ -220,6 +254,8 @@ if name == "k3s":
                 out("True" if node["ready"] else "False")
             if "addresses" in jsonpath:
                 out(node["ip"])
+            import json
+
             out(json.dumps(node))
         if words[:2] == ["get", "lease"]:
             lease = leases.get(words[2])
@@ -229,7 +265,7 @@ if name == "k3s":
                 fail("The connection to the server 127.0.0.1:6443 was refused")
             out("".join(f"{v['name']}|{v['created']}|{v['ready']}\n" for v in api.state.get("snapshots", [])))
         if words[:2] == ["get", "pv"]:
-            # The PersistentVolumes a test put in state.json, in the fields drain.sh's jsonpath asks for.
+            # The PersistentVolumes a test put in the state, in the fields drain.sh's jsonpath asks for.
             if (cluster / "api-down").exists():
                 fail("The connection to the server 127.0.0.1:6443 was refused")
             out("".join(f"{v['name']}|{v['phase']}|{v['class']}|{v['claim']}|{v['node']}\n"
@@ -293,6 +329,21 @@ if name == "k3s":
 fail(f"no stub behaviour for {name} {args}")
 """
 
+CLUSTER_STATE = "state.marshal"
+"""The file of the fake cluster's state in its directory (the stub's STATE, filled in when compiled)."""
+# Where yaml is, for the Python stub, which starts without site (-S) and so without site-packages.
+_YAML_HOME = str(Path(yaml.__file__).parent.parent)
+_STUB_CODE: list[bytes] = []
+
+
+def _stub_code() -> bytes:
+    """The Python stub compiled once per test process, as marshal data for the interpreter running it."""
+    if not _STUB_CODE:
+        source = STUB.replace("@CLUSTER_STATE@", CLUSTER_STATE)
+        _STUB_CODE.append(marshal.dumps(compile(source, "fake-program", "exec")))
+    return _STUB_CODE[0]
+
+
 INSTALLER = r"""#!/bin/sh
 set -e
 [ "$INSTALL_K3S_SKIP_START" = true ] || { echo "installer would start K3s itself" >&2; exit 1; }
@@ -311,7 +362,78 @@ EOF
 chmod +x "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh"
 """
 
-STUBS = ("sudo", "id", "uname", "ss", "ip", "ufw", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
+# The commands whose fake behaviour is a few lines, in bash: bash starts in about a millisecond where
+# Python takes 10 to 25, and the scripts make hundreds of such calls per machine, most through sudo.
+# systemctl restart and start (which play K3s starting) are handed on to the Python stub.
+SHELL_STUB = r"""#!/bin/bash
+name=${0##*/}
+fake=$SOPHIA_ROOT/fake
+# The call as the command received it: the count, the command and its arguments, then its environment
+# exactly as given (/proc/$$/environ, not bash's view of it), each NUL-terminated, in a file of this
+# call's own (concurrent calls cannot interleave), named by the time in microseconds (they sort in order).
+mapfile -d '' -t environ < /proc/$$/environ
+printf '%s\0' "$(($# + 1))" "$name" "$@" "${environ[@]}" > "$fake/calls/${EPOCHREALTIME//[!0-9]/}-$$"
+
+flag() { [[ -e $fake/$1 ]]; }
+show() {
+    local text=""
+    [[ -e $fake/$1 ]] || { echo "fake: no $1" >&2; exit 1; }
+    IFS= read -r -d '' text < "$fake/$1"
+    printf '%s' "$text"
+}
+fail() { echo "$1" >&2; exit "${2:-1}"; }
+
+case $name in
+sudo)
+    flag no-sudo && fail "sudo: a password is required"
+    while [[ $1 == -n || $1 == -- ]]; do shift; done
+    (($#)) || fail "sudo: no command"
+    exec "$@"
+    ;;
+id)
+    for arg; do [[ $arg == -un ]] && { echo ubuntu; exit 0; }; done
+    if flag root; then echo 0; else echo 1000; fi
+    ;;
+uname) show machine ;;
+ss) if flag listeners; then show listeners; fi ;;
+ip)
+    addresses=()
+    if flag addresses; then read -r -d '' -a addresses < "$fake/addresses"; fi
+    for i in "${!addresses[@]}"; do
+        printf '%d: eth%d    inet %s/24 scope global eth%d\n' $((i + 2)) "$i" "${addresses[i]}" "$i"
+    done
+    ;;
+ufw) if flag ufw-status; then show ufw-status; else echo "Status: inactive"; fi ;;
+modinfo) if flag no-wireguard; then exit 1; fi ;;
+journalctl) echo "fake journal: k3s said why" ;;
+nvidia-smi)
+    flag gpus || fail "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver" 9
+    show gpus
+    ;;
+curl)
+    flag curl-fails && fail "curl: (22) The requested URL returned error: 404" 22
+    args=("$@")
+    for i in "${!args[@]}"; do
+        if [[ ${args[i]} == -o ]]; then printf '%s' "$FAKE_INSTALLER" > "${args[i + 1]}"; exit 0; fi
+    done
+    [[ ${args[-1]} == */ping ]] && ! flag server-unreachable && { printf pong; exit 0; }
+    fail "curl: (28) Connection timed out" 28
+    ;;
+systemctl)
+    command=()
+    for arg; do [[ $arg == -* ]] || command+=("$arg"); done
+    verb=${command[0]} service=${command[-1]}
+    case $verb in
+    is-active) flag "active-$service" || exit 3 ;;
+    stop) rm -f "$fake/active-$service" ;;
+    restart | start) exec @PYTHON_PROGRAM@ --logged "$name" "$@" ;;
+    esac
+    ;;
+*) fail "no stub behaviour for $name $*" ;;
+esac
+exit 0
+"""
+SHELL_STUBS = ("sudo", "id", "uname", "ss", "ip", "ufw", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
 # The private key K3s writes into the admin kubeconfig (`client-key-data`): a secret every server holds.
 ADMIN_CLIENT_KEY = "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCmZha2UtYWRtaW4ta2V5"
 
@@ -350,22 +472,34 @@ class Machine:
         self.fake.mkdir(parents=True)
         self.bin = self.root / "fake-bin"
         self.bin.mkdir()
+        # The Python stub (K3s: kubectl, the service starting) runs from its compiled code, without site:
+        # it starts for every kubectl call, and compiling it and importing site were half of what that cost.
+        code = self.bin / "fake-program.code"
+        code.write_bytes(_stub_code())
         program = self.bin / "fake-program"
-        program.write_text(f"#!{sys.executable}\n{STUB}")
+        program.write_text(
+            f"#!{sys.executable} -IS\n"
+            "import marshal, sys\n"
+            f"sys.path.append({_YAML_HOME!r})\n"
+            f"exec(marshal.loads(open({str(code)!r}, 'rb').read()))\n"
+        )
         program.chmod(0o755)
-        for stub in STUBS:
-            (self.bin / stub).symlink_to(program)
-        # The stubs tell what they are by their name: the installer copies this one in as `k3s`.
+        shell = self.bin / "fake-shell"
+        shell.write_text(SHELL_STUB.replace("@PYTHON_PROGRAM@", shlex.quote(str(program))))
+        shell.chmod(0o755)
+        for stub in SHELL_STUBS:
+            (self.bin / stub).symlink_to(shell)
+        # The stubs tell what they are by their name: the installer copies the Python one in as `k3s`.
         self.k3s_source = self.bin / "k3s-source"
         self.k3s_source.mkdir()
-        (self.k3s_source / "k3s").write_text(f"#!{sys.executable}\n{STUB}")
+        shutil.copy(program, self.k3s_source / "k3s")
+        (self.fake / "calls").mkdir()
         (self.root / "etc").mkdir()
         (self.root / "etc/os-release").write_text('ID=ubuntu\nVERSION_ID="22.04"\n')
         self.set("machine", "x86_64\n")
         (self.root / "usr/bin").mkdir(parents=True)
         (self.root / "usr/bin/nvidia-container-runtime").write_text("#!/bin/sh\n")
         (self.root / "usr/bin/nvidia-container-runtime").chmod(0o755)
-        (self.fake / "calls.log").write_text("")
 
     def set(self, name: str, content: str = "") -> None:
         (self.fake / name).write_text(content)
@@ -413,12 +547,23 @@ class Machine:
         process.stdin.close()
         return process
 
+    def logged_calls(self) -> list[tuple[list[str], dict[str, str]]]:
+        """Every stub call in the order made: the command with its arguments, and its environment."""
+        records = sorted(self.fake.glob("calls/*"), key=lambda path: tuple(map(int, path.name.split("-"))))
+        calls: list[tuple[list[str], dict[str, str]]] = []
+        for path in records:
+            fields = [os.fsdecode(field) for field in path.read_bytes().split(b"\0")[:-1]]
+            count = int(fields[0])
+            command, environ = fields[1 : count + 1], fields[count + 1 :]
+            calls.append((command, dict(entry.partition("=")[::2] for entry in environ)))
+        return calls
+
     def calls(self) -> list[list[str]]:
-        lines = (self.fake / "calls.log").read_text().splitlines()
-        return [json.loads(line)["cmd"] for line in lines]
+        return [command for command, _ in self.logged_calls()]
 
     def call_log(self) -> str:
-        return (self.fake / "calls.log").read_text()
+        """Every stub call as a JSON line {"cmd": [...], "env": {...}}, for a search of the whole text."""
+        return "".join(json.dumps({"cmd": command, "env": env}) + "\n" for command, env in self.logged_calls())
 
     def restarts(self, service: str) -> int:
         path = self.fake / f"restarts-{service}"
@@ -442,24 +587,30 @@ class Machine:
         return result
 
 
+def cluster_state(cluster: Path) -> dict[str, Any]:
+    """The fake cluster's state: nodes, leases, volumes, snapshots and what happened to them."""
+    path = cluster / CLUSTER_STATE
+    state: dict[str, Any] = marshal.loads(path.read_bytes()) if path.exists() else {"nodes": {}, "leases": {}, "rv": 0}
+    return state
+
+
+def set_cluster_state(cluster: Path, state: dict[str, Any]) -> None:
+    """Replace the fake cluster's state (a test setting the scene: a lease held, a node's fields)."""
+    cluster.mkdir(parents=True, exist_ok=True)
+    (cluster / CLUSTER_STATE).write_bytes(marshal.dumps(state))
+
+
 def add_volume(
     cluster: Path, name: str, claim: str, node: str, *, phase: str = "Bound", cls: str = "local-path"
 ) -> None:
     """A PersistentVolume in the fake cluster, with node affinity to `node` as local-path makes it."""
-    path = cluster / "state.json"
-    state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"nodes": {}, "leases": {}, "rv": 0}
+    state = cluster_state(cluster)
     state.setdefault("pvs", []).append({"name": name, "phase": phase, "class": cls, "claim": claim, "node": node})
-    path.write_text(json.dumps(state, indent=1))
+    set_cluster_state(cluster, state)
 
 
 def add_snapshot(cluster: Path, name: str, created: str, *, ready: str = "true") -> None:
     """An S3 etcd snapshot K3s recorded (an ETCDSnapshotFile of node `s3`)."""
-    path = cluster / "state.json"
-    state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"nodes": {}, "leases": {}, "rv": 0}
+    state = cluster_state(cluster)
     state.setdefault("snapshots", []).append({"name": name, "created": created, "ready": ready})
-    path.write_text(json.dumps(state, indent=1))
-
-
-def cluster_state(cluster: Path) -> dict[str, Any]:
-    path = cluster / "state.json"
-    return json.loads(path.read_text()) if path.exists() else {"nodes": {}, "leases": {}}
+    set_cluster_state(cluster, state)

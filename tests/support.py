@@ -22,9 +22,14 @@ def production_document() -> dict[str, Any]:
     return copy.deepcopy(_PRODUCTION)
 
 
+def stack_text(document: dict[str, Any]) -> str:
+    """The text of a stack file holding `document`, as write_stack writes it."""
+    return yaml.dump(document, Dumper=_DUMPER, sort_keys=False)
+
+
 def write_stack(directory: Path, document: dict[str, Any], stack: str = "production") -> Path:
     path = directory / f"Pulumi.{stack}.yaml"
-    path.write_text(yaml.dump(document, Dumper=_DUMPER, sort_keys=False))
+    path.write_text(stack_text(document))
     return path
 
 

@@ -7,7 +7,6 @@ cluster_fakes.py): no network, no root, no K3s.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import shutil
@@ -23,7 +22,7 @@ from components.cluster.node_config import SCRIPTS_DIR, NodeScripts, firewall_po
 from components.settings.cluster import ClusterSettings
 from render.engine import REMOTE_COMMAND
 from render.model import Rendered
-from tests.cluster_fakes import ADMIN_CLIENT_KEY, Machine, StepRun, add_volume, cluster_state
+from tests.cluster_fakes import ADMIN_CLIENT_KEY, Machine, StepRun, add_volume, cluster_state, set_cluster_state
 from tests.support import production_document, settings_from
 
 TOKEN = "K10sophiatesttoken0123456789abcdefABCDEF"
@@ -429,9 +428,9 @@ def test_claim_refuses_a_node_name_taken_by_another_machine(
 ) -> None:
     server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
     bring_up(server, scripts_for(cluster, SERVER))
-    api_state = json.loads((api / "state.json").read_text())
+    api_state = cluster_state(api)
     api_state["nodes"][AGENT] = {"ip": "203.0.113.9", "labels": {}, "taints": [], "ready": True, "unschedulable": False}
-    (api / "state.json").write_text(json.dumps(api_state))
+    set_cluster_state(api, api_state)
     claim = scripts_for(cluster, AGENT).claim
     assert claim is not None
 
@@ -646,14 +645,14 @@ def test_server_restarts_take_turns_through_the_lease(tmp_path: Path, api: Path)
 
 def test_a_lease_left_by_a_dead_server_is_taken_over_after_it_expires(tmp_path: Path, api: Path) -> None:
     _, machines, _ = _two_running_servers(tmp_path, api)
-    state = json.loads((api / "state.json").read_text())
+    state = cluster_state(api)
     state["leases"]["sophia-server-restart"] = {
         "rv": "9000",
         "holder": "sophia-gone",
         "renew": "2020-01-01T00:00:00.000000Z",
         "seconds": "900",
     }
-    (api / "state.json").write_text(json.dumps(state))
+    set_cluster_state(api, state)
     document = three_servers()
     document["config"]["sophia-infra:cluster"]["etcdSnapshots"]["retention"] = 30
     changed = scripts_for(cluster_from(tmp_path, document), machines[1].root.name)
@@ -666,10 +665,10 @@ def test_a_lease_left_by_a_dead_server_is_taken_over_after_it_expires(tmp_path: 
 
 def test_a_server_waits_for_a_live_lease_and_gives_up_with_a_clear_message(tmp_path: Path, api: Path) -> None:
     _, machines, _ = _two_running_servers(tmp_path, api)
-    state = json.loads((api / "state.json").read_text())
+    state = cluster_state(api)
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
     state["leases"]["sophia-server-restart"] = {"rv": "9000", "holder": "sophia-busy", "renew": now, "seconds": "900"}
-    (api / "state.json").write_text(json.dumps(state))
+    set_cluster_state(api, state)
     document = three_servers()
     document["config"]["sophia-infra:cluster"]["etcdSnapshots"]["retention"] = 30
     changed = scripts_for(cluster_from(tmp_path, document), machines[1].root.name)
@@ -748,9 +747,9 @@ def _admitted_agent(tmp_path: Path, api: Path, cluster: ClusterSettings) -> tupl
 
 
 def _set_node(api: Path, name: str, **fields: Any) -> None:
-    state = json.loads((api / "state.json").read_text())
+    state = cluster_state(api)
     state["nodes"][name].update(fields)
-    (api / "state.json").write_text(json.dumps(state))
+    set_cluster_state(api, state)
 
 
 def test_every_kubectl_call_is_bounded_and_every_download_has_a_time_limit(
