@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from tests.e2e.crds import K3S_KINDS
+from tests.e2e.machines import all_test_addresses
 
 LOOPBACK = "127.0.0.1"
 SERVICE_RANGE = "10.43.0.0/16"  # K3s's default service CIDR: addresses allocated, never dialled
@@ -77,7 +78,7 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-def _sign(pki: Path, name: str, subject: str, extensions: str) -> None:
+def sign(pki: Path, name: str, subject: str, extensions: str) -> None:
     """An EC key and a certificate for it, signed by the test CA, valid for one day."""
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key", cwd=pki)
     _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=pki)
@@ -97,21 +98,24 @@ def make_pki(pki: Path) -> None:
         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         "-out", "ca.crt", cwd=pki,
     )  # fmt: skip
-    _sign(
+    sign(
         pki,
         "apiserver",
         "/CN=kube-apiserver",
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
-        f"subjectAltName=IP:{LOOPBACK},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\n",
+        # The test machines reach it through their K3s stand-ins' port 6443 on every test address.
+        f"subjectAltName=IP:{LOOPBACK},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc,"
+        + ",".join(f"IP:{address}" for address in all_test_addresses())
+        + "\n",
     )
     client = (
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
     )
     # system:masters is what K3s's own admin kubeconfig carries.
-    _sign(pki, "admin", "/O=system:masters/CN=sophia-e2e-admin", client)
+    sign(pki, "admin", "/O=system:masters/CN=sophia-e2e-admin", client)
     # The RBAC bootstrap policy binds system:kube-controller-manager to exactly what it needs.
-    _sign(pki, "controller-manager", "/CN=system:kube-controller-manager", client)
+    sign(pki, "controller-manager", "/CN=system:kube-controller-manager", client)
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=pki)
     _openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
     # Secrets encrypted at rest, as K3s's `secrets-encryption: true` does (secretbox, one fresh key).

@@ -23,11 +23,23 @@ from pulumi import automation as auto
 from render.stack import PROJECT_DIR, StackConfig, load_stack
 
 ENGINE_DIR = Path(__file__).resolve().parent / "engine"
-BINARIES = ("pulumi", "pulumi-resource-kubernetes", "kube-apiserver", "kube-controller-manager", "etcd")
+BINARIES = (
+    "pulumi",
+    "pulumi-language-python",
+    "pulumi-language-python-exec",
+    "pulumi-resource-kubernetes",
+    "pulumi-resource-command",
+    "pulumi-resource-random",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "etcd",
+)
 # The engine says which plugin binary it runs, and that its version is not the SDK's (4.34.2).
 PLUGIN_NOTE = re.compile(
-    r"using pulumi-resource-kubernetes from \$PATH at (?P<path>\S+)$"
-    r"|resource plugin kubernetes is expected to have version >=(?P<wanted>\S+), but has (?P<has>\S+);"
+    r"using pulumi-resource-(?P<plugin>[a-z]+) from \$PATH at (?P<path>\S+)$"
+    r"|resource plugin (?P<name>[a-z]+) is expected to have version >=(?P<wanted>\S+), but has (?P<has>\S+);"
 )
 PASSPHRASE = "sophia-e2e"  # protects a throwaway file backend in a temporary directory
 
@@ -73,6 +85,8 @@ class Run:
 
     errors: list[str] = field(default_factory=list)
     """Events this record could not read: the SDK only warns about a failing callback, so they are kept."""
+    events: list[str] = field(default_factory=list)
+    """Every engine event, whole, as text: what a log of the run would hold (the secret checks read it)."""
 
     def on_event(self, event: auto.EngineEvent) -> None:
         try:
@@ -81,6 +95,7 @@ class Run:
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def _record(self, event: auto.EngineEvent) -> None:
+        self.events.append(repr(_plain(event)))
         pre = event.resource_pre_event
         if pre is not None:
             meta = pre.metadata
@@ -109,6 +124,17 @@ class Run:
         return "\n".join(lines)
 
 
+def _plain(value: object) -> object:
+    """An event as plain data, every field of every nested object included."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__dict__"):
+        return {k: _plain(v) for k, v in vars(value).items()}
+    return value
+
+
 def _text(op: object) -> str:
     """An OpType as its text (the SDK hands some as enums and the summary's keys as plain strings)."""
     value = getattr(op, "value", op)
@@ -127,10 +153,12 @@ class Engine:
     home: Path
     config: StackConfig
     log: list[str]
+    runs: list[Run] = field(default_factory=list)
 
     def run(self, operation: str, **kwargs: Any) -> Run:
         """`up`, `preview`, `refresh` or `destroy`, recording what the engine did."""
         run = Run(operation)
+        self.runs.append(run)
         method = getattr(self.stack, operation)
         try:
             method(on_event=run.on_event, color="never", **kwargs)
@@ -155,14 +183,24 @@ def stack_file(config: StackConfig) -> dict[str, Any]:
 
 
 def open_engine(
-    bins: Path, root: Path, program: Callable[[], None], log: list[str], stack_name: str = "production"
+    bins: Path,
+    root: Path,
+    program: Callable[[], None],
+    log: list[str],
+    *,
+    stack_name: str = "production",
+    settings: dict[str, Any] | None = None,
+    secrets: dict[str, str] | None = None,
 ) -> Engine:
+    """`settings`: the stack file's `config:` to use instead of the project's own; `secrets`: ESC keys
+    (without the project prefix) whose stand-in values the test replaces (a real SSH key, say)."""
     config = load_stack(stack_name)
     project = config.project
     home, backend, work = root / "pulumi-home", root / "backend", root / "work"
     for d in (home, backend, work):
         d.mkdir(parents=True)
-    (work / f"Pulumi.{stack_name}.yaml").write_text(yaml.safe_dump(stack_file(config)))
+    contents = stack_file(config) if settings is None else {"config": settings}
+    (work / f"Pulumi.{stack_name}.yaml").write_text(yaml.safe_dump(contents))
     env = {
         "PATH": f"{bins}{os.pathsep}{os.environ.get('PATH', '')}",
         "PULUMI_HOME": str(home),
@@ -187,5 +225,7 @@ def open_engine(
         pulumi_command=auto.PulumiCommand(root=str(bins.parent)),
     )
     stack = auto.create_or_select_stack(stack_name=stack_name, project_name=project, program=program, opts=workspace)
-    stack.set_all_config({key: auto.ConfigValue(value, secret=True) for key, value in config.stand_ins.items()})
+    values = dict(config.stand_ins) | {f"{project}:{key}": value for key, value in (secrets or {}).items()}
+    stack.set_all_config({key: auto.ConfigValue(value, secret=True) for key, value in values.items()})
+    config.stand_ins.update(values)
     return Engine(stack, home, config, log)

@@ -211,9 +211,11 @@ def test_up_creates_the_whole_kubernetes_layer(
 
     # The engine ran the provider built from the module proxy, and says it is not the SDK's version.
     notes = [m.groupdict() for n in run.plugin_notes if (m := PLUGIN_NOTE.match(n))]
-    assert {"path": str(bins / "pulumi-resource-kubernetes"), "wanted": None, "has": None} in notes
+    plugin = {"plugin": "kubernetes", "path": str(bins / "pulumi-resource-kubernetes")}
+    assert plugin | {"name": None, "wanted": None, "has": None} in notes
     built = versions()["KUBERNETES_PROVIDER_VERSION"].removeprefix("v")
-    assert {"path": None, "wanted": KUBERNETES_SDK_VERSION, "has": built} in notes
+    older = {"plugin": None, "path": None, "name": "kubernetes", "wanted": KUBERNETES_SDK_VERSION, "has": built}
+    assert older in notes
 
     # The real engine registers exactly the component trees the mock engine renders, resource for
     # resource (type, name, parent), though the two spell the URNs of grandchildren differently.

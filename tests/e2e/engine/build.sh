@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Builds what the e2e runs, from the Go module proxy only, into a cache outside the repository.
 #
-#   build.sh engine      the Pulumi CLI and the kubernetes provider plugin
-#   build.sh apiserver   kube-apiserver, kube-controller-manager and etcd
+#   build.sh engine      the Pulumi CLI, the Python language host and the plugins: kubernetes (from the
+#                        module proxy), command and random (from ../shared/third_party/go)
+#   build.sh apiserver   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and etcd
 #   build.sh --bin-dir   prints the directory the e2e puts first on PATH (builds nothing)
 #
+# pulumi-command, pulumi-random and the Python language host are not served by the module proxy: their
+# upstream archives in ../shared/third_party/go are checked against its SHA256SUMS, unpacked into the
+# cache (never edited), and built with every dependency from the module proxy.
 # Each component lands in $CACHE/<component>-<key>/bin, the key a hash of everything that goes into
 # it (versions.env, its wrapper go.mod/go.sum/tools.go, this script, the Go version), so a warm cache
 # costs seconds and a changed pin rebuilds only what it touches. $CACHE/e2e-<key>/bin links them all
@@ -17,6 +21,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/versions.env"
 CACHE=${SOPHIA_ENGINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sophia-infra/engine}
 GO=${GO:-go}
+THIRD_PARTY=${SOPHIA_THIRD_PARTY:-$(cd "$HERE/../../../.." && pwd)/shared/third_party}
 # Two cores are shared with other work: builds yield to it.
 NICE=(nice -n 10)
 
@@ -34,6 +39,9 @@ export GOPROXY=$proxy
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=readonly -buildvcs=false"
 export GOTOOLCHAIN=local
 
+# Every component, in the order `make e2e` builds them.
+ALL=(cli python kubernetes command random apiserver etcd)
+
 say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 key() { # key COMPONENT: what goes into it, hashed
@@ -41,10 +49,45 @@ key() { # key COMPONENT: what goes into it, hashed
     {
         echo "$component"
         cat "$HERE/versions.env" "$HERE/build.sh"
-        cat "$HERE/$component"/go.mod "$HERE/$component"/go.sum "$HERE/$component"/tools.go
+        cat "$HERE/$component"/go.* "$HERE/$component"/tools.go 2>/dev/null || true
+        archive_sha "$component"
         "$GO" version
         "$GO" env GOOS GOARCH CGO_ENABLED
     } | sha256sum | cut -c1-16
+}
+
+# The third-party archive a component builds from (versions.env: <COMPONENT>_ARCHIVE), if any.
+archive_of() {
+    local var
+    var="$(tr '[:lower:]' '[:upper:]' <<<"$1")_ARCHIVE"
+    echo "${!var:-}"
+}
+
+archive_sha() { # the archive's sha256 as SHA256SUMS pins it (nothing for a module-proxy component)
+    local archive
+    archive=$(archive_of "$1")
+    [[ -n $archive ]] || return 0
+    awk -v f="$archive" '$2 == f { print $1 }' "$THIRD_PARTY/SHA256SUMS"
+}
+
+unpack() { # unpack COMPONENT: its archive, checked, into a fresh directory of the cache; prints the path
+    local archive want src
+    archive=$(archive_of "$1")
+    want=$(archive_sha "$1")
+    if [[ -z $want ]]; then
+        echo "build.sh: $archive is not in $THIRD_PARTY/SHA256SUMS" >&2
+        exit 2
+    fi
+    if ! (cd "$THIRD_PARTY" && sha256sum --quiet -c <(grep -F "  $archive" SHA256SUMS)) >&2; then
+        echo "build.sh: $THIRD_PARTY/$archive does not match its sha256 in SHA256SUMS" >&2
+        exit 2
+    fi
+    src=$CACHE/src/$1-${want:0:16}
+    rm -rf "$src"
+    mkdir -p "$src"
+    tar -xzf "$THIRD_PARTY/$archive" -C "$src" --strip-components=1
+    chmod -R u+w "$src"
+    echo "$src"
 }
 
 download() { # download MODULE@VERSION FIELD: a field of `go mod download -json`, outside any module
@@ -66,7 +109,7 @@ link_all() { # every built component's binaries into the one bin directory
     local bin c
     bin=$(bin_dir)
     mkdir -p "$bin"
-    for c in cli kubernetes apiserver etcd; do
+    for c in "${ALL[@]}"; do
         local dir
         dir=$(component_dir "$c")
         [[ -f $dir/ok ]] || continue
@@ -149,9 +192,46 @@ build_apiserver() {
     local ldflags="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION"
     ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
     ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
-    say "apiserver: $KUBERNETES_MODULE/cmd/kube-apiserver and kube-controller-manager@$KUBERNETES_VERSION"
+    say "apiserver: $KUBERNETES_MODULE/cmd/kube-apiserver, kube-controller-manager, kube-scheduler and kubectl@$KUBERNETES_VERSION"
     (cd "$HERE/apiserver" && "${NICE[@]}" "$GO" build -o "$1/bin/" -ldflags "$ldflags" \
-        "$KUBERNETES_MODULE/cmd/kube-apiserver" "$KUBERNETES_MODULE/cmd/kube-controller-manager")
+        "$KUBERNETES_MODULE/cmd/kube-apiserver" "$KUBERNETES_MODULE/cmd/kube-controller-manager" \
+        "$KUBERNETES_MODULE/cmd/kube-scheduler" "$KUBERNETES_MODULE/cmd/kubectl")
+}
+
+build_command() {
+    local src
+    src=$(unpack command)
+    say "command: pulumi-command provider $COMMAND_VERSION ($COMMAND_COMMIT) from $(archive_of command)"
+    (cd "$src/provider" && "${NICE[@]}" "$GO" build -o "$1/bin/pulumi-resource-command" \
+        -ldflags "-X github.com/pulumi/pulumi-command/provider/pkg/version.Version=${COMMAND_VERSION#v}" \
+        ./cmd/pulumi-resource-command)
+}
+
+build_random() {
+    local src version=${RANDOM_VERSION#v}
+    src=$(unpack random)
+    say "random: pulumi-random provider $RANDOM_VERSION ($RANDOM_COMMIT) from $(archive_of random)"
+    # The command go:embeds the schema that its own generate.go writes (SOURCES.md's build line).
+    (cd "$src/provider/cmd/pulumi-resource-random" && VERSION=$version "${NICE[@]}" "$GO" run generate.go)
+    (cd "$src/provider" && "${NICE[@]}" "$GO" build -o "$1/bin/pulumi-resource-random" \
+        -ldflags "-X github.com/pulumi/pulumi-random/provider/v4/pkg/version.Version=$version" \
+        ./cmd/pulumi-resource-random)
+}
+
+build_python() {
+    local src dir=$CACHE/src/python-build
+    requires python "$PYTHON_HOST_SDK_MODULE" "$PYTHON_HOST_VERSION"
+    src=$(unpack python)
+    # Upstream's go.mod replaces pkg/v3 and sdk/v3 with the monorepo's own folders; the wrapper
+    # go.mod (python/) requires both at the language host's version from the module proxy instead.
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$src/sdk/python/cmd/pulumi-language-python/main.go" "$HERE/python/go.mod" "$HERE/python/go.sum" "$dir/"
+    say "python: pulumi-language-python $PYTHON_HOST_VERSION ($PYTHON_HOST_COMMIT) from $(archive_of python)"
+    (cd "$dir" && "${NICE[@]}" "$GO" build -o "$1/bin/pulumi-language-python" \
+        -ldflags "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PYTHON_HOST_VERSION" .)
+    # The host runs a program through this script, which must sit beside it (as in Pulumi's releases).
+    install -m 0755 "$src/sdk/python/cmd/pulumi-language-python-exec" "$1/bin/pulumi-language-python-exec"
 }
 
 build_etcd() {
@@ -165,9 +245,9 @@ case ${1:-} in
     bin_dir
     exit 0
     ;;
-engine) components=(cli kubernetes) ;;
+engine) components=(cli python kubernetes command random) ;;
 apiserver) components=(apiserver etcd) ;;
-all) components=(cli kubernetes apiserver etcd) ;;
+all) components=("${ALL[@]}") ;;
 *)
     echo "usage: build.sh engine|apiserver|all|--bin-dir" >&2
     exit 2

@@ -1,0 +1,426 @@
+"""The K3s stand-in: what the e2e's K3s mirror serves as the `k3s` binary of the pinned release.
+
+K3s itself is not to be had here (the Go module proxy answers 403 for every version of
+github.com/k3s-io/k3s), so the real install step downloads this program from the e2e's mirror,
+checks it against the sha256 the stack pins (cluster.k3sSha256), installs it as /usr/local/bin/k3s
+and starts it through the unit it wrote. The harness (tests/e2e/k3s_mirror.py) fills in the
+`@...@` values below for the version and architecture it serves; this file is never run in place.
+
+Where the program depends on K3s, the stand-in behaves like it:
+- `k3s --version` prints `k3s version <version> (...)` on its first line, as K3s does.
+- `k3s kubectl ...` (and `kubectl` through the install's symlink) is a real kubectl
+  (k8s.io/kubernetes cmd/kubectl, the API server's version).
+- `k3s server` and `k3s agent` read /etc/rancher/k3s/config.yaml (the flags the install step wrote)
+  and refuse a key K3s would not know for that role.
+- The first server (`cluster-init: true`) writes the secure tokens K3s writes,
+  /var/lib/rancher/k3s/server/token (`K10<sha256 of the cluster CA>::server:<token>`) and
+  server/agent-token (`K10<hash>::node:<agent token>`), root-only; and records a hash of both
+  passwords in the cluster (K3s keeps its bootstrap data in its datastore). A second start with other
+  tokens fails, as K3s fails on bootstrap data encrypted with another token.
+- A joining node (`server: <url>`) joins only with a token whose password the cluster knows (an agent:
+  the agent or the server token; a server: the server token), and, with a K10 token, only a server
+  whose CA certificate hashes to the token's pin: otherwise it exits with K3s's kind of message and
+  `systemctl restart` fails.
+- Every node registers its Node object with the kubelet's own credentials (system:node:<name>, so the
+  API server's NodeRestriction judges its labels, as it judges a kubelet's): its name, the labels of
+  `node-label` with the ones K3s and the kubelet add (kubernetes.io/arch, os, hostname, node roles),
+  the taints of `node-taint` (registered with the node, as `--register-with-taints`), its addresses
+  (`node-ip` or the interface's, `node-external-ip`), and `nvidia.com/gpu` capacity for every GPU
+  nvidia-smi lists (what the device plugin would advertise). It keeps the Node Ready (status and a
+  Lease in kube-node-lease) while it runs.
+- A server writes /etc/rancher/k3s/k3s.yaml (mode `write-kubeconfig-mode`), the admin kubeconfig for
+  https://127.0.0.1:6443, and answers on port 6443 of every address of the machine; an agent writes
+  /var/lib/rancher/k3s/agent/kubelet.kubeconfig for https://127.0.0.1:6444, its local load balancer.
+  On a machine with /usr/bin/nvidia-container-runtime, containerd's config names the `nvidia` runtime.
+- It tells systemd it is up (READY=1 on $NOTIFY_SOCKET) once its node is registered.
+
+Where it differs:
+- No container runs: no containerd, kubelet, flannel or etcd. Every server's port 6443 forwards to
+  the e2e's one kube-apiserver (on etcd of its own); the cluster has one datastore whatever the
+  number of servers, and an embedded-etcd member removal is not modelled (the drain step's etcd
+  annotations are recorded by the API server only).
+- Credentials are pre-issued by the harness (/opt/sophia-k3s-stand-in: the cluster CA, the admin
+  client certificate and this node's kubelet certificate), where K3s mints them from the CA it
+  creates or receives with the token.
+- `k3s etcd-snapshot` and the other subcommands are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import select
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+VERSION = "@VERSION@"
+ARCH = "@ARCH@"
+KUBECTL = "@KUBECTL@"
+UPSTREAM = "@UPSTREAM@"
+"""host:port of the e2e's API server as the machines reach it (the harness's forwarder on the bridge)."""
+
+STAND_IN = "/opt/sophia-k3s-stand-in"
+CONFIG = "/etc/rancher/k3s/config.yaml"
+DATA = "/var/lib/rancher/k3s"
+ADMIN_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
+AGENT_KUBECONFIG = f"{DATA}/agent/kubelet.kubeconfig"
+CONTAINERD_CONFIG = f"{DATA}/agent/etc/containerd/config.toml"
+BOOTSTRAP_SECRET = "k3s-stand-in-bootstrap"
+HEARTBEAT_SECONDS = 10
+LEASE_SECONDS = 40
+
+# The config.yaml keys each role understands (K3s's `k3s server --help` / `k3s agent --help`); the
+# stand-in refuses any other, as K3s refuses an unknown flag.
+AGENT_KEYS = {
+    "token-file", "token", "server", "node-name", "node-ip", "node-external-ip", "node-label",
+    "node-taint", "flannel-iface", "kubelet-arg", "data-dir", "with-node-id", "selinux", "lb-server-port",
+}  # fmt: skip
+SERVER_KEYS = AGENT_KEYS | {
+    "cluster-init", "agent-token-file", "agent-token", "tls-san", "disable", "flannel-backend",
+    "flannel-external-ip", "secrets-encryption", "write-kubeconfig-mode", "etcd-snapshot-schedule-cron",
+    "etcd-snapshot-retention", "supervisor-metrics", "etcd-s3", "etcd-s3-config-secret",
+    "etcd-s3-retention", "cluster-cidr", "service-cidr", "kube-apiserver-arg", "advertise-address",
+}  # fmt: skip
+
+
+def log(message: str) -> None:
+    print(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), message, flush=True)
+
+
+def fatal(message: str) -> None:
+    log(f'level=fatal msg="{message}"')
+    sys.exit(1)
+
+
+def read(path: str) -> str:
+    return Path(path).read_text()
+
+
+def write(path: str, text: str, mode: int) -> None:
+    """Through a file created with `mode` (never readable by others, even for a moment), then renamed."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w") as f:
+        f.write(text)
+    tmp.chmod(mode)
+    tmp.replace(target)
+
+
+def ca_hash() -> str:
+    return hashlib.sha256(Path(f"{STAND_IN}/ca.crt").read_bytes()).hexdigest()
+
+
+class Api:
+    """A client of the API server behind `base`, with a client certificate from the stand-in's stash."""
+
+    def __init__(self, base: str, cert: str) -> None:
+        self.base = base
+        self.context = ssl.create_default_context(cafile=f"{STAND_IN}/ca.crt")
+        self.context.load_cert_chain(f"{STAND_IN}/{cert}.crt", f"{STAND_IN}/{cert}.key")
+
+    def call(self, method: str, path: str, body: Any = None, content: str = "application/json") -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers={"Content-Type": content})
+        try:
+            with urllib.request.urlopen(request, context=self.context, timeout=15) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+
+def kubeconfig(server: str, cert: str) -> str:
+    def data(name: str) -> str:
+        return base64.b64encode(Path(f"{STAND_IN}/{name}").read_bytes()).decode()
+
+    cluster = {"server": server, "certificate-authority-data": data("ca.crt")}
+    user = {"client-certificate-data": data(f"{cert}.crt"), "client-key-data": data(f"{cert}.key")}
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "default", "cluster": cluster}],
+            "users": [{"name": "default", "user": user}],
+            "contexts": [{"name": "default", "context": {"cluster": "default", "user": "default"}}],
+            "current-context": "default",
+        },
+        sort_keys=False,
+    )  # fmt: skip
+
+
+def forward(listen: tuple[str, int], upstream: tuple[str, int]) -> None:
+    """Accepts on `listen` and pipes every connection to `upstream`, in threads, for as long as K3s runs."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(listen)
+    server.listen(128)
+
+    def pipe(client: socket.socket) -> None:
+        try:
+            with client, socket.create_connection(upstream, timeout=10) as remote:
+                remote.settimeout(None)
+                sockets = [client, remote]
+                while True:
+                    ready, _, _ = select.select(sockets, [], [], 300)
+                    if not ready:
+                        return
+                    for s in ready:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            return
+                        (remote if s is client else client).sendall(chunk)
+        except OSError:
+            return
+
+    def accept() -> None:
+        while True:
+            client, _ = server.accept()
+            threading.Thread(target=pipe, args=(client,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
+def interface_address() -> str:
+    """The address of the interface the default route leaves by: K3s's node-ip when none is set."""
+    # `route get` asks the kernel which source address it would use; it sends nothing.
+    argv = ["ip", "-4", "-o", "route", "get", "1.1.1.1"]
+    out = subprocess.run(argv, check=False, capture_output=True, text=True).stdout.split()
+    return out[out.index("src") + 1] if "src" in out else "127.0.0.1"
+
+
+def gpu_count() -> int:
+    try:
+        argv = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]
+        out = subprocess.run(argv, check=False, capture_output=True, text=True)
+    except FileNotFoundError:
+        return 0
+    return len([line for line in out.stdout.splitlines() if line.strip()]) if out.returncode == 0 else 0
+
+
+def address_of(url: str) -> tuple[str, int]:
+    """`https://host:port` (host possibly `[v6]`) as (host, port)."""
+    host, _, port = url.split("//", 1)[1].rstrip("/").rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def password_of(token: str) -> str:
+    """The password part of a token: `K10<hash>::<user>:<password>`, or the whole short token."""
+    return token.split("::", 1)[1].split(":", 1)[1] if token.startswith("K10") and "::" in token else token
+
+
+def digest(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def bootstrap(api: Api, server_password: str, agent_password: str) -> None:
+    """The first server records its tokens (hashed) in the cluster; a restart with others fails."""
+    want = {"server": digest(server_password), "agent": digest(agent_password)}
+    path = f"/api/v1/namespaces/kube-system/secrets/{BOOTSTRAP_SECRET}"
+    status, body = api.call("GET", path)
+    if status == 200:
+        have = {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}
+        if have != want:
+            fatal(
+                "starting kubernetes: preparing server: bootstrap data already found and encrypted with different token"
+            )
+        return
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in want.items()}
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": BOOTSTRAP_SECRET, "namespace": "kube-system"},
+              "type": "Opaque", "data": data}  # fmt: skip
+    status, body = api.call("POST", "/api/v1/namespaces/kube-system/secrets", secret)
+    if status != 201:
+        fatal(f"writing bootstrap data: {status} {body.get('message', '')}")
+
+
+def join(api: Api, server: str, token: str, role: str) -> None:
+    """A joining node's checks: the server's CA against the token's pin, then the password."""
+    if token.startswith("K10"):
+        pinned = token[3:].split("::", 1)[0]
+        if pinned != ca_hash():
+            fatal(
+                f"starting kubernetes: preparing {role}: token CA hash does not match the Cluster CA certificate hash:"
+                f" {pinned} != {ca_hash()}"
+            )
+    host, port = address_of(server)
+    trust = ssl.create_default_context(cafile=f"{STAND_IN}/ca.crt")
+    try:
+        # The server must present a certificate of the pinned CA for its own address.
+        with socket.create_connection((host, port), timeout=10) as raw, trust.wrap_socket(raw, server_hostname=host):
+            pass
+    except (OSError, ssl.SSLError) as error:
+        fatal(f"starting kubernetes: preparing {role}: failed to get CA certs: {error}")
+    status, body = api.call("GET", f"/api/v1/namespaces/kube-system/secrets/{BOOTSTRAP_SECRET}")
+    if status != 200:
+        fatal(f"starting kubernetes: preparing {role}: the server has no bootstrap data yet ({status})")
+    known = {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}
+    allowed = {known["server"]} if role == "server" else {known["server"], known["agent"]}
+    if digest(password_of(token)) not in allowed:
+        fatal(f"starting kubernetes: preparing {role}: {server}/cacerts: 401 Unauthorized")
+
+
+def node_object(config: dict[str, Any], role: str, name: str) -> dict[str, Any]:
+    labels = {
+        "kubernetes.io/arch": ARCH,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/hostname": name,
+        "beta.kubernetes.io/arch": ARCH,
+        "beta.kubernetes.io/os": "linux",
+        "node.kubernetes.io/instance-type": "k3s",
+    }
+    for item in config.get("node-label") or []:
+        key, _, value = str(item).partition("=")
+        labels[key] = value
+    taints = []
+    for item in config.get("node-taint") or []:
+        key_value, _, effect = str(item).partition(":")
+        key, _, value = key_value.partition("=")
+        taints.append({"key": key, "value": value, "effect": effect} if value else {"key": key, "effect": effect})
+    addresses = [{"type": "InternalIP", "address": str(config.get("node-ip") or interface_address())}]
+    if config.get("node-external-ip"):
+        addresses.append({"type": "ExternalIP", "address": str(config["node-external-ip"])})
+    addresses.append({"type": "Hostname", "address": name})
+    capacity = {"cpu": "8", "memory": "65536Mi", "pods": "110", "ephemeral-storage": "500Gi"}
+    gpus = gpu_count()
+    if gpus:
+        capacity["nvidia.com/gpu"] = str(gpus)
+    annotations = {"k3s.io/node-args": json.dumps([role]), "node.alpha.kubernetes.io/ttl": "0"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {"taints": taints} if taints else {},
+        "status": {"capacity": capacity, "allocatable": capacity, "addresses": addresses},
+    }
+
+
+def conditions(ready: bool) -> list[dict[str, str]]:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    healthy = [("MemoryPressure", "False"), ("DiskPressure", "False"), ("PIDPressure", "False")]
+    rows = [{"type": t, "status": s, "reason": f"Kubelet{'Has' if s == 'True' else 'HasNo'}{t}"} for t, s in healthy]
+    rows.append({"type": "Ready", "status": "True" if ready else "False", "reason": "KubeletReady"})
+    return [dict(r, lastHeartbeatTime=now, lastTransitionTime=now, message="k3s stand-in") for r in rows]
+
+
+def register(api: Api, node: dict[str, Any]) -> None:
+    name = node["metadata"]["name"]
+    status, body = api.call("POST", "/api/v1/nodes", {k: v for k, v in node.items() if k != "status"})
+    if status not in (201, 409):
+        fatal(f"Unable to register node with API server: {status} {body.get('message', '')}")
+    if status == 409:
+        # A restart (an upgrade, a new config): the kubelet re-applies what it owns of its Node.
+        patch = {"metadata": {"labels": node["metadata"]["labels"], "annotations": node["metadata"]["annotations"]}}
+        status, body = api.call("PATCH", f"/api/v1/nodes/{name}", patch, "application/strategic-merge-patch+json")
+        if status != 200:
+            fatal(f"Unable to update node {name}: {status} {body.get('message', '')}")
+    heartbeat(api, node)
+
+
+def heartbeat(api: Api, node: dict[str, Any]) -> None:
+    name = node["metadata"]["name"]
+    status_patch = {"status": dict(node["status"], conditions=conditions(True), nodeInfo={
+        "kubeletVersion": VERSION, "kubeProxyVersion": VERSION, "architecture": ARCH, "operatingSystem": "linux",
+        "containerRuntimeVersion": "containerd://stand-in", "osImage": "Ubuntu 22.04.5 LTS", "kernelVersion": "",
+        "machineID": "", "systemUUID": "", "bootID": ""})}  # fmt: skip
+    patch_type = "application/strategic-merge-patch+json"
+    code, body = api.call("PATCH", f"/api/v1/nodes/{name}/status", status_patch, patch_type)
+    if code != 200:
+        log(f'level=error msg="node status update failed: {code} {body.get("message", "")}"')
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": name, "namespace": "kube-node-lease"},
+             "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now}}  # fmt: skip
+    path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
+    code, _ = api.call("PATCH", path, {"spec": lease["spec"]}, "application/merge-patch+json")
+    if code == 404:
+        api.call("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", lease)
+
+
+def notify_ready() -> None:
+    target = os.environ.get("NOTIFY_SOCKET")
+    if target:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(b"READY=1", target)
+
+
+def run(role: str) -> None:
+    if not Path(CONFIG).exists():
+        fatal(f"{CONFIG} not found")
+    config = yaml.safe_load(read(CONFIG)) or {}
+    unknown = sorted(set(config) - (SERVER_KEYS if role == "server" else AGENT_KEYS))
+    if unknown:
+        fatal(f"flag provided but not defined: -{unknown[0]}")
+    name = str(config.get("node-name") or socket.gethostname())
+    token = read(config["token-file"]).strip() if config.get("token-file") else str(config.get("token") or "")
+    if not token:
+        fatal("--token is required")
+    upstream_host, upstream_port = UPSTREAM.rsplit(":", 1)
+    admin = Api(f"https://{UPSTREAM}", "admin")
+    if role == "server":
+        agent_token = read(config["agent-token-file"]).strip() if config.get("agent-token-file") else token
+        if config.get("cluster-init"):
+            bootstrap(admin, password_of(token), password_of(agent_token))
+        else:
+            join(admin, str(config.get("server") or ""), token, role)
+        pin = ca_hash()
+        write(f"{DATA}/server/token", f"K10{pin}::server:{password_of(token)}\n", 0o600)
+        write(f"{DATA}/server/agent-token", f"K10{pin}::node:{password_of(agent_token)}\n", 0o600)
+        forward(("0.0.0.0", 6443), (upstream_host, int(upstream_port)))
+        mode = int(str(config.get("write-kubeconfig-mode") or "0600"), 8)
+        write(ADMIN_KUBECONFIG, kubeconfig("https://127.0.0.1:6443", "admin"), mode)
+    else:
+        server = str(config.get("server") or "")
+        if not server:
+            fatal("--server is required for an agent")
+        join(admin, server, token, role)
+        forward(("127.0.0.1", 6444), address_of(server))
+    local = "https://127.0.0.1:6444" if role == "agent" else "https://127.0.0.1:6443"
+    write(AGENT_KUBECONFIG, kubeconfig(local, "node"), 0o600)
+    if Path("/usr/bin/nvidia-container-runtime").exists():
+        write(CONTAINERD_CONFIG, "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'nvidia']\n"
+              "  runtime_type = \"io.containerd.runc.v2\"\n"
+              "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'nvidia'.options]\n"
+              "  BinaryName = \"/usr/bin/nvidia-container-runtime\"\n", 0o600)  # fmt: skip
+    kubelet = Api(f"https://{UPSTREAM}", "node")
+    node = node_object(config, role, name)
+    register(kubelet, node)
+    log(f'level=info msg="k3s stand-in {VERSION} ({ARCH}) running as {role} {name}"')
+    notify_ready()
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    while not stopping.wait(HEARTBEAT_SECONDS):
+        heartbeat(kubelet, node)
+    log('level=info msg="shutting down"')
+
+
+def main(argv: list[str]) -> None:
+    program = Path(argv[0]).name
+    if program == "kubectl":
+        os.execv(KUBECTL, ["kubectl", *argv[1:]])
+    args = argv[1:]
+    if args and args[0] in ("--version", "-v", "version"):
+        print(f"k3s version {VERSION} (e2e stand-in)\ngo version {sys.version.split()[0]} (python)")
+        return
+    if args and args[0] == "kubectl":
+        os.execv(KUBECTL, ["kubectl", *args[1:]])
+    if args and args[0] in ("server", "agent") and len(args) == 1:
+        run(args[0])
+        return
+    print(f"k3s stand-in: unsupported: {' '.join(args)}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
