@@ -50,6 +50,7 @@ K3S_RUNTIME_CLASSES = (
     {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "nvidia"}, "handler": "nvidia"},
 )
 STOP_TIMEOUT = 15.0
+FRONT_PROXY = "sophia-e2e-front-proxy"
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
 
@@ -114,6 +115,10 @@ def make_pki(pki: Path) -> None:
     )
     # system:masters is what K3s's own admin kubeconfig carries.
     sign(pki, "admin", "/O=system:masters/CN=sophia-e2e-admin", client)
+    # The K3s stand-ins' supervisor port proxies API requests with this certificate, naming the client
+    # it authenticated in X-Remote-User/X-Remote-Group (the API server's request-header authentication,
+    # which it trusts from this name only).
+    sign(pki, "front-proxy", f"/CN={FRONT_PROXY}", client)
     # The RBAC bootstrap policy binds system:kube-controller-manager to exactly what it needs.
     sign(pki, "controller-manager", "/CN=system:kube-controller-manager", client)
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=pki)
@@ -322,6 +327,11 @@ def control_plane(bin_dir: Path, workdir: Path) -> Iterator[ApiServer]:
                 "--allow-privileged=true",
                 "--anonymous-auth=false",
                 "--profiling=false",
+                f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+                f"--requestheader-allowed-names={FRONT_PROXY}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             ],
             workdir,
         )

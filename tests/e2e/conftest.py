@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 from tests.e2e.apiserver import ApiServer, control_plane
 from tests.e2e.charts import ChartRepository, chart_repository
 from tests.e2e.engine import bin_dir, versions
+from tests.e2e.k3s_cluster import K3sMirror, api_forwarder, k3s_mirror
+from tests.e2e.machines import Fleet, test_network
 
 _REPORT: list[str] = []
 
@@ -43,6 +46,11 @@ def bins(report: list[str]) -> Path:
     report.append(f"binaries: {path}")
     report.append(f"pulumi CLI {cli.stdout.strip()} ({pins['PULUMI_CLI_MODULE']})")
     report.append(f"kubernetes provider {pins['KUBERNETES_PROVIDER_VERSION']} ({pins['KUBERNETES_PROVIDER_MODULE']})")
+    built_from_archives = (("command provider", "COMMAND"), ("random provider", "RANDOM"), ("language host", "PYTHON"))
+    for what, prefix in built_from_archives:
+        version = pins.get(f"{prefix}_VERSION") or pins[f"{prefix}_HOST_VERSION"]
+        commit = pins.get(f"{prefix}_COMMIT") or pins[f"{prefix}_HOST_COMMIT"]
+        report.append(f"{what} {version} ({commit[:12]}, ../shared/third_party/{pins[f'{prefix}_ARCHIVE']})")
     report.append(f"etcd {pins['ETCD_VERSION']} ({pins['ETCD_MODULE']})")
     return path
 
@@ -67,3 +75,27 @@ def charts(tmp_path_factory: pytest.TempPathFactory, report: list[str]) -> Itera
     with chart_repository(tmp_path_factory.mktemp("chart-repository")) as repository:
         report.append(f"chart mirror: stand-in charts at {repository.url}")
         yield repository
+
+
+@pytest.fixture(scope="session")
+def network(apiserver: ApiServer, tmp_path_factory: pytest.TempPathFactory, report: list[str]) -> Iterator[Fleet]:
+    """The test network (a bridge on this host); the whole-program cases add their machines to it."""
+    ca = (apiserver.pki / "ca.crt").read_text()
+    with test_network(tmp_path_factory.mktemp("machines"), python=sys.executable, ca_bundle=ca) as fleet:
+        report.append(f"test network: bridge {fleet.network.bridge}, machines reached over SSH")
+        yield fleet
+
+
+@pytest.fixture(scope="session")
+def api_endpoint(apiserver: ApiServer, network: Fleet) -> Iterator[str]:
+    """The API server on the test network's gateway, where every K3s stand-in server forwards its 6443."""
+    with api_forwarder(apiserver) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def k3s(apiserver: ApiServer, network: Fleet, bins: Path, api_endpoint: str, report: list[str]) -> Iterator[K3sMirror]:
+    """The K3s mirror on the test network, serving the stand-in (tests/e2e/k3s_standin.py)."""
+    with k3s_mirror(apiserver, bins / "kubectl") as mirror:
+        report.append(f"K3s mirror: the K3s stand-in at {mirror.url}")
+        yield mirror

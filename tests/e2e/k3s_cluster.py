@@ -9,7 +9,8 @@
 - `ApiForwarder`: the bridge's port 6443, forwarded to the e2e's kube-apiserver on 127.0.0.1. Every
   stand-in server's own port 6443 forwards here: the cluster's one datastore.
 - `provision`: the credentials a stand-in uses (the cluster CA, the admin client certificate, the
-  node's kubelet certificate `system:node:<name>`), in the machine's /opt/sophia-k3s-stand-in.
+  node's kubelet certificate `system:node:<name>`, the serving certificate of its port 6443 and the
+  front-proxy certificate it forwards API requests with), in the machine's /opt/sophia-k3s-stand-in.
 """
 
 from __future__ import annotations
@@ -173,6 +174,10 @@ def provision(machine: Machine, server: ApiServer) -> None:
         ("ca.crt", "ca.crt"),
         ("admin.crt", "admin.crt"),
         ("admin.key", "admin.key"),
+        ("apiserver.crt", "serving.crt"),
+        ("apiserver.key", "serving.key"),
+        ("front-proxy.crt", "front-proxy.crt"),
+        ("front-proxy.key", "front-proxy.key"),
         (f"{node}.crt", "node.crt"),
         (f"{node}.key", "node.key"),
     ):

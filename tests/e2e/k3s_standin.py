@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
+import http.server
 import json
 import os
 import select
@@ -97,7 +99,9 @@ SERVER_KEYS = AGENT_KEYS | {
 
 
 def log(message: str) -> None:
-    print(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), message, flush=True)
+    """One line of the unit's log, with the time to the millisecond (the e2e orders restarts by it)."""
+    now = time.time()
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now))}.{int(now % 1 * 1000):03d}Z {message}", flush=True)
 
 
 def fatal(message: str) -> None:
@@ -193,6 +197,107 @@ def forward(listen: tuple[str, int], upstream: tuple[str, int]) -> None:
     threading.Thread(target=accept, daemon=True).start()
 
 
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host"}
+
+
+def supervise(listen: tuple[str, int], upstream: tuple[str, int]) -> None:
+    """K3s's port 6443 on a server: TLS; `/ping` and `/cacerts` answered here, as K3s's supervisor
+    answers them; every other request proxied to the API server, naming the client this port
+    authenticated by its certificate (the API server's request-header authentication)."""
+    ca = Path(f"{STAND_IN}/ca.crt").read_bytes()
+    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving.load_cert_chain(f"{STAND_IN}/serving.crt", f"{STAND_IN}/serving.key")
+    serving.load_verify_locations(f"{STAND_IN}/ca.crt")
+    serving.verify_mode = ssl.CERT_OPTIONAL
+    client = ssl.create_default_context(cafile=f"{STAND_IN}/ca.crt")
+    client.load_cert_chain(f"{STAND_IN}/front-proxy.crt", f"{STAND_IN}/front-proxy.key")
+
+    class Supervisor(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def answer(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def body(self) -> bytes | None:
+            if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                data = b""
+                while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                    data += self.rfile.read(size)
+                    self.rfile.readline()
+                self.rfile.readline()
+                return data
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else None
+
+        def proxy(self) -> None:
+            if self.path == "/ping":
+                self.answer(200, b"pong", "text/plain")
+                return
+            if self.path == "/cacerts":
+                self.answer(200, ca, "text/plain")
+                return
+            body = self.body()
+            headers = {
+                k: v
+                for k, v in self.headers.items()
+                if k.lower() not in HOP_BY_HOP and not k.lower().startswith("x-remote-")
+            }
+            connection = http.client.HTTPSConnection(upstream[0], upstream[1], context=client, timeout=600)
+            connection.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            connection.putheader("Host", f"{upstream[0]}:{upstream[1]}")
+            for key, value in headers.items():
+                connection.putheader(key, value)
+            peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
+            subject: list[tuple[str, str]] = [
+                (str(item[0]), str(item[1])) for rdn in (peer or {}).get("subject", ()) for item in rdn
+            ]
+            user = next((v for k, v in subject if k == "commonName"), None)
+            if user:
+                connection.putheader("X-Remote-User", user)
+                for group in (v for k, v in subject if k == "organizationName"):
+                    connection.putheader("X-Remote-Group", group)
+            if body is not None:
+                connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders(body)
+            response = connection.getresponse()
+            self.send_response(response.status, response.reason)
+            length = response.getheader("Content-Length")
+            for key, value in response.getheaders():
+                if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
+                    self.send_header(key, value)
+            if length is not None:
+                self.send_header("Content-Length", length)
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                while chunk := response.read1(65536):
+                    if length is None:
+                        self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    else:
+                        self.wfile.write(chunk)
+                    self.wfile.flush()
+                if length is None:
+                    self.wfile.write(b"0\r\n\r\n")
+            finally:
+                connection.close()
+
+        # http.server dispatches on these names.
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = proxy  # noqa: N815
+
+    server = http.server.ThreadingHTTPServer(listen, Supervisor)
+    server.daemon_threads = True
+    server.socket = serving.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+
 def interface_address() -> str:
     """The address of the interface the default route leaves by: K3s's node-ip when none is set."""
     # `route get` asks the kernel which source address it would use; it sends nothing.
@@ -247,21 +352,18 @@ def bootstrap(api: Api, server_password: str, agent_password: str) -> None:
 
 def join(api: Api, server: str, token: str, role: str) -> None:
     """A joining node's checks: the server's CA against the token's pin, then the password."""
-    if token.startswith("K10"):
-        pinned = token[3:].split("::", 1)[0]
-        if pinned != ca_hash():
-            fatal(
-                f"starting kubernetes: preparing {role}: token CA hash does not match the Cluster CA certificate hash:"
-                f" {pinned} != {ca_hash()}"
-            )
-    host, port = address_of(server)
-    trust = ssl.create_default_context(cafile=f"{STAND_IN}/ca.crt")
+    # As K3s: the server's CA bundle from its /cacerts (insecurely: it is what the pin checks), then
+    # its hash against the token's pin, before anything secret is sent.
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
     try:
-        # The server must present a certificate of the pinned CA for its own address.
-        with socket.create_connection((host, port), timeout=10) as raw, trust.wrap_socket(raw, server_hostname=host):
-            pass
+        with urllib.request.urlopen(f"{server}/cacerts", context=insecure, timeout=10) as response:
+            served = response.read()
     except (OSError, ssl.SSLError) as error:
         fatal(f"starting kubernetes: preparing {role}: failed to get CA certs: {error}")
+    if token.startswith("K10") and token[3:].split("::", 1)[0] != hashlib.sha256(served).hexdigest():
+        fatal(f"starting kubernetes: preparing {role}: token CA hash does not match the server's CA at {server}")
     status, body = api.call("GET", f"/api/v1/namespaces/kube-system/secrets/{BOOTSTRAP_SECRET}")
     if status != 200:
         fatal(f"starting kubernetes: preparing {role}: the server has no bootstrap data yet ({status})")
@@ -377,7 +479,7 @@ def run(role: str) -> None:
         pin = ca_hash()
         write(f"{DATA}/server/token", f"K10{pin}::server:{password_of(token)}\n", 0o600)
         write(f"{DATA}/server/agent-token", f"K10{pin}::node:{password_of(agent_token)}\n", 0o600)
-        forward(("0.0.0.0", 6443), (upstream_host, int(upstream_port)))
+        supervise(("0.0.0.0", 6443), (upstream_host, int(upstream_port)))
         mode = int(str(config.get("write-kubeconfig-mode") or "0600"), 8)
         write(ADMIN_KUBECONFIG, kubeconfig("https://127.0.0.1:6443", "admin"), mode)
     else:

@@ -276,6 +276,11 @@ def start(unit):
 
 args = [a for a in sys.argv[1:] if a not in ("--quiet", "-q", "--no-pager")]
 quiet = len(args) != len(sys.argv) - 1
+signal_name = next((a.split("=", 1)[1] for a in args if a.startswith("--signal=")), "SIGTERM")
+args = [a for a in args if not a.startswith("--signal=")]
+unknown = [a for a in args if a.startswith("-")]
+if unknown:
+    fail(f"systemctl stand-in: unsupported option {unknown[0]!r}", 2)
 if not args:
     fail("systemctl stand-in: no verb", 2)
 verb, units = args[0], [unit_name(a) for a in args[1:]]
@@ -302,6 +307,14 @@ if verb in ("enable", "disable"):
             open(f"{ENABLED}/{u}", "w").close()
         elif os.path.exists(f"{ENABLED}/{u}"):
             os.unlink(f"{ENABLED}/{u}")
+    sys.exit(0)
+if verb == "reset-failed":
+    sys.exit(0)
+if verb == "kill":
+    for u in units:
+        pid = pid_of(u)
+        if pid is not None:
+            os.killpg(pid, getattr(signal, signal_name))
     sys.exit(0)
 if verb in ("start", "restart", "stop"):
     for u in units:
