@@ -11,3 +11,16 @@ ETCD_S3_SECRET: Final = "k3s-etcd-s3"
 # K3s's bundled local-path provisioner keeps each volume in the node's data directory, which the
 # uninstall deletes: a removal that would take such a volume with it needs the operator's word.
 LOCAL_STORAGE_CLASS: Final = "local-path"
+
+# Where K3s releases are published, and the names of a release's assets: the binary of each
+# architecture and the file of their sha256 sums (`<sha256>  <asset>` lines). K3s's own installer
+# downloads `${GITHUB_URL}/download/${VERSION_K3S}/k3s${SUFFIX}` with SUFFIX empty on amd64 and
+# `-arm64` on arm64, and checks it against the line for that asset in `sha256sum-${ARCH}.txt`
+# (k3s-io/k3s install.sh: setup_verify_arch, download_hash, download_binary, verify_binary).
+RELEASE_DOWNLOADS: Final = "https://github.com/k3s-io/k3s/releases/download"
+RELEASE_BINARIES: Final = {"amd64": "k3s", "arm64": "k3s-arm64"}
+
+
+def checksum_file(arch: str) -> str:
+    """The release asset listing the sha256 of every asset of one architecture."""
+    return f"sha256sum-{arch}.txt"

@@ -26,7 +26,7 @@ from typing import Any, Final
 from components.gpu import GPU_RESOURCE, GPU_TAINT_KEY, GPU_TYPE_LABEL, RUNTIME_CLASS
 from components.settings.catalogue import NAMESPACES
 from components.settings.gitops import ARGOCD_PROJECT
-from components.settings.platform import CHART_MIRROR
+from components.settings.reader import is_mirror_url
 from components.settings.secrets import PLACEHOLDER
 
 SECRET: Final = "[secret]"
@@ -621,8 +621,7 @@ def helm_releases_are_pinned(resource_type: str, inputs: JSON, config: PolicyCon
     repository = _map(inputs.get("repositoryOpts")).get("repo")
     # Plain http only as `platform.chartMirror` allows it: on the loopback of the machine running Helm.
     if not (
-        isinstance(repository, str)
-        and (repository.startswith(("https://", "oci://")) or CHART_MIRROR.match(repository))
+        isinstance(repository, str) and (repository.startswith(("https://", "oci://")) or is_mirror_url(repository))
     ):
         violations.append(
             f"repositoryOpts.repo: {repository!r} is not an https or oci chart repository, nor a loopback mirror"

@@ -1,13 +1,16 @@
 """A fake Lambda machine and a fake K3s cluster, for running the real node scripts in tests.
 
-A `Machine` is a scratch directory used as SOPHIA_ROOT (every system path in the scripts is
-prefixed with it) plus stub programs on PATH: sudo, id, uname, ss, ip, ufw, nvidia-smi, modinfo,
-curl, systemctl, journalctl, and the `k3s` binary that the fake installer (served by the curl stub)
-puts in place. The simple stubs are one bash script (sudo alone is most of the calls, and bash starts
-ten times faster than Python); K3s and its service starting are Python. Every stub call is logged
-with its arguments and the environment it was given, so a test can see what a script ran, and that
-a secret never reached an argument list or an environment; and every script run keeps what it
-printed, which pulumi-command logs, so a test can see that no secret is in it.
+A `Machine` is a scratch directory used as SOPHIA_ROOT (every system path in the scripts is prefixed
+with it) plus stub programs on PATH: sudo, id, uname, ss, ip, ufw, nvidia-smi, modinfo, curl,
+systemctl, journalctl, umount. The curl stub serves a K3s release as GitHub (or a mirror laid out
+like it) does: `<base>/<version>/k3s|k3s-arm64` is a fake K3s binary that knows its version and
+asset, `<base>/<version>/sha256sum-<arch>.txt` the sha256 of the binary it serves there; the install
+step puts that binary at /usr/local/bin/k3s itself. The simple stubs are one bash script (sudo alone
+is most of the calls, and bash starts ten times faster than Python); K3s and its service starting
+are Python. Every stub call is logged with its arguments and the environment it was given, so a test
+can see what a script ran, and that a secret never reached an argument list or an environment; and
+every script run keeps what it printed, which pulumi-command logs, so a test can see that no secret
+is in it.
 A `FakeCluster` directory is the API server those `k3s kubectl` calls talk to: nodes and leases in
 one state file (marshal: the stub starts faster without json), changed under a file lock so that
 concurrent scripts see one consistent cluster; tests read and set it with cluster_state and
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import marshal
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -26,6 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 
@@ -145,7 +150,39 @@ if name == "systemctl":
         if flag("fail-restart"):
             (fake / "fail-restart").unlink()
             fail(f"Job for {service}.service failed")
+        # systemd starts what it loaded at the last daemon-reload (the shell stub keeps a copy), and
+        # only a unit whose ExecStart is the K3s binary in the service's role starts K3s.
+        loaded = fake / "loaded-units" / f"{service}.service"
+        if not loaded.exists():
+            fail(f"Failed to restart {service}.service: Unit {service}.service not found.")
+        on_disk = root / "etc/systemd/system" / f"{service}.service"
+        if not on_disk.exists() or on_disk.read_text() != loaded.read_text():
+            fail(f"Warning: The unit file of {service}.service changed on disk. Run 'systemctl daemon-reload'.")
+        role = "server" if service == "k3s" else "agent"
+        if f"\nExecStart=/usr/local/bin/k3s {role}\n" not in loaded.read_text():
+            fail(f"{service}.service: ExecStart is not /usr/local/bin/k3s {role}")
+        if not os.access(root / "usr/local/bin/k3s", os.X_OK):
+            fail(f"{service}.service: Failed at step EXEC spawning /usr/local/bin/k3s: No such file or directory")
         (fake / f"active-{service}").touch()
+        # What a running K3s leaves on the machine: mounts under /run/k3s and /var/lib/kubelet (in the
+        # scratch root, so a real mount table is never touched) and the CNI and flannel interfaces.
+        mounts = root / "proc/self/mounts"
+        mounts.parent.mkdir(parents=True, exist_ok=True)
+        mounts.write_text(
+            f"shm {root}/run/k3s/containerd/io.containerd.grpc.v1.cri/sandboxes/0a1b/shm tmpfs rw 0 0\n"
+            f"overlay {root}/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/0a1b/rootfs overlay rw 0 0\n"
+            f"tmpfs {root}/var/lib/kubelet/pods/5e6f/volumes/kubernetes.io~projected/kube-api-access tmpfs rw 0 0\n"
+            "/dev/sda1 / ext4 rw 0 0\n"
+        )
+        for directory in ("run/k3s/containerd", "var/lib/kubelet/pods/5e6f", "run/flannel"):
+            (root / directory).mkdir(parents=True, exist_ok=True)
+        (fake / "links").write_text(
+            "1: lo: <LOOPBACK,UP> mtu 65536 qdisc noqueue state UNKNOWN\n"
+            "2: eth0: <BROADCAST,UP> mtu 1500 qdisc mq state UP\n"
+            "3: flannel-wg: <POINTOPOINT,UP> mtu 1420 qdisc noqueue state UNKNOWN\n"
+            "4: cni0: <BROADCAST,UP> mtu 1420 qdisc noqueue state UP\n"
+            "5: veth0a1b@if2: <BROADCAST,UP> mtu 1420 qdisc noqueue master cni0 state UP\n"
+        )
         count = fake / f"restarts-{service}"
         count.write_text(str(int(count.read_text()) + 1 if count.exists() else 1))
         import yaml  # here only: every stub call starts a Python, and yaml doubles what that costs
@@ -204,7 +241,9 @@ if name == "systemctl":
     sys.exit(0)
 if name == "k3s":
     if args[0] == "--version":
-        out(f"k3s version {(fake / 'k3s-version').read_text()} (fake)\ngo version go1.24\n")
+        # The binary the curl stub served says which release it is (FAKE_K3S_RELEASE, set before this code).
+        version, asset = globals()["FAKE_K3S_RELEASE"]
+        out(f"k3s version {version} (fake {asset})\ngo version go1.24\n")
     if args[0] == "server":
         # `k3s server --cluster-reset ...`: etcd is reset to the snapshot, then K3s exits.
         if flag("active-k3s"):
@@ -344,24 +383,6 @@ def _stub_code() -> bytes:
     return _STUB_CODE[0]
 
 
-INSTALLER = r"""#!/bin/sh
-set -e
-[ "$INSTALL_K3S_SKIP_START" = true ] || { echo "installer would start K3s itself" >&2; exit 1; }
-case "$INSTALL_K3S_EXEC" in server) service=k3s ;; agent) service=k3s-agent ;; *) exit 1 ;; esac
-mkdir -p "$SOPHIA_ROOT/usr/local/bin"
-cp "$FAKE_K3S_PROGRAM" "$SOPHIA_ROOT/usr/local/bin/k3s"
-chmod +x "$SOPHIA_ROOT/usr/local/bin/k3s"
-printf '%s' "$INSTALL_K3S_VERSION" > "$SOPHIA_ROOT/fake/k3s-version"
-echo "$INSTALL_K3S_VERSION $INSTALL_K3S_EXEC" >> "$SOPHIA_ROOT/fake/installs.log"
-cat > "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh" <<EOF
-#!/bin/sh
-rm -rf "$SOPHIA_ROOT/usr/local/bin/k3s" "$SOPHIA_ROOT/etc/rancher/k3s" "$SOPHIA_ROOT/var/lib/rancher/k3s" \
-  "$SOPHIA_ROOT/fake/active-$service" "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh"
-echo uninstalled >> "$SOPHIA_ROOT/fake/installs.log"
-EOF
-chmod +x "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh"
-"""
-
 # The commands whose fake behaviour is a few lines, in bash: bash starts in about a millisecond where
 # Python takes 10 to 25, and the scripts make hundreds of such calls per machine, most through sudo.
 # systemctl restart and start (which play K3s starting) are handed on to the Python stub.
@@ -375,6 +396,12 @@ mapfile -d '' -t environ < /proc/$$/environ
 printf '%s\0' "$(($# + 1))" "$name" "$@" "${environ[@]}" > "$fake/calls/${EPOCHREALTIME//[!0-9]/}-$$"
 
 flag() { [[ -e $fake/$1 ]]; }
+# fake_k3s VERSION ASSET: the fake K3s binary of a release (Machine.k3s_binary is the same text).
+fake_k3s() {
+    head -n 1 "$FAKE_K3S_PROGRAM"
+    printf "FAKE_K3S_RELEASE = ('%s', '%s')\n" "$1" "$2"
+    tail -n +2 "$FAKE_K3S_PROGRAM"
+}
 show() {
     local text=""
     [[ -e $fake/$1 ]] || { echo "fake: no $1" >&2; exit 1; }
@@ -397,6 +424,17 @@ id)
 uname) show machine ;;
 ss) if flag listeners; then show listeners; fi ;;
 ip)
+    if [[ $* == "-o link show" ]]; then
+        if flag links; then show links; fi
+        exit 0
+    fi
+    if [[ $1 == link && $2 == delete ]]; then
+        grep -q "^[0-9]*: $3[:@]" "$fake/links" 2>/dev/null || fail "Cannot find device \"$3\"" 1
+        grep -v "^[0-9]*: $3[:@]" "$fake/links" > "$fake/links.new" || true
+        mv "$fake/links.new" "$fake/links"
+        exit 0
+    fi
+    [[ $* == "netns list" ]] && exit 0
     addresses=()
     if flag addresses; then read -r -d '' -a addresses < "$fake/addresses"; fi
     for i in "${!addresses[@]}"; do
@@ -413,11 +451,41 @@ nvidia-smi)
 curl)
     flag curl-fails && fail "curl: (22) The requested URL returned error: 404" 22
     args=("$@")
+    url=${args[-1]}
     for i in "${!args[@]}"; do
-        if [[ ${args[i]} == -o ]]; then printf '%s' "$FAKE_INSTALLER" > "${args[i + 1]}"; exit 0; fi
+        [[ ${args[i]} == -o ]] || continue
+        # A K3s release: <base>/<version, + as %2B>/<asset>.
+        asset=${url##*/} version=${url%/*}
+        version=${version##*/}
+        [[ $version == v*%2Bk3s* ]] || fail "curl: (22) The requested URL returned error: 404" 22
+        version=${version//%2B/+}
+        case $asset in
+        k3s | k3s-arm64)
+            fake_k3s "$version" "$asset" > "${args[i + 1]}"
+            if flag tampered-binary; then echo "# tampered in transit" >> "${args[i + 1]}"; fi
+            ;;
+        sha256sum-amd64.txt | sha256sum-arm64.txt)
+            arch=${asset#sha256sum-} && arch=${arch%.txt}
+            binary=k3s && [[ $arch == amd64 ]] || binary=k3s-$arch
+            sum=$(fake_k3s "$version" "$binary" | sha256sum)
+            # As the release's file: a line per asset of the architecture, the binary's among them.
+            other=$(printf '%s' "$version images" | sha256sum)
+            printf '%s  %s\n' "${other%% *}" "k3s-airgap-images-$arch.tar.zst" "${sum%% *}" "$binary" \
+                > "${args[i + 1]}"
+            ;;
+        *) fail "curl: (22) The requested URL returned error: 404" 22 ;;
+        esac
+        exit 0
     done
-    [[ ${args[-1]} == */ping ]] && ! flag server-unreachable && { printf pong; exit 0; }
+    [[ $url == */ping ]] && ! flag server-unreachable && { printf pong; exit 0; }
     fail "curl: (28) Connection timed out" 28
+    ;;
+umount)
+    mounts=$SOPHIA_ROOT/proc/self/mounts
+    path=${*: -1}
+    grep -q " $path " "$mounts" 2>/dev/null || fail "umount: $path: not mounted." 32
+    grep -v " $path " "$mounts" > "$mounts.new" || true
+    mv "$mounts.new" "$mounts"
     ;;
 systemctl)
     command=()
@@ -426,6 +494,13 @@ systemctl)
     case $verb in
     is-active) flag "active-$service" || exit 3 ;;
     stop) rm -f "$fake/active-$service" ;;
+    daemon-reload)
+        # What systemd loaded: the unit files as they are now.
+        rm -rf "$fake/loaded-units" && mkdir "$fake/loaded-units"
+        for unit in "$SOPHIA_ROOT"/etc/systemd/system/*.service; do
+            if [[ -e $unit ]]; then cp "$unit" "$fake/loaded-units/"; fi
+        done
+        ;;
     restart | start) exec @PYTHON_PROGRAM@ --logged "$name" "$@" ;;
     esac
     ;;
@@ -433,7 +508,20 @@ systemctl)
 esac
 exit 0
 """
-SHELL_STUBS = ("sudo", "id", "uname", "ss", "ip", "ufw", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
+SHELL_STUBS = (
+    "sudo",
+    "id",
+    "uname",
+    "ss",
+    "ip",
+    "ufw",
+    "modinfo",
+    "journalctl",
+    "nvidia-smi",
+    "curl",
+    "systemctl",
+    "umount",
+)
 # The private key K3s writes into the admin kubeconfig (`client-key-data`): a secret every server holds.
 ADMIN_CLIENT_KEY = "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCmZha2UtYWRtaW4ta2V5"
 
@@ -489,7 +577,8 @@ class Machine:
         shell.chmod(0o755)
         for stub in SHELL_STUBS:
             (self.bin / stub).symlink_to(shell)
-        # The stubs tell what they are by their name: the installer copies the Python one in as `k3s`.
+        # The stubs tell what they are by their name: the K3s binaries the curl stub serves are the Python
+        # one with the release they are (fake_k3s), installed as /usr/local/bin/k3s.
         self.k3s_source = self.bin / "k3s-source"
         self.k3s_source.mkdir()
         shutil.copy(program, self.k3s_source / "k3s")
@@ -513,7 +602,6 @@ class Machine:
             "HOME": str(self.root),
             "SOPHIA_ROOT": str(self.root),
             "FAKE_CLUSTER": str(self.cluster),
-            "FAKE_INSTALLER": INSTALLER,
             "FAKE_K3S_PROGRAM": str(self.k3s_source / "k3s"),
             "FAKE_ADMIN_KEY": ADMIN_CLIENT_KEY,
             "POLL_SECONDS": "0.1",
@@ -569,9 +657,31 @@ class Machine:
         path = self.fake / f"restarts-{service}"
         return int(path.read_text()) if path.exists() else 0
 
-    def installs(self) -> list[str]:
-        path = self.fake / "installs.log"
-        return path.read_text().splitlines() if path.exists() else []
+    def downloads(self) -> list[str]:
+        """Every K3s release asset downloaded, as its URL, in order."""
+        return [call[-1] for call in self.calls() if call[:1] == ["curl"] and "-o" in call]
+
+    def binaries_downloaded(self) -> list[str]:
+        """The K3s binaries downloaded, `<version> <asset>`, in order."""
+        return [
+            f"{unquote(url.rsplit('/', 2)[1])} {url.rsplit('/', 1)[1]}"
+            for url in self.downloads()
+            if url.rsplit("/", 1)[1] in ("k3s", "k3s-arm64")
+        ]
+
+    def k3s_binary(self, version: str, asset: str) -> bytes:
+        """The fake K3s binary the curl stub serves for a release's asset (its fake_k3s)."""
+        first, rest = (self.k3s_source / "k3s").read_text().split("\n", 1)
+        return f"{first}\nFAKE_K3S_RELEASE = ('{version}', '{asset}')\n{rest}".encode()
+
+    def installed_k3s(self) -> str | None:
+        """`<version> <asset>` of the K3s binary at /usr/local/bin/k3s, None without one."""
+        binary = self.root / "usr/local/bin/k3s"
+        if not binary.exists():
+            return None
+        match = re.search(r"^FAKE_K3S_RELEASE = \('([^']*)', '([^']*)'\)$", binary.read_text(), flags=re.M)
+        assert match, "not a K3s binary the curl stub served"
+        return f"{match[1]} {match[2]}"
 
     def files(self) -> dict[str, tuple[bytes, int, int]]:
         """Every file under the machine's system paths: content, mode and modification time."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,16 @@ def problems_of(directory: Path, document: dict[str, Any]) -> list[str]:
     except ConfigError as error:
         return [str(p) for p in error.problems]
     return []
+
+
+def script_exports(script: str) -> dict[str, str]:
+    """The settings a composed node script starts with: its `export NAME=value` lines, read as bash
+    reads them (a value may span lines: the K3s config and systemd unit do)."""
+    lexer = shlex.shlex(script[script.index("\nexport ") :], posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    values: dict[str, str] = {}
+    while lexer.get_token() == "export":
+        name, value = str(lexer.get_token()).split("=", 1)
+        values[name] = value
+    return values

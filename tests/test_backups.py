@@ -20,7 +20,7 @@ from render.__main__ import main as render_main
 from render.model import Rendered
 from render.stack import load_stack
 from tests.cluster_fakes import Machine, Result, add_snapshot, cluster_state
-from tests.support import production_document, settings_from, write_stack
+from tests.support import production_document, script_exports, settings_from, write_stack
 
 Doc = dict[str, Any]
 SERVER = "sophia-production-instance"
@@ -164,9 +164,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 def _exports(script: str) -> dict[str, str]:
-    prelude = script.split("\n\n", 1)[0]
-    words = shlex.split(prelude, comments=True)
-    return dict(words[i + 1].split("=", 1) for i, w in enumerate(words[:-1]) if w == "export")
+    return script_exports(script)
 
 
 def _install(production: Rendered, node: str) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,12 +11,13 @@ import yaml
 
 from components.cluster.node_config import flannel_backend, node_address, node_scripts
 from components.gpu import GPU_PRESENT_LABEL, GPU_TAINT_KEY, GPU_TYPE_LABEL
-from components.settings.stack import Settings
+from components.settings.stack import Settings, load_settings
+from render.__main__ import render
 from render.bench import host_key
 from render.engine import _SECRET_SIG, REMOTE_COMMAND, StandInCloud, run_program
 from render.model import Rendered, build
 from render.stack import StackConfig, load_stack
-from tests.support import production_document, settings_from, stack_from
+from tests.support import production_document, script_exports, settings_from, stack_from
 
 FIRST = "sophia-production-instance"
 
@@ -50,10 +50,7 @@ def command(rendered: Rendered, name: str) -> dict[str, Any]:
 
 def exports(script: str) -> dict[str, str]:
     """The settings a composed script starts with (its `export NAME=value` prelude)."""
-    prelude = script.split("\n\n", 1)[0]
-    words = shlex.split(prelude, comments=True)
-    assignments = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "export"]
-    return dict(a.split("=", 1) for a in assignments)
+    return script_exports(script)
 
 
 def k3s_config(rendered: Rendered, node: str) -> dict[str, Any]:
@@ -392,7 +389,6 @@ def test_the_first_server_initialises_a_hardened_cluster(production: Rendered, s
     assert "node-ip" not in config
     install = exports(command(production, f"{FIRST}-install")["inputs"]["create"])
     assert install["K3S_VERSION"] == settings.cluster.k3s_version
-    assert install["K3S_INSTALL_URL"].endswith(f"/{settings.cluster.k3s_version}/install.sh")
 
 
 def test_agents_join_the_first_server_with_the_token_file(production: Rendered, settings: Settings) -> None:
@@ -485,6 +481,37 @@ def test_every_config_key_is_a_flag_of_the_k3s_command_the_node_runs(production:
             assert key in flags, f"{node.name}: {key} is not a k3s {install['NODE_ROLE']} flag"
             assert isinstance(value, flags[key]), f"{node.name}: {key}={value!r}"
         assert config["flannel-backend" if node.role.value == "server" else "node-name"]
+
+
+# The binary of each architecture in a K3s release, as GitHub serves it (the release's `+` as %2B).
+GITHUB_RELEASE = "https://github.com/k3s-io/k3s/releases/download/v1.35.5%2Bk3s1"
+RELEASE_ASSETS = {"amd64": "k3s", "arm64": "k3s-arm64"}
+
+
+@pytest.mark.parametrize("stack", ["production", "development"])
+def test_every_node_installs_the_release_binary_of_its_arch_checked_against_the_releases_checksums(
+    stack: str, tmp_path: Path
+) -> None:
+    config = load_stack(stack)
+    rendered, _ = render(config, tmp_path / stack)
+    cluster = load_settings(config.stack, config.config, config.secret_keys).cluster
+    assert cluster.k3s_version == "v1.35.5+k3s1"
+    for node in cluster.nodes:
+        install = exports(command(rendered, f"{node.name}-install")["inputs"]["create"])
+        asset = RELEASE_ASSETS[node.arch.value]
+        assert install["K3S_BINARY_URL"] == f"{GITHUB_RELEASE}/{asset}", node.name
+        assert install["K3S_SHA256_URL"] == f"{GITHUB_RELEASE}/sha256sum-{node.arch.value}.txt", node.name
+        assert install["K3S_SHA256"] == ""  # no pin in the stack file: the release's own checksums
+        service = "k3s" if node.role.value == "server" else "k3s-agent"
+        assert install["K3S_SERVICE"] == service
+        assert install["K3S_UNIT_FILE"] == f"/etc/systemd/system/{service}.service"
+        exec_start = [line for line in install["K3S_UNIT"].splitlines() if line.startswith("ExecStart=")]
+        assert exec_start == [f"ExecStart=/usr/local/bin/k3s {node.role.value}"], node.name
+        create = command(rendered, f"{node.name}-install")["inputs"]["create"]
+        # No installer is fetched or run: nothing from the installer's URLs, none of its variables.
+        assert "raw.githubusercontent.com" not in create and "get.k3s.io" not in create
+        assert "INSTALL_K3S_" not in create
+    assert any(n.arch.value == "arm64" for n in cluster.nodes) or stack == "development"
 
 
 def test_the_join_tokens_are_generated_stable_secrets(production: Rendered) -> None:

@@ -63,6 +63,18 @@ def _set(path: str, value: object) -> Callable[[Doc], None]:
     return mutate
 
 
+def _all(*mutations: Callable[[Doc], None]) -> Callable[[Doc], None]:
+    def mutate(doc: Doc) -> None:
+        for change in mutations:
+            change(doc)
+
+    return mutate
+
+
+# Stand-in sha256 pins (the format of a release's sha256sum-<arch>.txt; no real binary's).
+PIN_AMD64 = "a" * 64
+PIN_ARM64 = "b" * 64
+
 CASES: list[tuple[str, Callable[[Doc], None], str]] = [
     ("unknown top-level key", _set("sophia-infra:colour", "blue"), "sophia-infra:colour: unknown key"),
     (
@@ -196,8 +208,35 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
     (
         "chart mirror over plain http on the network",
         _set("sophia-infra:platform.chartMirror", "http://charts.internal.example/helm"),
-        "sophia-infra:platform.chartMirror: must be an https:// Helm repository URL (http:// only on 127.0.0.1,"
-        " localhost or [::1]), got 'http://charts.internal.example/helm'",
+        "sophia-infra:platform.chartMirror: must be an https:// URL of a Helm repository (http:// only on"
+        " 127.0.0.0/8, localhost or [::1]), got 'http://charts.internal.example/helm'",
+    ),
+    (
+        "K3s mirror over plain http on the network",
+        _set("sophia-infra:cluster.k3sMirror", "http://mirror.internal.example/k3s"),
+        "sophia-infra:cluster.k3sMirror: must be an https:// URL of a K3s release mirror (http:// only on"
+        " 127.0.0.0/8, localhost or [::1]), got 'http://mirror.internal.example/k3s'",
+    ),
+    (
+        "K3s mirror without the pin of an architecture the machines use",
+        _all(
+            _set("sophia-infra:cluster.k3sMirror", "https://mirror.internal.example/k3s"),
+            _set("sophia-infra:cluster.k3sSha256", {"amd64": PIN_AMD64}),
+        ),
+        "sophia-infra:cluster.k3sSha256.arm64: is required with cluster.k3sMirror (the arm64 machines"
+        " sophia-ai-core install the K3s binary from the mirror, and only a pinned sha256 proves it is the"
+        " release's): copy the line for k3s-arm64 from the release's sha256sum-arm64.txt",
+    ),
+    (
+        "K3s pin that is not a sha256",
+        _set("sophia-infra:cluster.k3sSha256", {"amd64": PIN_AMD64.upper()}),
+        "sophia-infra:cluster.k3sSha256.amd64: must be the sha256 of the K3s binary for amd64 (64 hex digits"
+        f" 0-9a-f, as in the release's sha256sum-amd64.txt), got '{PIN_AMD64.upper()}'",
+    ),
+    (
+        "K3s pin for an architecture K3s has no binary for here",
+        _set("sophia-infra:cluster.k3sSha256", {"arm": PIN_AMD64}),
+        "sophia-infra:cluster.k3sSha256.arm: unknown key",
     ),
 ]
 
@@ -262,3 +301,13 @@ def test_several_servers_over_public_addresses_only_are_refused_saying_why(tmp_p
     (problem,) = caught.value.problems
     assert str(problem).startswith("sophia-infra:cluster.nodes: has 3 servers but not every machine has a privateIp")
     assert "embedded etcd" in str(problem)
+
+
+@pytest.mark.parametrize("mirror", ["https://mirror.internal.example/k3s/", "http://127.0.0.2:8080", "http://[::1]/r"])
+def test_a_k3s_mirror_with_every_used_architecture_pinned_is_accepted(tmp_path: Path, mirror: str) -> None:
+    doc = production_document()
+    cluster(doc)["k3sMirror"] = mirror
+    cluster(doc)["k3sSha256"] = {"amd64": PIN_AMD64, "arm64": PIN_ARM64}
+    settings = settings_from(tmp_path, doc).cluster
+    assert settings.k3s_mirror == mirror
+    assert {arch.value: pin for arch, pin in settings.k3s_sha256.items()} == {"amd64": PIN_AMD64, "arm64": PIN_ARM64}

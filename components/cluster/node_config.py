@@ -18,11 +18,12 @@ from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
+from urllib.parse import quote
 
 import yaml
 
 from components.gpu import GPU_PRESENT_LABEL, GPU_TYPE_LABEL
-from components.k3s import ETCD_S3_SECRET, LOCAL_STORAGE_CLASS
+from components.k3s import ETCD_S3_SECRET, LOCAL_STORAGE_CLASS, RELEASE_BINARIES, RELEASE_DOWNLOADS, checksum_file
 from components.settings.cluster import Arch, ClusterSettings, Node, Role
 
 SCRIPTS_DIR: Final = Path(__file__).resolve().parent / "scripts"
@@ -41,6 +42,10 @@ AGENT_KUBECONFIG: Final = "/var/lib/rancher/k3s/agent/kubelet.kubeconfig"
 LEASE_NAME: Final = "sophia-server-restart"
 DATA_DIR: Final = "/var/lib/rancher/k3s"
 RESTORE_PATH: Final = "/usr/local/sbin/sophia-etcd-restore"
+# Where K3s's installer puts the binary and its systemd unit (k3s-io/k3s install.sh: BIN_DIR,
+# SYSTEMD_DIR), kept so that a machine installed by it and one installed here look the same.
+K3S_BINARY: Final = "/usr/local/bin/k3s"
+UNIT_DIR: Final = "/etc/systemd/system"
 # Node annotations through which admit tells its own changes from an operator's (admit.sh).
 TAINTS_ANNOTATION: Final = "sophia.ai/applied-taints"
 DRAINED_ANNOTATION: Final = "sophia.ai/drained"
@@ -54,7 +59,7 @@ DRAIN_TIMEOUT_SECONDS: Final = 600
 LEASE_SECONDS: Final = READY_TIMEOUT_SECONDS + 300
 # One API request (kubectl --request-timeout); the waits above retry, so one slow answer is no failure.
 KUBE_REQUEST_TIMEOUT_SECONDS: Final = 30
-# One download, and the K3s installer with the downloads it makes itself (binary about 70 MB).
+# One download (the K3s binary is about 70 MB).
 DOWNLOAD_TIMEOUT_SECONDS: Final = 300
 
 # Lambda Stack images; `ID:VERSION_ID` as in /etc/os-release.
@@ -89,9 +94,67 @@ class Step(StrEnum):
     KUBECONFIG = "kubeconfig"
 
 
-def install_url(version: str) -> str:
-    """The installer of the pinned release itself, not the moving get.k3s.io one."""
-    return f"https://raw.githubusercontent.com/k3s-io/k3s/{version}/install.sh"
+def service_name(role: Role) -> str:
+    """The systemd service K3s runs as: `k3s` on servers, `k3s-agent` on agents (as K3s's installer names them)."""
+    return "k3s" if role is Role.SERVER else "k3s-agent"
+
+
+def unit_file(role: Role) -> str:
+    return f"{UNIT_DIR}/{service_name(role)}.service"
+
+
+def systemd_unit(role: Role) -> str:
+    """The systemd unit of K3s on a node of this role, as K3s's installer writes it.
+
+    The content of k3s-io/k3s install.sh `create_systemd_service_file` (Type=notify: K3s tells
+    systemd when it is up; KillMode=process and Delegate=yes: a restart of K3s leaves the pods'
+    containers running, in cgroups K3s manages; no Limit* accounting; TimeoutStartSec=0: no start
+    timeout, which the install step bounds itself; the modules K3s's networking needs loaded first),
+    with the command alone on ExecStart: every setting is in /etc/rancher/k3s/config.yaml. Its
+    environment files are kept, so that proxy settings an operator put in /etc/default/<service>
+    (K3s docs, advanced: "Configuring an HTTP proxy") or the installer put in <unit>.env still apply.
+    """
+    return (
+        "[Unit]\n"
+        "Description=Lightweight Kubernetes\n"
+        "Documentation=https://k3s.io\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+        "\n"
+        "[Service]\n"
+        "Type=notify\n"
+        "EnvironmentFile=-/etc/default/%N\n"
+        "EnvironmentFile=-/etc/sysconfig/%N\n"
+        f"EnvironmentFile=-{unit_file(role)}.env\n"
+        "KillMode=process\n"
+        "Delegate=yes\n"
+        "User=root\n"
+        "LimitNOFILE=1048576\n"
+        "LimitNPROC=infinity\n"
+        "LimitCORE=infinity\n"
+        "TasksMax=infinity\n"
+        "TimeoutStartSec=0\n"
+        "Restart=always\n"
+        "RestartSec=5s\n"
+        "ExecStartPre=-/sbin/modprobe br_netfilter\n"
+        "ExecStartPre=-/sbin/modprobe overlay\n"
+        f"ExecStart={K3S_BINARY} {role.value}\n"
+    )
+
+
+def release_url(cluster: ClusterSettings, asset: str) -> str:
+    """One asset of the pinned K3s release, from `cluster.k3sMirror` or else K3s's GitHub releases.
+
+    The mirror is laid out as the release itself: `<base>/<version>/<asset>`, the version with its `+`
+    percent-encoded as GitHub's release URLs have it (`.../download/v1.29.1-rc2%2Bk3s1/...` in the K3s
+    docs, k3s-io/docs docs/installation/airgap.md, "Manually Deploy Images Method"): a literal `+` in a
+    path is a space to some servers.
+    """
+    base = cluster.k3s_mirror.rstrip("/") if cluster.k3s_mirror else RELEASE_DOWNLOADS
+    return f"{base}/{quote(cluster.k3s_version, safe='')}/{asset}"
 
 
 def uses_private_network(cluster: ClusterSettings) -> bool:
@@ -293,7 +356,7 @@ class NodeScripts:
 
 def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
     first = is_first(cluster, node)
-    service = "k3s" if node.role is Role.SERVER else "k3s-agent"
+    service = service_name(node.role)
     own_kubeconfig = ADMIN_KUBECONFIG if node.role is Role.SERVER else AGENT_KUBECONFIG
     config = k3s_config(cluster, node).to_yaml()
     backend = flannel_backend(cluster)
@@ -360,7 +423,9 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
             },
         ),
         prepare=on_node(Step.PREPARE.value, "prepare.sh", files),
-        uninstall=on_node(Step.PREPARE.value, "uninstall.sh", files),
+        uninstall=on_node(
+            Step.PREPARE.value, "uninstall.sh", files | {"K3S_UNIT_FILE": unit_file(node.role), "DATA_DIR": DATA_DIR}
+        ),
         install=on_node(
             Step.INSTALL.value,
             "install.sh",
@@ -372,7 +437,14 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
                 "CONFIG_FILE": CONFIG_FILE,
                 "TOKEN_FILE": TOKEN_FILE,
                 "APPLIED_FILE": APPLIED_FILE,
-                "K3S_INSTALL_URL": install_url(cluster.k3s_version),
+                "K3S_ARCH": node.arch.value,
+                "K3S_ASSET": RELEASE_BINARIES[node.arch.value],
+                "K3S_BINARY_URL": release_url(cluster, RELEASE_BINARIES[node.arch.value]),
+                # The pinned sha256 when the settings have one; otherwise the release's checksum file.
+                "K3S_SHA256": cluster.k3s_sha256.get(node.arch, ""),
+                "K3S_SHA256_URL": release_url(cluster, checksum_file(node.arch.value)),
+                "K3S_UNIT": systemd_unit(node.role),
+                "K3S_UNIT_FILE": unit_file(node.role),
                 "READY_TIMEOUT": str(READY_TIMEOUT_SECONDS),
                 "LEASE_NAME": LEASE_NAME,
                 "LEASE_SECONDS": str(LEASE_SECONDS),

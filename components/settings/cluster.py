@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from components.gpu import GPU_AGENT_TOLERATIONS, GPU_AGENTS, Toleration
+from components.k3s import RELEASE_BINARIES, checksum_file
 from components.settings.reader import LABEL_KEY, LABEL_VALUE, Value
 
 K3S_VERSION = re.compile(r"^v1\.\d{2}\.\d{1,2}\+k3s\d+$")
@@ -31,6 +32,8 @@ S3_ENDPOINT = re.compile(r"^https://[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?(:[0-9]{
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 S3_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$")
 S3_FOLDER = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+# A sha256 as the K3s release's sha256sum-<arch>.txt lists it: 64 lowercase hex digits.
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Role(StrEnum):
@@ -145,6 +148,12 @@ class ClusterSettings:
     nodes: tuple[Node, ...]
     backups: BackupStorage | None = None
     """None: snapshots stay on the servers' own disks (lost with the machine)."""
+    k3s_mirror: str | None = None
+    """`cluster.k3sMirror`: where the K3s release is downloaded from, laid out as the release itself
+    (`<base>/<version>/<asset>`); None: K3s's GitHub releases."""
+    k3s_sha256: dict[Arch, str] = field(default_factory=dict)
+    """`cluster.k3sSha256`: the pinned sha256 of the K3s binary of each architecture (from the release's
+    sha256sum-<arch>.txt). An architecture without one is checked against the release's own file."""
 
     @property
     def servers(self) -> tuple[Node, ...]:
@@ -164,6 +173,11 @@ class ClusterSettings:
         so otherwise every node uses its public one.
         """
         return all(n.private_ip for n in self.nodes)
+
+    @property
+    def archs(self) -> tuple[Arch, ...]:
+        """The CPU architectures of the configured machines, in Arch order."""
+        return tuple(a for a in Arch if any(n.arch is a for n in self.nodes))
 
     @property
     def kubernetes_minor(self) -> str:
@@ -298,6 +312,41 @@ def _read_backups(value: Value) -> BackupStorage:
     return backups
 
 
+def _read_sha256(value: Value | None) -> dict[Arch, str]:
+    if value is None:
+        return {}
+    section = value.section()
+    pins: dict[Arch, str] = {}
+    for arch in Arch:
+        pin = section.optional(arch.value)
+        if pin is not None:
+            text = pin.string(
+                pattern=SHA256,
+                what=f"the sha256 of the K3s binary for {arch.value} (64 hex digits 0-9a-f, as in the release's"
+                f" {checksum_file(arch.value)})",
+            )
+            if text:
+                pins[arch] = text
+    section.close()
+    return pins
+
+
+def _check_pins(value: Value, mirror: str | None, pins: dict[Arch, str], nodes: tuple[Node, ...]) -> None:
+    """A mirror serves the checksum files too, so it could vouch for its own binary: with one, every
+    architecture the machines use needs its pinned sha256."""
+    if mirror is None:
+        return
+    for arch in Arch:
+        users = [n.name for n in nodes if n.arch is arch and n.name]
+        if users and arch not in pins:
+            value.problems.add(
+                f"{value.path}.k3sSha256.{arch.value}",
+                f"is required with cluster.k3sMirror (the {arch.value} machines {', '.join(users)} install the K3s"
+                f" binary from the mirror, and only a pinned sha256 proves it is the release's): copy the line for"
+                f" {RELEASE_BINARIES[arch.value]} from the release's {checksum_file(arch.value)}",
+            )
+
+
 def read_cluster(value: Value) -> ClusterSettings:
     section = value.section()
     version = section.required("k3sVersion").string(pattern=K3S_VERSION, what="a K3s release such as v1.35.5+k3s1")
@@ -323,10 +372,14 @@ def read_cluster(value: Value) -> ClusterSettings:
         snap.close()
     backups_value = section.optional("backups")
     backups = _read_backups(backups_value) if backups_value else None
+    mirror_value = section.optional("k3sMirror")
+    mirror = mirror_value.mirror_url("a K3s release mirror") or None if mirror_value else None
+    pins = _read_sha256(section.optional("k3sSha256"))
     nodes_value = section.required("nodes")
     nodes = nodes_value.list_of(lambda v: _read_node(v, default_user, default_port), minimum=1, maximum=500)
     section.close()
     _check_nodes(nodes_value, nodes)
+    _check_pins(value, mirror, pins, nodes)
     servers = [n for n in nodes if n.role is Role.SERVER]
     api_endpoint = endpoint_value.host() if endpoint_value else (servers[0].host if servers else "")
-    return ClusterSettings(version, api_endpoint, snapshots, nodes, backups)
+    return ClusterSettings(version, api_endpoint, snapshots, nodes, backups, mirror, pins)

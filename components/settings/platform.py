@@ -28,14 +28,10 @@ PROMETHEUS_DISK_SHARE = 0.8
 
 # A Helm chart repository serving every chart at its pinned version under its official name: an
 # internal mirror (Artifactory, Harbor, Nexus, ChartMuseum) for clusters whose network cannot reach
-# the official repositories. https, because a chart fetched in the clear over a network can be
-# swapped in transit and would run with cluster-admin rights; plain http only on the machine running
-# `pulumi up` itself (loopback), where no network lies between (the e2e's local repository).
-CHART_MIRROR = re.compile(
-    r"^(https://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?"
-    r"|http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?)(/[-A-Za-z0-9._~%/]*)?$"
-)
-CHART_MIRROR_WHAT = "an https:// Helm repository URL (http:// only on 127.0.0.1, localhost or [::1])"
+# the official repositories. Read as every mirror is (Value.mirror_url): https, plain http only on
+# the loopback of the machine running `pulumi up`, where no network lies between (the e2e's local
+# repository).
+CHART_MIRROR_WHAT = "a Helm repository"
 
 # What every Argo CD Application follows (seed 000: an Application on a branch that did not exist).
 GITOPS_BRANCH = "main"
@@ -121,7 +117,7 @@ def read_platform(value: Value) -> PlatformSettings:
     monitoring = _read_monitoring(section.required("monitoring"))
     gpu_sharing = _read_gpu_sharing(section.optional("gpuSharing"))
     mirror = section.optional("chartMirror")
-    chart_mirror = None if mirror is None else mirror.string(pattern=CHART_MIRROR, what=CHART_MIRROR_WHAT)
+    chart_mirror = None if mirror is None else mirror.mirror_url(CHART_MIRROR_WHAT)
     section.close()
     return PlatformSettings(monitoring, gpu_sharing, chart_mirror)
 

@@ -25,6 +25,32 @@ LABEL_KEY = re.compile(
 )
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
+# A mirror: an internal server that serves what would otherwise come from the internet (Helm charts:
+# `platform.chartMirror`; the K3s binary: `cluster.k3sMirror`). https, because what it serves runs
+# with root or cluster-admin rights and plain http can be swapped in transit; plain http only on a
+# loopback host (127.0.0.0/8, localhost, [::1]), where no network lies between the two ends.
+_MIRROR = re.compile(
+    r"^(?P<scheme>https?)://(?P<host>[a-z0-9]([-a-z0-9.]*[a-z0-9])?|\[::1\])(:(?P<port>[0-9]{1,5}))?"
+    r"(?P<path>/[-A-Za-z0-9._~%/]*)?$"
+)
+MIRROR_LOOPBACK = "127.0.0.0/8, localhost or [::1]"
+
+
+def is_mirror_url(text: str) -> bool:
+    """An https URL without query or credentials, or an http one on a loopback host (see _MIRROR)."""
+    match = _MIRROR.fullmatch(text)
+    if match is None or not 1 <= int(match["port"] or 443) <= 65535:
+        return False
+    if match["scheme"] == "https":
+        return True
+    host = match["host"].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 class _Missing:
     """Marks a value that is absent; its absence has been reported once already."""
@@ -149,6 +175,14 @@ class Value:
         # An all-digit last label is a mistyped IP address (`999.1.1.1`), not a name.
         if not DNS_NAME.fullmatch(text) or text.rsplit(".", 1)[-1].isdigit():
             self.fail(f"must be an IP address or a DNS name, got {text!r}")
+            return ""
+        return text
+
+    def mirror_url(self, what: str) -> str:
+        """A mirror's base URL (is_mirror_url); `what` names what it serves, for the message."""
+        text = self.string()
+        if text and not is_mirror_url(text):
+            self.fail(f"must be an https:// URL of {what} (http:// only on {MIRROR_LOOPBACK}), got {text!r}")
             return ""
         return text
 
