@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -352,16 +353,27 @@ def test_a_changed_version_or_config_reruns_the_install_through_triggers(
         assert node_scripts(upgraded, after).install_triggers != node_scripts(settings.cluster, before).install_triggers
 
 
+def test_a_label_change_changes_only_that_nodes_admit(settings: Settings, tmp_path: Path) -> None:
+    document = production_document()
+    relabelled = document["config"]["sophia-infra:cluster"]["nodes"][2]
+    relabelled["labels"] = {**relabelled.get("labels", {}), "sophia.ai/tier": "batch"}
+    changed = settings_from(tmp_path, document).cluster
+    for before, after in zip(settings.cluster.nodes, changed.nodes, strict=True):
+        old, new = node_scripts(settings.cluster, before), node_scripts(changed, after)
+        differing = {f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)}
+        assert differing == ({"node", "admit"} if after.name == relabelled["name"] else set()), after.name
+
+
 def test_gpu_machines_join_labelled_and_the_gh200_tainted(production: Rendered, settings: Settings) -> None:
     for node in settings.cluster.nodes:
         config = k3s_config(production, node.name)
         assert node.gpu is not None
-        assert f"{GPU_TYPE_LABEL}={node.gpu.model.label}" in config["node-label"]
-        assert f"{GPU_PRESENT_LABEL}=true" in config["node-label"]
-        for key, value in node.labels.items():
-            assert f"{key}={value}" in config["node-label"]
+        # Labels are admit's alone (a label change must restart nothing); taints register with the node.
+        assert "node-label" not in config
         admit = exports(command(production, f"{node.name}-admit")["inputs"]["create"])
-        assert set(admit["NODE_LABELS"].splitlines()) == set(config["node-label"])
+        labels = set(admit["NODE_LABELS"].splitlines())
+        assert {f"{GPU_TYPE_LABEL}={node.gpu.model.label}", f"{GPU_PRESENT_LABEL}=true"} <= labels
+        assert {f"{key}={value}" for key, value in node.labels.items()} <= labels
         assert admit["NODE_TAINTS"].splitlines() == config.get("node-taint", [])
     gh200 = k3s_config(production, "sophia-ai-core")
     assert gh200["node-taint"] == [f"{GPU_TAINT_KEY}=true:NoSchedule"]

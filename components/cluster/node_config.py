@@ -259,7 +259,10 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
         node_name=node.name,
         node_ip=node_address(cluster, node) if uses_private_network(cluster) else None,
         node_external_ip=node.host,
-        node_label=tuple(f"{k}={v}" for k, v in node_labels(node).items()),
+        # No `node-label`: K3s re-applies it at every start (k3s-io/k3s pkg/agent/run.go,
+        # updateMutableLabels) and only then, so a label in this file would tie every label change to a
+        # K3s restart. The admit step sets the labels alone: a change runs only that node's admit.
+        # Taints stay: `node-taint` registers the node tainted, before any pod can land on it.
         node_taint=tuple(str(t) for t in node.taints),
     )
     if node.role is not Role.SERVER:

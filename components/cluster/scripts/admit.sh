@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Admit (runs on the first server, after the node is Ready): checks from the cluster's side that the
 # node joined under its name, sets its configured labels and taints and makes it schedulable.
-# K3s applies `node-label`/`node-taint` only when a node first registers; setting them here too
-# makes a changed label in the configuration take effect on a node that joined long ago.
+# The labels are this step's alone (config.yaml has none, so a label change restarts nothing); the
+# taints are also in config.yaml, which K3s applies only when the node first registers, so setting
+# them here makes a changed taint take effect on a node that joined long ago.
 #
 # What an operator did by hand stays: a cordon is lifted only when this program's own drain set it
 # (it marks the node with DRAINED_ANNOTATION), and only taints this step applied before (recorded
