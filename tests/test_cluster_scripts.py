@@ -149,7 +149,7 @@ def test_a_changed_config_rewrites_config_yaml_and_restarts_without_reinstalling
     document = production_document()
     node = next(n for n in document["config"]["sophia-infra:cluster"]["nodes"] if n["name"] == AGENT_A10)
     # A taint is K3s configuration (`node-taint`); a label is not (the admit step's alone).
-    node["taints"] = [{"key": "sophia.ai/dedicated", "value": "dev", "effect": "NoSchedule"}]
+    node["taints"] = [{"key": "sophia.ai/dedicated", "value": "dev", "effect": "PreferNoSchedule"}]
     changed = scripts_for(cluster_from(tmp_path, document), AGENT_A10)
 
     result = agent.run(changed.install)
@@ -157,7 +157,7 @@ def test_a_changed_config_rewrites_config_yaml_and_restarts_without_reinstalling
     assert result.returncode == 0, result.output
     config = (agent.root / "etc/rancher/k3s/config.yaml").read_text()
     assert config == changed.config
-    assert "sophia.ai/dedicated=dev:NoSchedule" in config
+    assert "sophia.ai/dedicated=dev:PreferNoSchedule" in config
     assert agent.restarts("k3s-agent") == 2
     assert len(agent.binaries_downloaded()) == 1
     assert oct((agent.root / "etc/rancher/k3s/config.yaml").stat().st_mode & 0o777) == "0o600"
