@@ -375,6 +375,22 @@ _YAML_HOME = str(Path(yaml.__file__).parent.parent)
 _STUB_CODE: list[bytes] = []
 
 
+# The Python stub's program: the same text on every machine (it finds the compiled stub through
+# SOPHIA_ROOT), so that a K3s binary served from it has one sha256 in a test, as a release's has.
+_PROGRAM = (
+    f"#!{sys.executable} -IS\n"
+    "import marshal, os, sys\n"
+    f"sys.path.append({_YAML_HOME!r})\n"
+    "exec(marshal.loads(open(os.environ['SOPHIA_ROOT'] + '/fake-bin/fake-program.code', 'rb').read()))\n"
+)
+
+
+def k3s_release_binary(version: str, asset: str) -> bytes:
+    """The fake K3s binary the curl stub serves as a release's asset (the stub's fake_k3s writes the same)."""
+    first, rest = _PROGRAM.split("\n", 1)
+    return f"{first}\nFAKE_K3S_RELEASE = ('{version}', '{asset}')\n{rest}".encode()
+
+
 def _stub_code() -> bytes:
     """The Python stub compiled once per test process, as marshal data for the interpreter running it."""
     if not _STUB_CODE:
@@ -396,7 +412,7 @@ mapfile -d '' -t environ < /proc/$$/environ
 printf '%s\0' "$(($# + 1))" "$name" "$@" "${environ[@]}" > "$fake/calls/${EPOCHREALTIME//[!0-9]/}-$$"
 
 flag() { [[ -e $fake/$1 ]]; }
-# fake_k3s VERSION ASSET: the fake K3s binary of a release (Machine.k3s_binary is the same text).
+# fake_k3s VERSION ASSET: the fake K3s binary of a release (k3s_release_binary is the same text).
 fake_k3s() {
     head -n 1 "$FAKE_K3S_PROGRAM"
     printf "FAKE_K3S_RELEASE = ('%s', '%s')\n" "$1" "$2"
@@ -484,6 +500,7 @@ umount)
     mounts=$SOPHIA_ROOT/proc/self/mounts
     path=${*: -1}
     grep -q " $path " "$mounts" 2>/dev/null || fail "umount: $path: not mounted." 32
+    if flag busy-mount && [[ $path == "$(show busy-mount)" ]]; then fail "umount: $path: target is busy." 32; fi
     grep -v " $path " "$mounts" > "$mounts.new" || true
     mv "$mounts.new" "$mounts"
     ;;
@@ -565,12 +582,7 @@ class Machine:
         code = self.bin / "fake-program.code"
         code.write_bytes(_stub_code())
         program = self.bin / "fake-program"
-        program.write_text(
-            f"#!{sys.executable} -IS\n"
-            "import marshal, sys\n"
-            f"sys.path.append({_YAML_HOME!r})\n"
-            f"exec(marshal.loads(open({str(code)!r}, 'rb').read()))\n"
-        )
+        program.write_text(_PROGRAM)
         program.chmod(0o755)
         shell = self.bin / "fake-shell"
         shell.write_text(SHELL_STUB.replace("@PYTHON_PROGRAM@", shlex.quote(str(program))))
@@ -668,11 +680,6 @@ class Machine:
             for url in self.downloads()
             if url.rsplit("/", 1)[1] in ("k3s", "k3s-arm64")
         ]
-
-    def k3s_binary(self, version: str, asset: str) -> bytes:
-        """The fake K3s binary the curl stub serves for a release's asset (its fake_k3s)."""
-        first, rest = (self.k3s_source / "k3s").read_text().split("\n", 1)
-        return f"{first}\nFAKE_K3S_RELEASE = ('{version}', '{asset}')\n{rest}".encode()
 
     def installed_k3s(self) -> str | None:
         """`<version> <asset>` of the K3s binary at /usr/local/bin/k3s, None without one."""
