@@ -176,6 +176,13 @@ if name == "systemctl":
         )
         for directory in ("run/k3s/containerd", "var/lib/kubelet/pods/5e6f", "run/flannel"):
             (root / directory).mkdir(parents=True, exist_ok=True)
+        # ... and packet filter rules among ufw's: kube-proxy's chains, flannel's masquerading.
+        (fake / "iptables-save").write_text(
+            "*filter\n:INPUT DROP [0:0]\n:KUBE-FIREWALL - [0:0]\n:ufw-user-input - [0:0]\n"
+            "-A INPUT -j KUBE-FIREWALL\n-A ufw-user-input -p tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+            "*nat\n:POSTROUTING ACCEPT [0:0]\n:FLANNEL-POSTRTG - [0:0]\n"
+            "-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\nCOMMIT\n"
+        )
         (fake / "links").write_text(
             "1: lo: <LOOPBACK,UP> mtu 65536 qdisc noqueue state UNKNOWN\n"
             "2: eth0: <BROADCAST,UP> mtu 1500 qdisc mq state UP\n"
@@ -496,6 +503,8 @@ curl)
     [[ $url == */ping ]] && ! flag server-unreachable && { printf pong; exit 0; }
     fail "curl: (28) Connection timed out" 28
     ;;
+iptables-save | ip6tables-save) if flag "$name"; then show "$name"; fi ;;
+iptables-restore | ip6tables-restore) cat > "$fake/${name%-restore}-save" ;;
 umount)
     mounts=$SOPHIA_ROOT/proc/self/mounts
     path=${*: -1}
@@ -525,20 +534,9 @@ systemctl)
 esac
 exit 0
 """
-SHELL_STUBS = (
-    "sudo",
-    "id",
-    "uname",
-    "ss",
-    "ip",
-    "ufw",
-    "modinfo",
-    "journalctl",
-    "nvidia-smi",
-    "curl",
-    "systemctl",
-    "umount",
-)
+SHELL_STUBS = ("sudo", "id", "uname", "ss", "ip", "ufw", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
+# What the uninstall step runs besides: what it unmounts and the packet filter rules it rewrites.
+UNINSTALL_STUBS = ("umount", "iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore")
 # The private key K3s writes into the admin kubeconfig (`client-key-data`): a secret every server holds.
 ADMIN_CLIENT_KEY = "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCmZha2UtYWRtaW4ta2V5"
 
@@ -587,7 +585,7 @@ class Machine:
         shell = self.bin / "fake-shell"
         shell.write_text(SHELL_STUB.replace("@PYTHON_PROGRAM@", shlex.quote(str(program))))
         shell.chmod(0o755)
-        for stub in SHELL_STUBS:
+        for stub in (*SHELL_STUBS, *UNINSTALL_STUBS):
             (self.bin / stub).symlink_to(shell)
         # The stubs tell what they are by their name: the K3s binaries the curl stub serves are the Python
         # one with the release they are (fake_k3s), installed as /usr/local/bin/k3s.

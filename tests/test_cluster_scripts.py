@@ -1122,6 +1122,10 @@ def test_uninstall_removes_everything_k3s_put_on_every_node_and_can_run_again(tm
         # Unmounted (deepest first) before anything was removed; the interfaces deleted.
         assert [line.split()[1] for line in (m.root / "proc/self/mounts").read_text().splitlines()] == ["/"]
         assert [line.split()[1] for line in (m.fake / "links").read_text().splitlines()] == ["lo:", "eth0:"]
+        # K3s's packet filter rules gone, ufw's kept.
+        rules = (m.fake / "iptables-save").read_text()
+        assert "-A ufw-user-input -p tcp --dport 22 -j ACCEPT" in rules
+        assert "KUBE-" not in rules and "flannel" not in rules.lower()
         gone = ["etc/rancher/k3s", "var/lib/rancher/k3s", "var/lib/kubelet", "run/k3s", "run/flannel"]
         gone += ["usr/local/bin/k3s", "usr/local/bin/kubectl", "usr/local/bin/crictl", "usr/local/bin/ctr"]
         assert [p for p in gone if (m.root / p).exists() or (m.root / p).is_symlink()] == [], name
@@ -1215,3 +1219,49 @@ def test_install_refuses_a_downgrade_or_a_skipped_minor_before_changing_anything
             result = m.run(at_version(scripts, version))
             assert result.returncode == 0, result.output
             assert m.installed_k3s() == f"{version} {ASSETS[scripts.node.arch.value]}"
+
+
+def test_a_node_the_k3s_installer_set_up_gets_this_unit_and_one_restart_without_a_download(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    bring_up(agent, scripts)
+    # As the installer left it: its unit (the command on continuation lines) and the applied record of
+    # the install step before this one (the version and the config's sha256, no unit).
+    unit = agent.root / "etc/systemd/system/k3s-agent.service"
+    unit.write_text(
+        unit.read_text().replace(
+            "ExecStart=/usr/local/bin/k3s agent\n", "ExecStart=/usr/local/bin/k3s \\\n    agent \\\n\n"
+        )
+    )
+    applied = agent.root / "var/lib/rancher/k3s/sophia-applied"
+    applied.write_text(" ".join(applied.read_text().split()[:2]) + "\n")
+    downloads = len(agent.downloads())
+
+    result = agent.run(scripts.install)
+
+    assert result.returncode == 0, result.output
+    assert "wrote /etc/systemd/system/k3s-agent.service" in result.stdout
+    assert "\nExecStart=/usr/local/bin/k3s agent\n" in unit.read_text()
+    assert agent.restarts("k3s-agent") == 2
+    assert len(agent.downloads()) == downloads
+    assert "nothing to do" in agent.run(scripts.install).stdout
+
+
+def test_every_uninstall_command_that_could_hang_is_bounded(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    bring_up(agent, scripts)
+    calls = len(agent.calls())
+
+    assert agent.run(scripts.uninstall).returncode == 0
+
+    privileged = [c[3:] for c in agent.calls()[calls:] if c[:3] == ["sudo", "-n", "--"]]
+    waits = [c for c in privileged if c[:2] in (["systemctl", "stop"], ["umount", "-f"], ["umount", "-l"])]
+    assert waits == []  # each of them runs under `timeout`
+    bounded = [c[2:] for c in privileged if c[0] == "timeout"]
+    assert ["systemctl", "stop", "k3s-agent"] in bounded
+    assert sum(c[0] == "umount" for c in bounded) == 3
