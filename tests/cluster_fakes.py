@@ -176,6 +176,13 @@ if name == "systemctl":
         )
         for directory in ("run/k3s/containerd", "var/lib/kubelet/pods/5e6f", "run/flannel"):
             (root / directory).mkdir(parents=True, exist_ok=True)
+        # ... and packet filter rules among ufw's: kube-proxy's chains, flannel's masquerading.
+        (fake / "iptables-save").write_text(
+            "*filter\n:INPUT DROP [0:0]\n:KUBE-FIREWALL - [0:0]\n:ufw-user-input - [0:0]\n"
+            "-A INPUT -j KUBE-FIREWALL\n-A ufw-user-input -p tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+            "*nat\n:POSTROUTING ACCEPT [0:0]\n:FLANNEL-POSTRTG - [0:0]\n"
+            "-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\nCOMMIT\n"
+        )
         (fake / "links").write_text(
             "1: lo: <LOOPBACK,UP> mtu 65536 qdisc noqueue state UNKNOWN\n"
             "2: eth0: <BROADCAST,UP> mtu 1500 qdisc mq state UP\n"
@@ -375,6 +382,22 @@ _YAML_HOME = str(Path(yaml.__file__).parent.parent)
 _STUB_CODE: list[bytes] = []
 
 
+# The Python stub's program: the same text on every machine (it finds the compiled stub through
+# SOPHIA_ROOT), so that a K3s binary served from it has one sha256 in a test, as a release's has.
+_PROGRAM = (
+    f"#!{sys.executable} -IS\n"
+    "import marshal, os, sys\n"
+    f"sys.path.append({_YAML_HOME!r})\n"
+    "exec(marshal.loads(open(os.environ['SOPHIA_ROOT'] + '/fake-bin/fake-program.code', 'rb').read()))\n"
+)
+
+
+def k3s_release_binary(version: str, asset: str) -> bytes:
+    """The fake K3s binary the curl stub serves as a release's asset (the stub's fake_k3s writes the same)."""
+    first, rest = _PROGRAM.split("\n", 1)
+    return f"{first}\nFAKE_K3S_RELEASE = ('{version}', '{asset}')\n{rest}".encode()
+
+
 def _stub_code() -> bytes:
     """The Python stub compiled once per test process, as marshal data for the interpreter running it."""
     if not _STUB_CODE:
@@ -396,7 +419,7 @@ mapfile -d '' -t environ < /proc/$$/environ
 printf '%s\0' "$(($# + 1))" "$name" "$@" "${environ[@]}" > "$fake/calls/${EPOCHREALTIME//[!0-9]/}-$$"
 
 flag() { [[ -e $fake/$1 ]]; }
-# fake_k3s VERSION ASSET: the fake K3s binary of a release (Machine.k3s_binary is the same text).
+# fake_k3s VERSION ASSET: the fake K3s binary of a release (k3s_release_binary is the same text).
 fake_k3s() {
     head -n 1 "$FAKE_K3S_PROGRAM"
     printf "FAKE_K3S_RELEASE = ('%s', '%s')\n" "$1" "$2"
@@ -480,10 +503,13 @@ curl)
     [[ $url == */ping ]] && ! flag server-unreachable && { printf pong; exit 0; }
     fail "curl: (28) Connection timed out" 28
     ;;
+iptables-save | ip6tables-save) if flag "$name"; then show "$name"; fi ;;
+iptables-restore | ip6tables-restore) cat > "$fake/${name%-restore}-save" ;;
 umount)
     mounts=$SOPHIA_ROOT/proc/self/mounts
     path=${*: -1}
     grep -q " $path " "$mounts" 2>/dev/null || fail "umount: $path: not mounted." 32
+    if flag busy-mount && [[ $path == "$(show busy-mount)" ]]; then fail "umount: $path: target is busy." 32; fi
     grep -v " $path " "$mounts" > "$mounts.new" || true
     mv "$mounts.new" "$mounts"
     ;;
@@ -508,20 +534,9 @@ systemctl)
 esac
 exit 0
 """
-SHELL_STUBS = (
-    "sudo",
-    "id",
-    "uname",
-    "ss",
-    "ip",
-    "ufw",
-    "modinfo",
-    "journalctl",
-    "nvidia-smi",
-    "curl",
-    "systemctl",
-    "umount",
-)
+SHELL_STUBS = ("sudo", "id", "uname", "ss", "ip", "ufw", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
+# What the uninstall step runs besides: what it unmounts and the packet filter rules it rewrites.
+UNINSTALL_STUBS = ("umount", "iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore")
 # The private key K3s writes into the admin kubeconfig (`client-key-data`): a secret every server holds.
 ADMIN_CLIENT_KEY = "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCmZha2UtYWRtaW4ta2V5"
 
@@ -565,17 +580,12 @@ class Machine:
         code = self.bin / "fake-program.code"
         code.write_bytes(_stub_code())
         program = self.bin / "fake-program"
-        program.write_text(
-            f"#!{sys.executable} -IS\n"
-            "import marshal, sys\n"
-            f"sys.path.append({_YAML_HOME!r})\n"
-            f"exec(marshal.loads(open({str(code)!r}, 'rb').read()))\n"
-        )
+        program.write_text(_PROGRAM)
         program.chmod(0o755)
         shell = self.bin / "fake-shell"
         shell.write_text(SHELL_STUB.replace("@PYTHON_PROGRAM@", shlex.quote(str(program))))
         shell.chmod(0o755)
-        for stub in SHELL_STUBS:
+        for stub in (*SHELL_STUBS, *UNINSTALL_STUBS):
             (self.bin / stub).symlink_to(shell)
         # The stubs tell what they are by their name: the K3s binaries the curl stub serves are the Python
         # one with the release they are (fake_k3s), installed as /usr/local/bin/k3s.
@@ -668,11 +678,6 @@ class Machine:
             for url in self.downloads()
             if url.rsplit("/", 1)[1] in ("k3s", "k3s-arm64")
         ]
-
-    def k3s_binary(self, version: str, asset: str) -> bytes:
-        """The fake K3s binary the curl stub serves for a release's asset (its fake_k3s)."""
-        first, rest = (self.k3s_source / "k3s").read_text().split("\n", 1)
-        return f"{first}\nFAKE_K3S_RELEASE = ('{version}', '{asset}')\n{rest}".encode()
 
     def installed_k3s(self) -> str | None:
         """`<version> <asset>` of the K3s binary at /usr/local/bin/k3s, None without one."""

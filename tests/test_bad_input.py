@@ -294,3 +294,47 @@ def test_the_shellcheck_cache_finds_what_shellcheck_finds(tmp_path: Path) -> Non
     again = shellcheck_once_per_script(context)
     assert len(first) == len(again) == 2
     assert all("SC2086" in line for line in first)
+
+
+# Where K3s comes from is not in the production stack file, so the mutations above never reach it: the
+# same mutations, each on its own, of a stack that sets both (stand-in pins, in the format of a
+# release's sha256sum-<arch>.txt).
+K3S_SOURCE = {
+    "k3sMirror": "https://k3s-mirror.internal.example/k3s",
+    "k3sSha256": {"amd64": "a" * 64, "arm64": "b" * 64},
+}
+K3S_PATHS: list[Path_] = [
+    ("sophia-infra:cluster", "k3sMirror"),
+    ("sophia-infra:cluster", "k3sSha256"),
+    ("sophia-infra:cluster", "k3sSha256", "amd64"),
+    ("sophia-infra:cluster", "k3sSha256", "arm64"),
+]
+K3S_MUTATIONS: list[tuple[str, Any]] = [
+    ("delete", None),
+    ("unknown key", 1),
+    ("empty", None),
+    ("as JSON text", 2),
+    *(("wrong type", value) for value in (42, True, None, ["x"], {"x": 1})),
+    *(("bad string", value) for value in [*BAD_STRINGS, "http://10.0.0.1/k3s", "https://user@mirror/k3s?x=1"]),
+]
+
+
+@pytest.mark.parametrize("path", K3S_PATHS, ids=[".".join(map(str, p[1:])) for p in K3S_PATHS])
+def test_every_mutation_of_where_k3s_comes_from_renders_valid_or_fails_with_key_paths_only(
+    monkeypatch: pytest.MonkeyPatch, path: Path_
+) -> None:
+    monkeypatch.setattr(
+        checks,
+        "CHECKS",
+        [
+            (name, shellcheck_once_per_script if check is checks.node_scripts_pass_shellcheck else check)
+            for name, check in checks.CHECKS
+        ],
+    )
+    for kind, choice in K3S_MUTATIONS:
+        doc = production_document()
+        doc["config"]["sophia-infra:cluster"].update(copy.deepcopy(K3S_SOURCE))
+        if kind == "bad string" and not isinstance(_get(doc, path), str):
+            continue
+        mutate(doc, kind, path, choice)
+        _judge(doc)

@@ -7,6 +7,7 @@ cluster_fakes.py): no network, no root, no K3s.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 import shutil
@@ -17,13 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components.cluster.node_config import SCRIPTS_DIR, NodeScripts, firewall_ports, node_address, node_scripts
 from components.settings.cluster import ClusterSettings
+from components.settings.stack import load_settings
 from render.engine import REMOTE_COMMAND
 from render.model import Rendered
-from tests.cluster_fakes import ADMIN_CLIENT_KEY, Machine, StepRun, add_volume, cluster_state, set_cluster_state
-from tests.support import production_document, settings_from
+from render.stack import PROJECT_DIR, load_stack
+from tests.cluster_fakes import (
+    ADMIN_CLIENT_KEY,
+    Machine,
+    StepRun,
+    add_volume,
+    cluster_state,
+    k3s_release_binary,
+    set_cluster_state,
+)
+from tests.support import production_document, script_exports, settings_from, write_stack
 
 TOKEN = "K10sophiatesttoken0123456789abcdefABCDEF"
 SERVER_PASSWORD = "sophiatestserverpassword0123456789"
@@ -936,3 +948,321 @@ def test_preflight_says_what_an_active_ufw_must_allow(tmp_path: Path, api: Path,
     allowed = "".join(f"{number}/{proto}   ALLOW   192.0.2.0/24\n" for proto, number in ports)
     server.set("ufw-status", UFW_ACTIVE + allowed)
     assert server.run(scripts.preflight).returncode == 0
+
+
+# ---- getting K3s onto a machine: the release binary, its sha256, the unit, the way back --------------
+
+STACKS = ("production", "development")
+ASSETS = {"amd64": "k3s", "arm64": "k3s-arm64"}
+UNAME = {"amd64": "x86_64", "arm64": "aarch64"}
+GITHUB = "https://github.com/k3s-io/k3s/releases/download"
+MIRROR = "https://k3s-mirror.internal.example/k3s"
+
+
+def stack_document(stack: str) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())
+    return document
+
+
+def stack_cluster(tmp_path: Path, stack: str, **settings: Any) -> ClusterSettings:
+    """The stack's cluster settings, with `settings` (k3sMirror, k3sSha256, ...) added to them."""
+    document = stack_document(stack)
+    document["config"]["sophia-infra:cluster"].update(settings)
+    directory = tmp_path / f"stack-{time.monotonic_ns()}"
+    directory.mkdir()
+    config = load_stack(stack, stack_file=write_stack(directory, document, stack))
+    return load_settings(config.stack, config.config, config.secret_keys).cluster
+
+
+def release_pins(version: str) -> dict[str, str]:
+    """`cluster.k3sSha256` as an operator copies it from the release's sha256sum-<arch>.txt files."""
+    return {arch: hashlib.sha256(k3s_release_binary(version, asset)).hexdigest() for arch, asset in ASSETS.items()}
+
+
+def prepared_machines(tmp_path: Path, cluster: ClusterSettings) -> list[tuple[Machine, NodeScripts]]:
+    """A fake machine for every node (of the node's arch, each with a cluster of its own), claimed and holding
+    its tokens: what the install step finds."""
+    prepared = []
+    for node in cluster.nodes:
+        m = Machine(tmp_path / node.name, tmp_path / f"api-{node.name}")
+        m.set("machine", UNAME[node.arch.value] + "\n")
+        scripts = node_scripts(cluster, node)
+        result = m.run(scripts.prepare, tokens_for(m, scripts))
+        assert result.returncode == 0, result.output
+        prepared.append((m, scripts))
+    return prepared
+
+
+def installed(tmp_path: Path, cluster: ClusterSettings) -> list[tuple[Machine, NodeScripts]]:
+    machines = prepared_machines(tmp_path, cluster)
+    for m, scripts in machines:
+        result = m.run(scripts.install)
+        assert result.returncode == 0, f"{scripts.node.name}: {result.output}"
+    return machines
+
+
+def unit_path(m: Machine, scripts: NodeScripts) -> Path:
+    service = "k3s" if scripts.node.role.value == "server" else "k3s-agent"
+    return m.root / f"etc/systemd/system/{service}.service"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_node_installs_its_archs_release_binary_checked_against_the_releases_checksums(
+    tmp_path: Path, stack: str
+) -> None:
+    cluster = stack_cluster(tmp_path, stack)
+    release = f"{GITHUB}/{cluster.k3s_version.replace('+', '%2B')}"
+    for m, scripts in installed(tmp_path, cluster):
+        node = scripts.node
+        asset = ASSETS[node.arch.value]
+        # The release's checksum file first, then the binary: both from GitHub's release URLs.
+        assert m.downloads() == [f"{release}/sha256sum-{node.arch.value}.txt", f"{release}/{asset}"], node.name
+        assert m.installed_k3s() == f"{cluster.k3s_version} {asset}"
+        binary = m.root / "usr/local/bin/k3s"
+        assert binary.read_bytes() == k3s_release_binary(cluster.k3s_version, asset)
+        assert binary.stat().st_mode & 0o777 == 0o755
+        for command in ("kubectl", "crictl", "ctr"):
+            assert (m.root / "usr/local/bin" / command).readlink() == Path("k3s"), command
+        unit = unit_path(m, scripts).read_text()
+        assert f"\nExecStart=/usr/local/bin/k3s {node.role.value}\n" in unit
+        for line in ("Type=notify", "KillMode=process", "Delegate=yes", "TimeoutStartSec=0", "Restart=always"):
+            assert f"\n{line}\n" in unit, line
+        calls = m.calls()
+        reload_at = calls.index(["systemctl", "daemon-reload"])
+        restart_at = next(i for i, c in enumerate(calls) if c[:1] == ["systemctl"] and "restart" in c)
+        assert reload_at < restart_at
+        assert m.restarts(unit_path(m, scripts).stem) == 1
+    if stack == "production":
+        assert any(node.arch.value == "arm64" for node in cluster.nodes)  # the GH200 machine: k3s-arm64
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_binary_that_does_not_match_its_sha256_is_refused_and_nothing_on_the_machine_changes(
+    tmp_path: Path, stack: str
+) -> None:
+    unpinned = stack_cluster(tmp_path, stack)
+    pinned = stack_cluster(tmp_path, stack, k3sSha256=release_pins(unpinned.k3s_version))
+    for cluster, source in ((unpinned, "sha256sum-"), (pinned, "cluster.k3sSha256.")):
+        for m, scripts in prepared_machines(tmp_path / source, cluster):
+            node = scripts.node
+            m.set("tampered-binary")  # what the download server sends is not the release's binary
+            before = m.files()
+
+            result = m.run(scripts.install)
+
+            assert result.returncode != 0
+            (line,) = [x for x in result.stderr.splitlines() if "FAILED" in x]
+            published = hashlib.sha256(k3s_release_binary(cluster.k3s_version, ASSETS[node.arch.value])).hexdigest()
+            assert f"expected {published}" in line and "has sha256 " in line and source in line, line
+            assert m.files() == before, node.name
+            assert not (m.root / "usr/local/bin/k3s").exists()
+            assert not unit_path(m, scripts).exists()
+            assert m.restarts(unit_path(m, scripts).stem) == 0
+            assert not any(c[:1] == ["systemctl"] for c in m.calls()), node.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_mirror_serves_the_release_and_pinned_sha256s_replace_its_checksum_files(tmp_path: Path, stack: str) -> None:
+    version = stack_cluster(tmp_path, stack).k3s_version
+    cluster = stack_cluster(tmp_path, stack, k3sMirror=MIRROR, k3sSha256=release_pins(version))
+    for m, scripts in installed(tmp_path, cluster):
+        # The mirror's layout is the release's; with the sha256 pinned, its checksum files are not read.
+        assert m.downloads() == [f"{MIRROR}/{version.replace('+', '%2B')}/{ASSETS[scripts.node.arch.value]}"]
+        assert m.installed_k3s() == f"{version} {ASSETS[scripts.node.arch.value]}"
+        assert "github.com" not in m.call_log()
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_install_on_every_node_is_idempotent(tmp_path: Path, stack: str) -> None:
+    for m, scripts in installed(tmp_path, stack_cluster(tmp_path, stack)):
+        before, calls = m.files(), len(m.calls())
+
+        again = m.run(scripts.install)
+
+        assert again.returncode == 0, again.output
+        assert "nothing to do" in again.stdout
+        assert m.files() == before
+        assert [c[:2] for c in m.calls()[calls:] if c[0] in ("curl", "systemctl")] == [["systemctl", "is-active"]], (
+            scripts.node.name
+        )
+
+
+def start_container(m: Machine) -> tuple[subprocess.Popen[bytes], int]:
+    """A containerd shim of this machine's K3s (by its command line, as k3s-killall.sh finds them) with a
+    container process under it: real processes, which only an uninstall of this machine may kill."""
+    shim = m.root / "var/lib/rancher/k3s/data/0a1b2c/bin/containerd-shim-runc-v2"
+    process = subprocess.Popen(
+        ["bash", "-c", 'sleep 300 & echo $!; exec -a "$0" sleep 300', str(shim)], stdout=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    child = int(process.stdout.readline())
+    return process, child
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_uninstall_removes_everything_k3s_put_on_every_node_and_can_run_again(tmp_path: Path, stack: str) -> None:
+    for m, scripts in installed(tmp_path, stack_cluster(tmp_path, stack)):
+        name = scripts.node.name
+        shim, container = start_container(m)
+        try:
+            assert "/run/k3s/" in (m.root / "proc/self/mounts").read_text()
+            result = m.run(scripts.uninstall)
+            assert result.returncode == 0, result.output
+            shim.wait(timeout=10)
+        finally:
+            shim.kill()
+        assert not running(container), f"{name}: a container outlived the uninstall"
+        # Unmounted (deepest first) before anything was removed; the interfaces deleted.
+        assert [line.split()[1] for line in (m.root / "proc/self/mounts").read_text().splitlines()] == ["/"]
+        assert [line.split()[1] for line in (m.fake / "links").read_text().splitlines()] == ["lo:", "eth0:"]
+        # K3s's packet filter rules gone, ufw's kept.
+        rules = (m.fake / "iptables-save").read_text()
+        assert "-A ufw-user-input -p tcp --dport 22 -j ACCEPT" in rules
+        assert "KUBE-" not in rules and "flannel" not in rules.lower()
+        gone = ["etc/rancher/k3s", "var/lib/rancher/k3s", "var/lib/kubelet", "run/k3s", "run/flannel"]
+        gone += ["usr/local/bin/k3s", "usr/local/bin/kubectl", "usr/local/bin/crictl", "usr/local/bin/ctr"]
+        assert [p for p in gone if (m.root / p).exists() or (m.root / p).is_symlink()] == [], name
+        assert not unit_path(m, scripts).exists()
+        service = unit_path(m, scripts).stem
+        assert ["systemctl", "stop", service] in m.calls() and ["systemctl", "disable", service] in m.calls()
+
+        again = m.run(scripts.uninstall)
+
+        assert again.returncode == 0, again.output
+        assert "K3s is not installed" in again.stdout
+
+
+def test_uninstall_cleans_a_machine_the_k3s_installer_set_up_without_running_its_scripts(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    bring_up(agent, scripts)
+    # What K3s's installer left besides what the install step also writes.
+    ran = agent.fake / "installer-script-ran"
+    leftovers = ["usr/local/bin/k3s-killall.sh", "usr/local/bin/k3s-agent-uninstall.sh"]
+    for script in leftovers:
+        (agent.root / script).write_text(f"#!/bin/sh\ntouch {ran}\n")
+        (agent.root / script).chmod(0o755)
+    (agent.root / "etc/systemd/system/k3s-agent.service.env").write_text("")
+
+    result = agent.run(scripts.uninstall)
+
+    assert result.returncode == 0, result.output
+    assert not ran.exists()
+    for path in [*leftovers, "etc/systemd/system/k3s-agent.service.env", "usr/local/bin/k3s"]:
+        assert not (agent.root / path).exists(), path
+
+
+def test_uninstall_removes_nothing_under_a_mount_it_could_not_unmount(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    bring_up(agent, scripts)
+    busy = agent.root / "var/lib/kubelet/pods/5e6f/volumes/kubernetes.io~projected/kube-api-access"
+    agent.set("busy-mount", str(busy))  # neither `umount -f` nor `umount -l` takes it away
+
+    result = agent.run(scripts.uninstall)
+
+    assert result.returncode != 0
+    assert f"could not unmount {busy}; nothing under it was removed" in result.stderr
+    assert (agent.root / "var/lib/kubelet/pods/5e6f").exists()
+    assert (agent.root / "var/lib/rancher/k3s").exists()
+    assert (agent.root / "etc/rancher/k3s/config.yaml").exists()
+
+
+def at_version(scripts: NodeScripts, version: str) -> str:
+    """The node's install script for another K3s release, as a changed `k3sVersion` renders it (changed in
+    the prelude: the settings themselves may refuse releases the pinned charts do not support)."""
+    exports = script_exports(scripts.install)
+    encoded = (exports["K3S_VERSION"].replace("+", "%2B"), version.replace("+", "%2B"))
+    return with_exports(
+        scripts.install,
+        K3S_VERSION=shlex.quote(version),
+        K3S_BINARY_URL=shlex.quote(exports["K3S_BINARY_URL"].replace(*encoded)),
+        K3S_SHA256_URL=shlex.quote(exports["K3S_SHA256_URL"].replace(*encoded)),
+    )
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_install_refuses_a_downgrade_or_a_skipped_minor_before_changing_anything(tmp_path: Path, stack: str) -> None:
+    cluster = stack_cluster(tmp_path, stack)
+    assert cluster.k3s_version == "v1.35.5+k3s1"
+    refusals = {
+        "v1.35.4+k3s1": "runs K3s v1.35.5+k3s1, newer than k3sVersion v1.35.4+k3s1, and K3s cannot be downgraded",
+        "v1.35.5+k3s0": "newer than k3sVersion v1.35.5+k3s0",
+        "v1.34.9+k3s1": "newer than k3sVersion v1.34.9+k3s1",
+        "v1.37.0+k3s1": "runs K3s v1.35.5+k3s1 and k3sVersion v1.37.0+k3s1 skips minor versions, which K3s does"
+        " not support (K3s docs, upgrades/manual): upgrade one minor at a time, first to the latest v1.36 release",
+    }
+    for m, scripts in installed(tmp_path, cluster):
+        for version, refusal in refusals.items():
+            before, calls = m.files(), len(m.calls())
+
+            result = m.run(at_version(scripts, version))
+
+            assert result.returncode != 0
+            (line,) = [x for x in result.stderr.splitlines() if "FAILED" in x]
+            assert refusal in line, line
+            assert m.files() == before
+            assert not any(c[0] in ("curl", "systemctl") for c in m.calls()[calls:])
+        # One minor up, and a new K3s revision of the same Kubernetes release, are upgrades K3s supports.
+        for version in ("v1.36.2+k3s1", "v1.36.2+k3s2"):
+            result = m.run(at_version(scripts, version))
+            assert result.returncode == 0, result.output
+            assert m.installed_k3s() == f"{version} {ASSETS[scripts.node.arch.value]}"
+
+
+def test_a_node_the_k3s_installer_set_up_gets_this_unit_and_one_restart_without_a_download(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    bring_up(agent, scripts)
+    # As the installer left it: its unit (the command on continuation lines) and the applied record of
+    # the install step before this one (the version and the config's sha256, no unit).
+    unit = agent.root / "etc/systemd/system/k3s-agent.service"
+    unit.write_text(
+        unit.read_text().replace(
+            "ExecStart=/usr/local/bin/k3s agent\n", "ExecStart=/usr/local/bin/k3s \\\n    agent \\\n\n"
+        )
+    )
+    applied = agent.root / "var/lib/rancher/k3s/sophia-applied"
+    applied.write_text(" ".join(applied.read_text().split()[:2]) + "\n")
+    downloads = len(agent.downloads())
+
+    result = agent.run(scripts.install)
+
+    assert result.returncode == 0, result.output
+    assert "wrote /etc/systemd/system/k3s-agent.service" in result.stdout
+    assert "\nExecStart=/usr/local/bin/k3s agent\n" in unit.read_text()
+    assert agent.restarts("k3s-agent") == 2
+    assert len(agent.downloads()) == downloads
+    assert "nothing to do" in agent.run(scripts.install).stdout
+
+
+def test_every_uninstall_command_that_could_hang_is_bounded(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    agent = machine(tmp_path, api, AGENT_A10, gpus="NVIDIA A10\n")
+    scripts = scripts_for(cluster, AGENT_A10)
+    bring_up(agent, scripts)
+    calls = len(agent.calls())
+
+    assert agent.run(scripts.uninstall).returncode == 0
+
+    privileged = [c[3:] for c in agent.calls()[calls:] if c[:3] == ["sudo", "-n", "--"]]
+    waits = [c for c in privileged if c[:2] in (["systemctl", "stop"], ["umount", "-f"], ["umount", "-l"])]
+    assert waits == []  # each of them runs under `timeout`
+    bounded = [c[2:] for c in privileged if c[0] == "timeout"]
+    assert ["systemctl", "stop", "k3s-agent"] in bounded
+    assert sum(c[0] == "umount" for c in bounded) == 3

@@ -234,6 +234,15 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
         f" 0-9a-f, as in the release's sha256sum-amd64.txt), got '{PIN_AMD64.upper()}'",
     ),
     (
+        "K3s mirror with a malformed pin: one line, about the pin",
+        _all(
+            _set("sophia-infra:cluster.k3sMirror", "https://mirror.internal.example/k3s"),
+            _set("sophia-infra:cluster.k3sSha256", {"amd64": PIN_AMD64, "arm64": "sha256:" + PIN_ARM64}),
+        ),
+        "sophia-infra:cluster.k3sSha256.arm64: must be the sha256 of the K3s binary for arm64 (64 hex digits"
+        f" 0-9a-f, as in the release's sha256sum-arm64.txt), got 'sha256:{PIN_ARM64}'",
+    ),
+    (
         "K3s pin for an architecture K3s has no binary for here",
         _set("sophia-infra:cluster.k3sSha256", {"arm": PIN_AMD64}),
         "sophia-infra:cluster.k3sSha256.arm: unknown key",
@@ -301,6 +310,13 @@ def test_several_servers_over_public_addresses_only_are_refused_saying_why(tmp_p
     (problem,) = caught.value.problems
     assert str(problem).startswith("sophia-infra:cluster.nodes: has 3 servers but not every machine has a privateIp")
     assert "embedded etcd" in str(problem)
+
+
+def test_a_malformed_k3s_pin_is_one_problem_even_with_a_mirror(tmp_path: Path) -> None:
+    doc = production_document()
+    cluster(doc)["k3sMirror"] = "https://mirror.internal.example/k3s"
+    cluster(doc)["k3sSha256"] = {"amd64": PIN_AMD64, "arm64": "x"}
+    assert [p.split(":", 2)[1] for p in problems_of(tmp_path, doc)] == ["cluster.k3sSha256.arm64"]
 
 
 @pytest.mark.parametrize("mirror", ["https://mirror.internal.example/k3s/", "http://127.0.0.2:8080", "http://[::1]/r"])

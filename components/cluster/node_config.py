@@ -111,8 +111,10 @@ def systemd_unit(role: Role) -> str:
     containers running, in cgroups K3s manages; no Limit* accounting; TimeoutStartSec=0: no start
     timeout, which the install step bounds itself; the modules K3s's networking needs loaded first),
     with the command alone on ExecStart: every setting is in /etc/rancher/k3s/config.yaml. Its
-    environment files are kept, so that proxy settings an operator put in /etc/default/<service>
-    (K3s docs, advanced: "Configuring an HTTP proxy") or the installer put in <unit>.env still apply.
+    environment files are kept: K3s's docs put proxy settings (HTTP_PROXY, NO_PROXY, ...) in
+    /etc/systemd/system/<service>.service.env, where the installer wrote them from its environment
+    (k3s-io/docs docs/advanced.md, "Configuring an HTTP proxy"), so a machine behind a proxy keeps
+    them; nothing here writes those files.
     """
     return (
         "[Unit]\n"

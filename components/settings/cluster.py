@@ -175,11 +175,6 @@ class ClusterSettings:
         return all(n.private_ip for n in self.nodes)
 
     @property
-    def archs(self) -> tuple[Arch, ...]:
-        """The CPU architectures of the configured machines, in Arch order."""
-        return tuple(a for a in Arch if any(n.arch is a for n in self.nodes))
-
-    @property
     def kubernetes_minor(self) -> str:
         """`1.35` for `v1.35.5+k3s1`."""
         return ".".join(self.k3s_version[1:].split(".")[:2])
@@ -325,8 +320,8 @@ def _read_sha256(value: Value | None) -> dict[Arch, str]:
                 what=f"the sha256 of the K3s binary for {arch.value} (64 hex digits 0-9a-f, as in the release's"
                 f" {checksum_file(arch.value)})",
             )
-            if text:
-                pins[arch] = text
+            # A malformed pin is reported once, as malformed: "" here only until the problems stop the run.
+            pins[arch] = text
     section.close()
     return pins
 

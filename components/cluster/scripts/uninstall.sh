@@ -6,8 +6,8 @@
 # create_killall and create_uninstall): stop and disable the service, kill the containers K3s
 # started (the containerd shims and everything under them: the unit's KillMode=process leaves them
 # running when K3s stops), unmount what K3s and the kubelet mounted, delete the CNI network
-# namespaces and the flannel/CNI interfaces, then remove the unit, the binary and its links and
-# K3s's directories. The installer's own scripts are not run, on a machine it installed either:
+# namespaces, the flannel/CNI interfaces and their packet filter rules, then remove the unit, the
+# binary and its links and K3s's directories. The installer's own scripts are not run, on a machine it installed either:
 # they bound nothing (a `systemctl stop` that hangs holds the step for ever), and this one script
 # handles both kinds of machine; their files are removed with the rest.
 #
@@ -106,6 +106,17 @@ while read -r _ name rest; do
     as_root ip link delete "$name" || true
   fi
 done < <(ip -o link show 2>/dev/null || true)
+
+# The packet filter rules kube-proxy, flannel and the CNI plugins added, as k3s-killall.sh removes
+# them: the rest of the rules (ufw's) are restored unchanged. Ubuntu's iptables package (ufw
+# depends on it) provides both commands; a machine without them has no such rules to remove.
+for tool in iptables ip6tables; do
+  rules=$(as_root timeout 30 "$tool-save" 2>/dev/null) || continue
+  if grep -q -e KUBE- -e CNI- -e '[Ff]lannel' -e FLANNEL <<<"$rules"; then
+    grep -v -e KUBE- -e CNI- <<<"$rules" | grep -iv flannel | as_root timeout 30 "$tool-restore" ||
+      die "$tool-restore did not take the rules without K3s's; the machine keeps them until it reboots"
+  fi
+done
 
 for cmd in "${LINKED_COMMANDS[@]}"; do
   if [[ $(as_root readlink "$ROOT/usr/local/bin/$cmd" 2>/dev/null || true) == k3s ]]; then
