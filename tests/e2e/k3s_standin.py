@@ -27,7 +27,8 @@ Where the program depends on K3s, the stand-in behaves like it:
   the taints of `node-taint` (registered with the node, as `--register-with-taints`), its addresses
   (`node-ip` or the interface's, `node-external-ip`), and `nvidia.com/gpu` capacity for every GPU
   nvidia-smi lists (what the device plugin would advertise). It keeps the Node Ready (status and a
-  Lease in kube-node-lease) while it runs.
+  Lease in kube-node-lease) while it runs; a pod bound to the node is marked Running and Ready, and a
+  pod being deleted (a drain's eviction) is removed, as the kubelet confirms it.
 - A server writes /etc/rancher/k3s/k3s.yaml (mode `write-kubeconfig-mode`), the admin kubeconfig for
   https://127.0.0.1:6443, and answers on port 6443 of every address of the machine; an agent writes
   /var/lib/rancher/k3s/agent/kubelet.kubeconfig for https://127.0.0.1:6444, its local load balancer.
@@ -82,6 +83,7 @@ AGENT_KUBECONFIG = f"{DATA}/agent/kubelet.kubeconfig"
 CONTAINERD_CONFIG = f"{DATA}/agent/etc/containerd/config.toml"
 BOOTSTRAP_SECRET = "k3s-stand-in-bootstrap"
 HEARTBEAT_SECONDS = 10
+POD_SYNC_SECONDS = 2
 LEASE_SECONDS = 40
 
 # The config.yaml keys each role understands (K3s's `k3s server --help` / `k3s agent --help`); the
@@ -450,6 +452,36 @@ def heartbeat(api: Api, node: dict[str, Any]) -> None:
         api.call("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", lease)
 
 
+def sync_pods(api: Api, name: str) -> None:
+    """The little of a kubelet the program depends on: a pod bound to this node runs and is Ready (no
+    container really starts), and a pod being deleted (a drain's eviction) is gone once it was told to
+    stop, as the kubelet confirms a graceful deletion."""
+    status, body = api.call("GET", f"/api/v1/pods?fieldSelector=spec.nodeName%3D{name}")
+    if status != 200:
+        return
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for pod in body.get("items") or []:
+        meta = pod["metadata"]
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+        if meta.get("deletionTimestamp"):
+            api.call("DELETE", path, {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
+            continue
+        if (pod.get("status") or {}).get("phase") == "Running":
+            continue
+        conditions = [{"type": t, "status": "True", "lastTransitionTime": now}
+                      for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]  # fmt: skip
+        containers = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": True, "restartCount": 0,
+                       "started": True, "state": {"running": {"startedAt": now}}}
+                      for c in pod["spec"]["containers"]]  # fmt: skip
+        patch = {"status": {"phase": "Running", "conditions": conditions, "containerStatuses": containers,
+                            "startTime": now, "hostIP": node_ip_of(pod), "podIP": "10.42.0.1"}}  # fmt: skip
+        api.call("PATCH", f"{path}/status", patch, "application/strategic-merge-patch+json")
+
+
+def node_ip_of(pod: dict[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("hostIP") or interface_address())
+
+
 def notify_ready() -> None:
     target = os.environ.get("NOTIFY_SOCKET")
     if target:
@@ -502,8 +534,12 @@ def run(role: str) -> None:
     notify_ready()
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    while not stopping.wait(HEARTBEAT_SECONDS):
-        heartbeat(kubelet, node)
+    last_heartbeat = time.monotonic()
+    while not stopping.wait(POD_SYNC_SECONDS):
+        sync_pods(kubelet, name)
+        if time.monotonic() - last_heartbeat >= HEARTBEAT_SECONDS:
+            heartbeat(kubelet, node)
+            last_heartbeat = time.monotonic()
     log('level=info msg="shutting down"')
 
 

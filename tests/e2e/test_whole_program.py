@@ -14,10 +14,9 @@ destroy. Each records what the engine did (printed at the end of `make e2e`).
 from __future__ import annotations
 
 import base64
-import json
 import os
 import subprocess
-import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,11 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from render.stack import PROJECT_DIR
-from tests.e2e.apiserver import ApiServer
+from tests.e2e.apiserver import ApiServer, wait_until
 from tests.e2e.charts import ChartRepository
 from tests.e2e.engine import name_of
 from tests.e2e.k3s_cluster import K3sMirror, provision
 from tests.e2e.machines import Fleet
-from tests.e2e.test_kubernetes_layer import short_urn
 from tests.e2e.whole_program import Cluster, Variant, cluster_on_machines, machine_specs, state
 
 pytestmark = pytest.mark.e2e
@@ -65,26 +62,6 @@ def cluster(
         root=tmp_path_factory.mktemp("production-cluster"), report=report,
     ) as made:  # fmt: skip
         yield made
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    out = tmp_path_factory.mktemp("render-whole") / PRODUCTION.stack
-    subprocess.run(
-        [sys.executable, "-m", "render", "--stack", PRODUCTION.stack, "--out", str(out)],
-        cwd=PROJECT_DIR, check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    resources: list[dict[str, Any]] = json.loads((out / "resources.json").read_text())["resources"]
-    return resources
-
-
-def test_preview_plans_exactly_what_the_render_shows(cluster: Cluster, rendered: list[dict[str, Any]]) -> None:
-    """Preview parity: a first `up`'s planned steps are the render's resources, for the whole program."""
-    preview = cluster.engine.run("preview")
-    planned = {short_urn(urn) for op, typ, urn in preview.steps if op == "create"}
-    expected = {r["urn"] for r in rendered}
-    assert planned == expected, (sorted(expected - planned)[:10], sorted(planned - expected)[:10])
-    cluster.engine.log.append(f"    preview: {len(planned)} creates, one for one the render's resources")
 
 
 def test_up_from_nothing_makes_the_cluster_and_everything_on_it(cluster: Cluster, apiserver: ApiServer) -> None:
@@ -244,7 +221,7 @@ def test_ssh_key_rotation_as_the_runbook_says_then_a_removal_with_the_new_key(
 ) -> None:
     """README, "Rotate the SSH key": the new public key onto the machines, the new private key in
     the stack and `up`; then the old public key off the machines. A removal after that runs its
-    deletes (drain, uninstall, Node removal) with the new key."""
+    deletes (drain, uninstall, Node removal) with the new key: the next case."""
     new_key = tmp_path / "id_new"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(new_key)], check=True, timeout=30)
     new_public = Path(f"{new_key}.pub").read_text().strip()
@@ -271,14 +248,81 @@ def test_ssh_key_rotation_as_the_runbook_says_then_a_removal_with_the_new_key(
     for machine in cluster.fleet.machines.values():
         machine.exec(f"sed -i '\\|{old_line}|d' {keys_file}")
         assert old_line not in machine.exec(f"cat {keys_file}")
-    # Now the removal: its deletes run with the key in state, the new one.
+
+
+HELD = "e2e-held"
+
+
+def held_workload(node: str) -> list[tuple[str, dict[str, Any]]]:
+    """A Deployment whose pod is bound to `node`, and a budget that allows no disruption of it."""
+    labels = {"app": HELD}
+    pod = {"nodeName": node, "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}]}
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": HELD, "namespace": HELD},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": pod}},
+    }  # fmt: skip
+    budget = {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": HELD, "namespace": HELD},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}},
+    }  # fmt: skip
+    return [
+        ("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": HELD}}),
+        (f"/apis/apps/v1/namespaces/{HELD}/deployments", deployment),
+        (f"/apis/policy/v1/namespaces/{HELD}/poddisruptionbudgets", budget),
+    ]
+
+
+def test_removing_an_agent_evicts_within_the_disruption_budget_then_uninstalls_only_it(
+    cluster: Cluster, apiserver: ApiServer
+) -> None:
+    """After the key rotation above: the removal's deletes run with the key now in state. The drain
+    evicts through the eviction API, which refuses while the budget forbids it (the pod stays, the
+    node cordoned); once the budget is gone (README: fix what blocks it), the same drain finishes, the
+    Node goes and K3s is uninstalled from that machine only."""
+    for path, body in held_workload(EXTRA):
+        created = apiserver.request("POST", path, body)
+        assert created.status == 201, created.body
+
+    def held_pod_ready() -> bool:
+        pods = apiserver.items(f"/api/v1/namespaces/{HELD}/pods")
+        budget = apiserver.get(f"/apis/policy/v1/namespaces/{HELD}/poddisruptionbudgets/{HELD}")
+        return bool(pods) and (budget.get("status") or {}).get("currentHealthy") == 1
+
+    wait_until("the held pod Ready on the extra machine", held_pod_ready, SETTLE_TIMEOUT, interval=1)
+    held = apiserver.items(f"/api/v1/namespaces/{HELD}/pods")[0]["metadata"]["name"]
+
     cluster.nodes[:] = [n for n in cluster.nodes if n["name"] != EXTRA]
     cluster.write_settings()
-    removal = engine.run("up")
-    changed = changed_steps(removal.steps)
+    outcome: list[BaseException | None] = []
+
+    def removal() -> None:
+        try:
+            cluster.engine.run("up")
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=removal, name="removal-up")
+    thread.start()
+    try:
+
+        def refused() -> bool:
+            return any("disruption budget" in e for e in cluster.engine.runs[-1].events) or bool(outcome)
+
+        wait_until("the drain's eviction refused by the budget", refused, SETTLE_TIMEOUT, interval=1)
+        assert not outcome, f"the removal ended before the budget was lifted: {outcome}"
+        assert apiserver.exists(f"/api/v1/namespaces/{HELD}/pods/{held}"), "the budget did not hold the pod"
+        assert apiserver.get(f"/api/v1/nodes/{EXTRA}")["spec"].get("unschedulable") is True
+        apiserver.request("DELETE", f"/apis/policy/v1/namespaces/{HELD}/poddisruptionbudgets/{HELD}")
+    finally:
+        thread.join(timeout=900)
+    assert outcome == [None], outcome
+    run = cluster.engine.runs[-1]
+    changed = changed_steps(run.steps)
     assert changed and all(name.startswith(f"{EXTRA}-") for name in changed), changed
     assert set(changed.values()) == {"delete"}, changed
-    # Drained through the eviction API and gone from the cluster; K3s uninstalled from that machine only.
+    assert any(f"evicting pod {HELD}/{held}" in e for e in run.events), "the drain did not evict through the API"
     assert not apiserver.exists(f"/api/v1/nodes/{EXTRA}")
     extra = cluster.machine(EXTRA)
     assert extra.exec("ls /usr/local/bin/k3s /var/lib/rancher/k3s 2>/dev/null || true").strip() == ""
@@ -286,6 +330,7 @@ def test_ssh_key_rotation_as_the_runbook_says_then_a_removal_with_the_new_key(
         if machine.name != EXTRA:
             assert machine.exec("test -x /usr/local/bin/k3s && echo yes").strip() == "yes", machine.name
     cluster.fleet.remove(EXTRA)
+    apiserver.request("DELETE", f"/api/v1/namespaces/{HELD}")
 
 
 def test_destroy_removes_everything_and_leaves_the_machines_as_they_were(
