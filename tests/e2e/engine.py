@@ -8,6 +8,7 @@ the engine is told never to download a plugin: a missing one fails the run inste
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import subprocess
@@ -124,14 +125,18 @@ class Run:
         return "\n".join(lines)
 
 
-def _plain(value: object) -> object:
+def _plain(value: object, depth: int = 0) -> object:
     """An event as plain data, every field of every nested object included."""
+    if depth > 30:
+        return repr(value)
+    if isinstance(value, enum.Enum):
+        return value.value
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, depth + 1) for v in value]
     if hasattr(value, "__dict__"):
-        return {k: _plain(v) for k, v in vars(value).items()}
+        return {k: _plain(v, depth + 1) for k, v in vars(value).items()}
     return value
 
 
