@@ -22,12 +22,12 @@ from typing import Final
 import yaml
 
 from components.gpu import GPU_PRESENT_LABEL, GPU_TYPE_LABEL
-from components.k3s import ETCD_S3_SECRET, LOCAL_STORAGE_CLASS
+from components.host_ports import API_PORT, peer_ports
+from components.k3s import DATA_DIR, ETCD_S3_SECRET, LOCAL_STORAGE_CLASS
 from components.settings.cluster import Arch, ClusterSettings, Node, Role
 
 SCRIPTS_DIR: Final = Path(__file__).resolve().parent / "scripts"
 
-API_PORT: Final = 6443
 CONFIG_FILE: Final = "/etc/rancher/k3s/config.yaml"
 TOKEN_FILE: Final = "/etc/rancher/k3s/sophia-join-token"
 AGENT_TOKEN_FILE: Final = "/etc/rancher/k3s/sophia-agent-token"
@@ -39,7 +39,6 @@ APPLIED_FILE: Final = "/var/lib/rancher/k3s/sophia-applied"
 ADMIN_KUBECONFIG: Final = "/etc/rancher/k3s/k3s.yaml"
 AGENT_KUBECONFIG: Final = "/var/lib/rancher/k3s/agent/kubelet.kubeconfig"
 LEASE_NAME: Final = "sophia-server-restart"
-DATA_DIR: Final = "/var/lib/rancher/k3s"
 RESTORE_PATH: Final = "/usr/local/sbin/sophia-etcd-restore"
 # Node annotations through which admit tells its own changes from an operator's (admit.sh).
 TAINTS_ANNOTATION: Final = "sophia.ai/applied-taints"
@@ -66,10 +65,6 @@ SERVER_PORTS: Final = ("tcp/6443", "tcp/2379", "tcp/2380", "tcp/10250")
 AGENT_PORTS: Final = ("tcp/10250",)
 FLANNEL_PORTS: Final = {"vxlan": ("udp/8472",), "wireguard-native": ("udp/51820",)}
 
-# What the machines must let through from each other (README, "Machines"): the ports K3s listens on,
-# MetalLB's memberlist (its speakers find each other) and node-exporter (Prometheus scrapes every node).
-PEER_PORTS: Final = ("tcp/7946", "udp/7946", "tcp/9100")
-ETCD_PORTS: Final = "tcp/2379:2380"
 
 # servicelb (klipper) is replaced by MetalLB; Traefik stays as the ingress controller.
 DISABLED_COMPONENTS: Final[tuple[str, ...]] = ("servicelb",)
@@ -226,8 +221,9 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
 
 def firewall_ports(cluster: ClusterSettings, node: Node) -> tuple[str, ...]:
     """`proto/port` (or `proto/first:last`) this node must accept from the other machines."""
-    own = ("tcp/6443", ETCD_PORTS, "tcp/10250") if node.role is Role.SERVER else AGENT_PORTS
-    return (*own, *FLANNEL_PORTS[flannel_backend(cluster)], *PEER_PORTS)
+    # The one list (components/host_ports.py, README "Machines"): K3s's ports, pod traffic, and the
+    # host-network pods Prometheus scrapes from another machine.
+    return peer_ports(server=node.role is Role.SERVER, flannel_backend=flannel_backend(cluster))
 
 
 def sha256(text: str) -> str:
