@@ -207,9 +207,13 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
         secrets_encryption=True,
         write_kubeconfig_mode="0600",
         etcd_snapshot_schedule_cron=cluster.etcd_snapshots.schedule,
+        # The count of snapshots kept per server, locally and in the bucket: K3s v1.35 prunes the
+        # bucket by `etcd-s3-retention`, which takes this value while it is unset (k3s-io/k3s#13770;
+        # docs.k3s.io cli/etcd-snapshot, "S3 Retention"). It stays unset: as an etcd-s3 option in
+        # this file it would make K3s ignore the Secret (below).
         etcd_snapshot_retention=cluster.etcd_snapshots.retention,
-        # Only the switch and the Secret's name: K3s reads the endpoint, bucket, region, folder,
-        # retention and keys from that Secret, and only while no other etcd-s3 option is set
+        # Only the switch and the Secret's name: K3s reads the endpoint, bucket, region, folder and
+        # keys from that Secret, and only while no other etcd-s3 option is set
         # (k3s-io/k3s pkg/etcd/s3/s3.go GetClient), so none of them is in this file.
         # K3s's own metrics (etcd snapshot results among them) on the supervisor port, 6443, which the
         # monitoring stack scrapes as the API server; the snapshot alert reads them.
