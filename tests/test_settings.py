@@ -362,7 +362,8 @@ def test_the_supported_kubernetes_minors_are_what_the_charts_and_the_schemas_sup
     from components.settings.cluster import SUPPORTED_KUBERNETES_MINORS
     from tests.chart_packages import chart_yaml
 
-    floors, ceilings = [], []
+    floors: list[int] = []
+    ceilings: list[int] = []
     for chart in CHARTS:
         constraint = chart_yaml(chart, "Chart.yaml").get("kubeVersion", "")
         for op, minor in re.findall(r"(>=|>|<=|<)\s*1\.(\d+)", constraint):

@@ -55,7 +55,9 @@ def admin_password_mtime(bcrypt_hash: pulumi.Output[str], parent: pulumi.Resourc
     the hash's digest changes. The digest is a secret Output, so the hash never shows in the state.
     pulumi_random has no time, and the time provider is not one this project builds.
     """
-    digest = pulumi.Output.secret(bcrypt_hash.apply(lambda value: hashlib.sha256(value.encode()).hexdigest()))
+    digest: pulumi.Output[str] = pulumi.Output.secret(
+        bcrypt_hash.apply(lambda value: hashlib.sha256(value.encode()).hexdigest())
+    )
     stamp = local.Command(
         "argocd-admin-password-mtime",
         create=PASSWORD_MTIME_COMMAND,
