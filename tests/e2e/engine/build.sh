@@ -4,6 +4,8 @@
 #   build.sh engine      the Pulumi CLI and the kubernetes provider plugin
 #   build.sh apiserver   kube-apiserver, kube-controller-manager and etcd
 #   build.sh --bin-dir   prints the directory the e2e puts first on PATH (builds nothing)
+#   build.sh promtool    Prometheus's promtool, for `make test`'s alert rule unit tests
+#   build.sh --promtool  prints the path of the promtool binary (builds nothing)
 #
 # Each component lands in $CACHE/<component>-<key>/bin, the key a hash of everything that goes into
 # it (versions.env, its wrapper go.mod/go.sum/tools.go, this script, the Go version), so a warm cache
@@ -160,11 +162,24 @@ build_etcd() {
     (cd "$HERE/etcd" && "${NICE[@]}" "$GO" build -o "$1/bin/etcd" "$ETCD_MODULE")
 }
 
+build_promtool() {
+    requires promtool "$PROMETHEUS_MODULE" "$PROMETHEUS_VERSION"
+    say "promtool: $PROMETHEUS_PACKAGE@$PROMETHEUS_VERSION (Prometheus $PROMETHEUS_RELEASE)"
+    (cd "$HERE/promtool" && "${NICE[@]}" "$GO" build -o "$1/bin/promtool" \
+        -ldflags "-X github.com/prometheus/common/version.Version=${PROMETHEUS_RELEASE#v}" \
+        "$PROMETHEUS_PACKAGE")
+}
+
 case ${1:-} in
 --bin-dir)
     bin_dir
     exit 0
     ;;
+--promtool)
+    echo "$(component_dir promtool)/bin/promtool"
+    exit 0
+    ;;
+promtool) components=(promtool) ;;
 engine) components=(cli kubernetes) ;;
 apiserver) components=(apiserver etcd) ;;
 all) components=(cli kubernetes apiserver etcd) ;;
