@@ -85,7 +85,8 @@ class Case:
 
 
 def repeat(value: float, times: int) -> str:
-    return f"{value:g}x{times}"
+    """`value`, then `times` more samples of it; plain digits (an exponent's `+` would read as a step)."""
+    return f"{value:.0f}x{times}" if float(value).is_integer() else f"{value}x{times}"
 
 
 # The labels each exporter's series carry as Prometheus stores them (target labels included).
