@@ -6,7 +6,7 @@ STACK  ?= production
 OUT    ?= build/$(STACK)
 ENGINE := tests/e2e/engine/build.sh
 
-.PHONY: help render test lint bench clean engine apiserver e2e
+.PHONY: help render test lint bench clean engine apiserver e2e promtool
 # Plain `make` explains itself instead of quietly building the venv.
 .DEFAULT_GOAL := help
 
@@ -25,9 +25,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 render: $(VENV)/.installed
 	$(BIN)/python -m render --stack $(STACK) --out $(OUT)
 
-## test: lint, types and the whole test suite
-test: lint
-	$(BIN)/python -m pytest
+## test: lint, types and the whole test suite (with promtool, built first and cached)
+test: lint promtool
+	SOPHIA_PROMTOOL="$$($(ENGINE) --promtool)" $(BIN)/python -m pytest
 
 ## engine: the Pulumi CLI and kubernetes provider from the Go module proxy, cached in ~/.cache
 engine:
@@ -36,6 +36,10 @@ engine:
 ## apiserver: kube-apiserver, kube-controller-manager and etcd, built the same way
 apiserver:
 	$(ENGINE) apiserver
+
+## promtool: Prometheus's promtool, of the version the monitoring stack deploys, built the same way
+promtool:
+	$(ENGINE) promtool
 
 ## e2e: the Kubernetes layer through the real engine against a real API server on 127.0.0.1
 e2e: $(VENV)/.installed engine apiserver

@@ -24,3 +24,15 @@ RELEASE_BINARIES: Final = {"amd64": "k3s", "arm64": "k3s-arm64"}
 def checksum_file(arch: str) -> str:
     """The release asset listing the sha256 of every asset of one architecture."""
     return f"sha256sum-{arch}.txt"
+
+
+# K3s's data directory (`data-dir`, default /var/lib/rancher/k3s for root: k3s-io/k3s
+# pkg/cli/cmds/server.go DataDir) and, below it, where the bundled local-path provisioner puts every
+# volume (`default-local-storage-path`, default `<data-dir>/storage`: k3s-io/k3s pkg/cli/server/server.go
+# sets DefaultLocalStoragePath, pkg/server/server.go writes it into manifests/local-storage.yaml's
+# `nodePathMap` as %{DEFAULT_LOCAL_STORAGE_PATH}%). Its volumes are hostPath volumes
+# (local-path-provisioner provisioner.go `defaultVolumeType = "hostPath"`), for which the kubelet
+# publishes no `kubelet_volume_stats_*` (kubernetes pkg/volume/hostpath: `volume.MetricsNil`), so
+# their free space is watched as the free space of the filesystem that holds this directory.
+DATA_DIR: Final = "/var/lib/rancher/k3s"
+LOCAL_STORAGE_PATH: Final = f"{DATA_DIR}/storage"

@@ -187,7 +187,7 @@ class StandInCloud(mocks.Mocks):
         state = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = stand_in_value("rendered-random", args.name)
-        elif args.typ == "command:remote:Command":
+        elif args.typ in ("command:remote:Command", "command:local:Command"):
             state.setdefault("stdout", f"rendered stdout of {args.name}")
             state.setdefault("stderr", "")
         return f"{args.name}-id", state

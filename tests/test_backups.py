@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from components.cluster.node_config import RESTORE_PATH, NodeScripts, node_scripts
+from components.cluster.node_config import RESTORE_PATH, NodeScripts, k3s_config, node_scripts
 from components.k3s import ETCD_S3_SECRET
-from components.platform.backups import etcd_s3_config
+from components.platform.backups import K3S_READS, etcd_s3_config
 from components.settings.cluster import ClusterSettings
 from components.settings.stack import ConfigError, Settings, load_settings
 from render.__main__ import main as render_main
@@ -193,19 +193,30 @@ def test_the_k3s_s3_config_secret_holds_the_settings_and_the_keys(production: Re
             "etcd-s3-endpoint",
             "etcd-s3-folder",
             "etcd-s3-region",
-            "etcd-s3-retention",
             "etcd-s3-secret-key",
         ],
         "[secret]",
     )
+    # Every key is one K3s reads: a key it does not read promises what K3s never does.
+    assert set(secret["stringData"]) <= K3S_READS
     assert settings.cluster.backups is not None
     assert etcd_s3_config(settings.cluster.backups, settings.cluster.etcd_snapshots) == {
         "etcd-s3-endpoint": "s3.us-east-1.amazonaws.com",
         "etcd-s3-bucket": "sophia-ai-production-backups",
         "etcd-s3-region": "us-east-1",
         "etcd-s3-folder": "etcd",
-        "etcd-s3-retention": "28",
     }
+
+
+def test_the_bucket_keeps_the_retention_through_the_servers_snapshot_retention(
+    production: Rendered, settings: Settings
+) -> None:
+    # K3s's etcd-s3-retention, unset, takes etcd-snapshot-retention (k3s-io/k3s#13770); setting it, or
+    # any etcd-s3 option besides the switch and the Secret's name, would make K3s ignore the Secret.
+    for node in settings.cluster.servers:
+        flags = k3s_config(settings.cluster, node).as_flags()
+        assert flags["etcd-snapshot-retention"] == settings.cluster.etcd_snapshots.retention == 28
+        assert {f for f in flags if f.startswith("etcd-s3")} == {"etcd-s3", "etcd-s3-config-secret"}
 
 
 def test_every_server_gets_the_restore_tool_and_no_agent_does(production: Rendered) -> None:

@@ -18,6 +18,7 @@ PACKAGES = ("components", "render", "policy")
 LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "components.gpu",
+        "components.host_ports",
         "components.k3s",
         "components.kubernetes_provider",
         "components.namespaces",

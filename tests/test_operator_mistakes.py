@@ -149,9 +149,10 @@ def test_make_help_lists_every_target_from_its_comment_and_plain_make_shows_it()
         "usage: make <target> [STACK=<stack>] [OUT=<dir>]   stacks: development production",
         "  make help      this list (plain `make` shows it too)",
         "  make render    the whole desired state of STACK, offline, into OUT; exit 0 valid, 1 invalid, 2 bad config",
-        "  make test      lint, types and the whole test suite",
+        "  make test      lint, types and the whole test suite (with promtool, built first and cached)",
         "  make engine    the Pulumi CLI and kubernetes provider from the Go module proxy, cached in ~/.cache",
         "  make apiserver kube-apiserver, kube-controller-manager and etcd, built the same way",
+        "  make promtool  Prometheus's promtool, of the version the monitoring stack deploys, built the same way",
         "  make e2e       the Kubernetes layer through the real engine against a real API server on 127.0.0.1",
         "  make lint      ruff, ruff format and mypy (strict on components/, render/ and policy/)",
         "  make bench     time `make render`, and render production and stacks with 10x and 50x its "

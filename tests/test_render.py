@@ -114,7 +114,7 @@ def test_a_configuration_error_exits_2_with_one_line_per_problem_and_writes_noth
     captured = capsys.readouterr()
     assert code == 2
     assert captured.err.splitlines() == [
-        "error: sophia-infra:cluster.nodes[2].host: must be an IP address or a DNS name, got 'not an address'",
+        "error: sophia-infra:cluster.nodes[2].host: must be an IP address, got 'not an address'",
         "error: sophia-infra:cluster.nodes: needs at least one node with role server",
     ]
     assert "Traceback" not in captured.out + captured.err

@@ -97,7 +97,7 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
     (
         "invalid host",
         _set("sophia-infra:cluster.nodes[2].host", "999.1.1.1"),
-        "sophia-infra:cluster.nodes[2].host: must be an IP address or a DNS name, got '999.1.1.1'",
+        "sophia-infra:cluster.nodes[2].host: must be an IP address, got '999.1.1.1'",
     ),
     (
         "invalid private IP",
@@ -177,6 +177,66 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
         _set("sophia-infra:cluster.nodes[0].hostKey", "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ=="),
         "sophia-infra:cluster.nodes[0].hostKey: is an ssh-rsa key, which pulumi-command can only verify with SHA-1"
         " signatures and OpenSSH >= 8.8 refuses; pin the machine's ed25519 key instead (ssh-keyscan -t ed25519 <host>)",
+    ),
+    (
+        "host key cut short",
+        _set(
+            "sophia-infra:cluster.nodes[0].hostKey",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE/8SNRdonHWbMbr5J6I/fwLprmtJJ0c0qbtOnUO",
+        ),
+        "sophia-infra:cluster.nodes[0].hostKey: is cut short: the ssh-ed25519 key ends in the middle of a field"
+        " (copy the whole line of ssh-keyscan)",
+    ),
+    (
+        "host key with its last characters dropped",
+        _set(
+            "sophia-infra:cluster.nodes[0].hostKey",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE/8SNRdonHWbMbr5J6I/fwLprmtJJ0c0qbtOnUOVp/",
+        ),
+        "sophia-infra:cluster.nodes[0].hostKey: is not valid base64 (a character is missing or wrong: copy the"
+        " whole line of ssh-keyscan)",
+    ),
+    (
+        "host key of another type than it says",
+        _set(
+            "sophia-infra:cluster.nodes[0].hostKey",
+            "ecdsa-sha2-nistp256 AAAAC3NzaC1lZDI1NTE5AAAAIE/8SNRdonHWbMbr5J6I/fwLprmtJJ0c0qbtOnUOVp/T",
+        ),
+        "sophia-infra:cluster.nodes[0].hostKey: does not decode to an ecdsa-sha2-nistp256 key (it must start with"
+        " the type 'ecdsa-sha2-nistp256' in SSH wire format)",
+    ),
+    (
+        "hostname as a node's host",
+        _set("sophia-infra:cluster.nodes[2].host", "gpu-2.lambda.example"),
+        "sophia-infra:cluster.nodes[2].host: is the name 'gpu-2.lambda.example', but K3s takes this as the node's"
+        " address (node-external-ip, and node-ip without a private network), which must be an IP address: write"
+        " the machine's address (dig +short gpu-2.lambda.example)",
+    ),
+    (
+        "a node label the kubelet may not set",
+        _set("sophia-infra:cluster.nodes[1].labels", {"node-role.kubernetes.io/worker": "true"}),
+        "sophia-infra:cluster.nodes[1].labels.node-role.kubernetes.io/worker: is in the kubernetes.io/k8s.io"
+        " namespace, which the kubelet refuses to set on its own node (it would not start); only"
+        " kubernetes.io/hostname, topology.kubernetes.io/zone, topology.kubernetes.io/region,"
+        " failure-domain.beta.kubernetes.io/zone, failure-domain.beta.kubernetes.io/region,"
+        " beta.kubernetes.io/instance-type, node.kubernetes.io/instance-type, kubernetes.io/os, kubernetes.io/arch,"
+        " beta.kubernetes.io/os, beta.kubernetes.io/arch and the [*.]kubelet.kubernetes.io/ and"
+        " [*.]node.kubernetes.io/ namespaces are allowed: use a label of your own domain instead (such as"
+        " sophia.ai/role)",
+    ),
+    (
+        "a K3s downgrade by seven minors",
+        _set("sophia-infra:cluster.k3sVersion", "v1.28.5+k3s1"),
+        "sophia-infra:cluster.k3sVersion: v1.28.5+k3s1 is Kubernetes 1.28, outside the 1.29 to 1.37 that the"
+        " pinned charts (their kubeVersion) and the render's schemas support; K3s moves one minor at a time, so"
+        " upgrade a running cluster minor by minor within that range",
+    ),
+    (
+        "a K3s minor newer than the schemas",
+        _set("sophia-infra:cluster.k3sVersion", "v1.38.0+k3s1"),
+        "sophia-infra:cluster.k3sVersion: v1.38.0+k3s1 is Kubernetes 1.38, outside the 1.29 to 1.37 that the"
+        " pinned charts (their kubeVersion) and the render's schemas support; K3s moves one minor at a time, so"
+        " upgrade a running cluster minor by minor within that range",
     ),
     (
         "load-balancer address is a node's",
@@ -327,3 +387,54 @@ def test_a_k3s_mirror_with_every_used_architecture_pinned_is_accepted(tmp_path: 
     settings = settings_from(tmp_path, doc).cluster
     assert settings.k3s_mirror == mirror
     assert {arch.value: pin for arch, pin in settings.k3s_sha256.items()} == {"amd64": PIN_AMD64, "arm64": PIN_ARM64}
+
+
+def test_node_labels_the_kubelet_may_set_are_kept(tmp_path: Path) -> None:
+    doc = production_document()
+    node(doc, 1)["labels"] = {"node.kubernetes.io/pool": "gpu", "topology.kubernetes.io/zone": "us-east-1a"}
+    labels = settings_from(tmp_path, doc).cluster.nodes[1].labels
+    assert labels == {"node.kubernetes.io/pool": "gpu", "topology.kubernetes.io/zone": "us-east-1a"}
+
+
+def test_every_ecdsa_and_ed25519_host_key_in_wire_format_is_accepted(tmp_path: Path) -> None:
+    import base64
+    import struct
+
+    def string(data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + data
+
+    keys = [
+        f"ecdsa-sha2-{curve} "
+        + base64.b64encode(
+            string(f"ecdsa-sha2-{curve}".encode()) + string(curve.encode()) + string(b"\x04" + b"\x01" * (size - 1))
+        ).decode()
+        for curve, size in (("nistp256", 65), ("nistp384", 97), ("nistp521", 133))
+    ]
+    keys.append("ssh-ed25519 " + base64.b64encode(string(b"ssh-ed25519") + string(b"\x02" * 32)).decode())
+    for key in keys:
+        doc = production_document()
+        node(doc, 0)["hostKey"] = key
+        assert settings_from(tmp_path, doc).cluster.nodes[0].host_key == key
+
+
+def test_the_supported_kubernetes_minors_are_what_the_charts_and_the_schemas_support() -> None:
+    """Derived from the real chart packages (Chart.yaml `kubeVersion`) and from kubernetes-validate."""
+    import re
+
+    from kubernetes_validate.utils import all_versions
+
+    from components.platform.charts import CHARTS
+    from components.settings.cluster import SUPPORTED_KUBERNETES_MINORS
+    from tests.chart_packages import chart_yaml
+
+    floors: list[int] = []
+    ceilings: list[int] = []
+    for chart in CHARTS:
+        constraint = chart_yaml(chart, "Chart.yaml").get("kubeVersion", "")
+        for op, minor in re.findall(r"(>=|>|<=|<)\s*1\.(\d+)", constraint):
+            bound = {">=": 0, ">": 1, "<=": 0, "<": -1}[op] + int(minor)
+            (floors if op.startswith(">") else ceilings).append(bound)
+    schemas = sorted({int(v.split(".")[1]) for v in all_versions()})
+    first = max([*floors, schemas[0]])
+    last = min([*ceilings, schemas[-1]])
+    assert (first, last) == SUPPORTED_KUBERNETES_MINORS

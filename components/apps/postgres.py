@@ -154,8 +154,12 @@ class PostgresCluster(pulumi.ComponentResource):
                             "rules": [
                                 {
                                     "alert": "SophiaPostgresBackupTooOld",
-                                    "expr": f"time() - max({BACKUP_METRIC}"
-                                    f'{{namespace="{namespace}"}}) > {window} * 3600',
+                                    # Also when the metric is missing for the whole window: a
+                                    # cluster that never backed up (or whose plugin never said so)
+                                    # has no series at all, and `max` of nothing never fires.
+                                    "expr": f"(time() - max({BACKUP_METRIC}"
+                                    f'{{namespace="{namespace}"}}) > {window} * 3600)'
+                                    f' or absent_over_time({BACKUP_METRIC}{{namespace="{namespace}"}}[{window}h])',
                                     "for": "15m",
                                     "labels": {"severity": "critical"},
                                     "annotations": {

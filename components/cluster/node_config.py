@@ -23,12 +23,19 @@ from urllib.parse import quote
 import yaml
 
 from components.gpu import GPU_PRESENT_LABEL, GPU_TYPE_LABEL
-from components.k3s import ETCD_S3_SECRET, LOCAL_STORAGE_CLASS, RELEASE_BINARIES, RELEASE_DOWNLOADS, checksum_file
+from components.host_ports import API_PORT, peer_ports
+from components.k3s import (
+    DATA_DIR,
+    ETCD_S3_SECRET,
+    LOCAL_STORAGE_CLASS,
+    RELEASE_BINARIES,
+    RELEASE_DOWNLOADS,
+    checksum_file,
+)
 from components.settings.cluster import Arch, ClusterSettings, Node, Role
 
 SCRIPTS_DIR: Final = Path(__file__).resolve().parent / "scripts"
 
-API_PORT: Final = 6443
 CONFIG_FILE: Final = "/etc/rancher/k3s/config.yaml"
 TOKEN_FILE: Final = "/etc/rancher/k3s/sophia-join-token"
 AGENT_TOKEN_FILE: Final = "/etc/rancher/k3s/sophia-agent-token"
@@ -40,7 +47,6 @@ APPLIED_FILE: Final = "/var/lib/rancher/k3s/sophia-applied"
 ADMIN_KUBECONFIG: Final = "/etc/rancher/k3s/k3s.yaml"
 AGENT_KUBECONFIG: Final = "/var/lib/rancher/k3s/agent/kubelet.kubeconfig"
 LEASE_NAME: Final = "sophia-server-restart"
-DATA_DIR: Final = "/var/lib/rancher/k3s"
 RESTORE_PATH: Final = "/usr/local/sbin/sophia-etcd-restore"
 # Where K3s's installer puts the binary and its systemd unit (k3s-io/k3s install.sh: BIN_DIR,
 # SYSTEMD_DIR), kept so that a machine installed by it and one installed here look the same.
@@ -71,10 +77,6 @@ SERVER_PORTS: Final = ("tcp/6443", "tcp/2379", "tcp/2380", "tcp/10250")
 AGENT_PORTS: Final = ("tcp/10250",)
 FLANNEL_PORTS: Final = {"vxlan": ("udp/8472",), "wireguard-native": ("udp/51820",)}
 
-# What the machines must let through from each other (README, "Machines"): the ports K3s listens on,
-# MetalLB's memberlist (its speakers find each other) and node-exporter (Prometheus scrapes every node).
-PEER_PORTS: Final = ("tcp/7946", "udp/7946", "tcp/9100")
-ETCD_PORTS: Final = "tcp/2379:2380"
 
 # servicelb (klipper) is replaced by MetalLB; Traefik stays as the ingress controller.
 DISABLED_COMPONENTS: Final[tuple[str, ...]] = ("servicelb",)
@@ -280,9 +282,13 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
         secrets_encryption=True,
         write_kubeconfig_mode="0600",
         etcd_snapshot_schedule_cron=cluster.etcd_snapshots.schedule,
+        # The count of snapshots kept per server, locally and in the bucket: K3s v1.35 prunes the
+        # bucket by `etcd-s3-retention`, which takes this value while it is unset (k3s-io/k3s#13770;
+        # docs.k3s.io cli/etcd-snapshot, "S3 Retention"). It stays unset: as an etcd-s3 option in
+        # this file it would make K3s ignore the Secret (below).
         etcd_snapshot_retention=cluster.etcd_snapshots.retention,
-        # Only the switch and the Secret's name: K3s reads the endpoint, bucket, region, folder,
-        # retention and keys from that Secret, and only while no other etcd-s3 option is set
+        # Only the switch and the Secret's name: K3s reads the endpoint, bucket, region, folder and
+        # keys from that Secret, and only while no other etcd-s3 option is set
         # (k3s-io/k3s pkg/etcd/s3/s3.go GetClient), so none of them is in this file.
         # K3s's own metrics (etcd snapshot results among them) on the supervisor port, 6443, which the
         # monitoring stack scrapes as the API server; the snapshot alert reads them.
@@ -294,8 +300,9 @@ def k3s_config(cluster: ClusterSettings, node: Node) -> K3sConfig:
 
 def firewall_ports(cluster: ClusterSettings, node: Node) -> tuple[str, ...]:
     """`proto/port` (or `proto/first:last`) this node must accept from the other machines."""
-    own = ("tcp/6443", ETCD_PORTS, "tcp/10250") if node.role is Role.SERVER else AGENT_PORTS
-    return (*own, *FLANNEL_PORTS[flannel_backend(cluster)], *PEER_PORTS)
+    # The one list (components/host_ports.py, README "Machines"): K3s's ports, pod traffic, and the
+    # host-network pods Prometheus scrapes from another machine.
+    return peer_ports(server=node.role is Role.SERVER, flannel_backend=flannel_backend(cluster))
 
 
 def sha256(text: str) -> str:

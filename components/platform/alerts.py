@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import namespaces
+from components.k3s import LOCAL_STORAGE_PATH
 from components.settings.cluster import ClusterSettings
 
 NAMESPACE: Final = namespaces.MONITORING
@@ -25,7 +26,12 @@ EXPORTED_METRICS: Final[dict[str, str]] = {
     # K3s serves its own metrics on the supervisor port (6443) with `supervisor-metrics: true`, the
     # port the monitoring stack's apiserver job scrapes. A histogram: `_count` by status.
     "k3s_etcd_snapshot_save_s3_duration_seconds_count": "k3s-io/k3s pkg/etcd/snapshotmetrics/metrics.go (SaveS3Count)",
+    # Labels `name`, `namespace` (the Certificate's) and `issuer_*`; scraped through the chart's
+    # ServiceMonitor with honorLabels false, so the Certificate's namespace arrives as
+    # `exported_namespace` and `namespace` is cert-manager's own (cert-manager v1.21.1 chart
+    # templates/servicemonitor.yaml:65 `honorLabels`, values.yaml:687 `honorLabels: false`).
     "certmanager_certificate_expiration_timestamp_seconds": "cert-manager/cert-manager@v1.21.1 pkg/metrics/metrics.go",
+    # A gauge holding the last XID the GPU reported, never reset (NVIDIA/dcgm-exporter#500).
     "DCGM_FI_DEV_XID_ERRORS": "NVIDIA/dcgm-exporter etc/default-counters.csv (also in dcp-metrics-included.csv)",
     "DCGM_FI_DEV_GPU_TEMP": "NVIDIA/dcgm-exporter etc/default-counters.csv (also in dcp-metrics-included.csv)",
     "DCGM_FI_DEV_FB_USED": "NVIDIA/dcgm-exporter etc/default-counters.csv (also in dcp-metrics-included.csv)",
@@ -35,8 +41,10 @@ EXPORTED_METRICS: Final[dict[str, str]] = {
         "cloudnative-pg/plugin-barman-cloud internal/cnpgi/instance/metrics.go"
     ),
     "kube_node_status_condition": "kubernetes/kube-state-metrics internal/store/node.go",
-    "kubelet_volume_stats_available_bytes": "kubernetes/kubernetes pkg/kubelet/metrics/collectors/volume_stats.go",
-    "kubelet_volume_stats_capacity_bytes": "kubernetes/kubernetes pkg/kubelet/metrics/collectors/volume_stats.go",
+    # Per mounted filesystem, labelled `mountpoint` (with the chart's --path.rootfs=/host/root, the
+    # host's own paths) and `fstype`; node-exporter runs on every machine (kube-prometheus-stack).
+    "node_filesystem_avail_bytes": "prometheus/node_exporter collector/filesystem_common.go",
+    "node_filesystem_size_bytes": "prometheus/node_exporter collector/filesystem_common.go",
 }
 
 # Let's Encrypt certificates last 90 days and cert-manager renews them 30 days before the end; one
@@ -45,6 +53,29 @@ CERTIFICATE_DAYS_LEFT: Final = 14
 GPU_TEMPERATURE_CELSIUS: Final = 85
 GPU_MEMORY_SHARE: Final = 0.95
 VOLUME_FREE_SHARE: Final = 0.10
+
+# XIDs that mean the GPU itself needs a reset, a reboot or replacement, not an application fix
+# (NVIDIA "XID Errors" catalogue, docs.nvidia.com/deploy/xid-errors: 48 double-bit ECC error, 63/64
+# ECC page retirement or row remapping event/failure, 74 NVLink error, 79 GPU has fallen off the bus,
+# 92 high single-bit ECC rate, 94/95 contained/uncontained ECC error, 119/120 GSP RPC timeout/error).
+# The rest (13, 31, 43, 45: an application's fault, page fault, stop or preemption) are the
+# application's: they are still a new XID, a warning.
+GPU_ATTENTION_XIDS: Final = (48, 63, 64, 74, 79, 92, 94, 95, 119, 120)
+# How long a new XID is alerted on. dcgm-exporter 4.8.2 publishes DCGM_FI_DEV_XID_ERRORS as a gauge
+# holding the last XID, never reset (NVIDIA/dcgm-exporter#500), so "an XID happened" is a change of
+# that value: an XID equal to the previous one is not seen, and an exporter restart is not an XID.
+XID_WINDOW: Final = "10m"
+
+
+def _ancestors(path: str) -> tuple[str, ...]:
+    """`/a/b` -> ('/', '/a', '/a/b'): every mount point that could hold `path`."""
+    parts = path.strip("/").split("/")
+    return ("/", *("/" + "/".join(parts[: i + 1]) for i in range(len(parts))))
+
+
+STORAGE_MOUNTPOINTS: Final = _ancestors(LOCAL_STORAGE_PATH)
+"""The mount points whose filesystem may hold K3s's local-path volumes (the innermost one that is
+mounted does); node-exporter reports each mounted one."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +131,10 @@ def longest_gap_hours(cron: str) -> int:
     return max(1, -(-max(gaps) // 60))
 
 
+def _storage_filesystems() -> str:
+    return 'mountpoint=~"' + "|".join(STORAGE_MOUNTPOINTS) + '"'
+
+
 def alerts(cluster: ClusterSettings) -> tuple[Alert, ...]:
     rules = [
         Alert(
@@ -107,16 +142,28 @@ def alerts(cluster: ClusterSettings) -> tuple[Alert, ...]:
             f"certmanager_certificate_expiration_timestamp_seconds - time() < {CERTIFICATE_DAYS_LEFT} * 86400",
             "1h",
             "warning",
-            "Certificate {{ $labels.namespace }}/{{ $labels.name }} expires in less than "
+            # `exported_namespace`: the Certificate's namespace (EXPORTED_METRICS above).
+            "Certificate {{ $labels.exported_namespace }}/{{ $labels.name }} expires in less than "
             f"{CERTIFICATE_DAYS_LEFT} days: cert-manager has not renewed it (kubectl describe certificate)",
         ),
         Alert(
             "SophiaGpuXidError",
-            "max_over_time(DCGM_FI_DEV_XID_ERRORS[10m]) > 0",
+            # A new XID (the gauge changed) of any kind; the XID itself on the left, so it is the
+            # alert's value. It clears once the window has passed without another.
+            f"DCGM_FI_DEV_XID_ERRORS > 0 and changes(DCGM_FI_DEV_XID_ERRORS[{XID_WINDOW}]) > 0",
             "0m",
             "warning",
-            "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} reported XID error {{ $value }}"
-            " (NVIDIA XID catalogue; 48, 63, 64, 79 mean the GPU needs a reset or replacement)",
+            "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} reported XID {{ $value }} (NVIDIA XID catalogue)",
+        ),
+        Alert(
+            "SophiaGpuNeedsAttention",
+            "("
+            + " or ".join(f"DCGM_FI_DEV_XID_ERRORS == {x}" for x in GPU_ATTENTION_XIDS)
+            + f") and changes(DCGM_FI_DEV_XID_ERRORS[{XID_WINDOW}]) > 0",
+            "0m",
+            "critical",
+            "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} reported XID {{ $value }}, which means the GPU needs"
+            " a reset, a reboot or replacement (NVIDIA XID catalogue): drain the node and see nvidia-smi -q",
         ),
         Alert(
             "SophiaGpuTooHot",
@@ -143,11 +190,14 @@ def alerts(cluster: ClusterSettings) -> tuple[Alert, ...]:
         ),
         Alert(
             "SophiaVolumeNearlyFull",
-            f"kubelet_volume_stats_available_bytes / kubelet_volume_stats_capacity_bytes < {VOLUME_FREE_SHARE}",
+            # Every volume is a local-path (hostPath) directory under LOCAL_STORAGE_PATH, which has no
+            # volume stats of its own (components/k3s.py): the filesystem holding them is watched.
+            f"node_filesystem_avail_bytes{{{_storage_filesystems()}}}"
+            f" / node_filesystem_size_bytes{{{_storage_filesystems()}}} < {VOLUME_FREE_SHARE}",
             "15m",
             "warning",
-            "Volume {{ $labels.namespace }}/{{ $labels.persistentvolumeclaim }} has less than "
-            f"{int(VOLUME_FREE_SHARE * 100)}% free",
+            "Filesystem {{ $labels.mountpoint }} on {{ $labels.instance }}, which holds K3s's local-path volumes"
+            f" ({LOCAL_STORAGE_PATH}), has less than {int(VOLUME_FREE_SHARE * 100)}% free",
         ),
     ]
     if cluster.backups is not None:
@@ -172,7 +222,8 @@ def alerts(cluster: ClusterSettings) -> tuple[Alert, ...]:
 _IDENTIFIER = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 _PROMQL_WORDS = frozenset(
     {"sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "and", "or", "unless", "time",
-     "vector", "increase", "rate", "max_over_time", "min_over_time", "absent", "bool", "offset"}
+     "vector", "increase", "rate", "max_over_time", "min_over_time", "absent", "bool", "offset", "changes",
+     "absent_over_time"}
 )  # fmt: skip
 
 

@@ -10,10 +10,12 @@ cluster-scoped kinds at all; settings (`check_gitops_ownership`) and a render ch
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi_command import local
 
 from components import namespaces
 from components.ingress import Route, tls_ingress
@@ -36,8 +38,33 @@ DEFAULT_PROJECT = "default"
 """The project Argo CD's server creates at start, allowing every repository, destination and kind."""
 ARGOCD_SECRET = "argocd-secret"
 """The Secret Argo CD reads its admin password from (the chart's own is off: `configs.secret.createSecret`)."""
-ADMIN_PASSWORD_MTIME = "2026-01-01T00:00:00Z"
-"""`admin.passwordMtime`: fixed, so that an unchanged password never logs anyone out."""
+PASSWORD_MTIME_COMMAND = "date -u +%Y-%m-%dT%H:%M:%SZ"
+"""Prints the time of day as Argo CD parses `admin.passwordMtime` (RFC 3339, util/settings/accounts.go)."""
+
+
+def admin_password_mtime(bcrypt_hash: pulumi.Output[str], parent: pulumi.Resource) -> pulumi.Output[str]:
+    """`admin.passwordMtime`: the time the admin password's hash last changed, the same on every run until then.
+
+    Argo CD v3.4.4 rejects a session token issued before this time ("account password has changed
+    since token issued": argoproj/argo-cd util/session/sessionmanager.go, Parse, `issuedAt.Before(
+    *account.PasswordMtime)`). So it must move exactly when the hash moves, to the real time of the
+    change: later and every new login is refused until then; earlier and the old sessions survive.
+    A `local.Command` (pulumi-command, already this program's provider) printing the time when it is
+    created does that: its stdout is its state, kept unchanged by every `pulumi up` that does not
+    replace it, and `triggers` replace it (running `create` again, at that `pulumi up`) exactly when
+    the hash's digest changes. The digest is a secret Output, so the hash never shows in the state.
+    pulumi_random has no time, and the time provider is not one this project builds.
+    """
+    digest: pulumi.Output[str] = pulumi.Output.secret(
+        bcrypt_hash.apply(lambda value: hashlib.sha256(value.encode()).hexdigest())
+    )
+    stamp = local.Command(
+        "argocd-admin-password-mtime",
+        create=PASSWORD_MTIME_COMMAND,
+        triggers=[digest],
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    return stamp.stdout.apply(lambda out: out.strip())
 
 
 @dataclass(frozen=True)
@@ -145,7 +172,7 @@ class ArgoCD(pulumi.ComponentResource):
             type="Opaque",
             string_data={
                 "admin.password": args.admin_password_bcrypt.apply(pulumi.Output.secret),
-                "admin.passwordMtime": ADMIN_PASSWORD_MTIME,
+                "admin.passwordMtime": admin_password_mtime(args.admin_password_bcrypt, self),
             },
             opts=pulumi.ResourceOptions(parent=self),
         )

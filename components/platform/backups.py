@@ -10,6 +10,7 @@ so a rotated key in ESC is used from the next snapshot on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -52,6 +53,32 @@ class EtcdBackupsArgs:
     keys: BackupKeys
 
 
+# Every key K3s reads from the Secret (k3s-io/k3s pkg/etcd/s3/config_secret.go getConfigFromSecret,
+# the revisions 4755269 and 5a0e48a that could be read): access-key, bucket, bucket-lookup-type,
+# folder, proxy, secret-key, session-token, endpoint, region, timeout, skip-ssl-verify, insecure,
+# endpoint-ca, endpoint-ca-name. Retention is not among them: K3s prunes the bucket by its
+# `etcd-s3-retention` setting, which, left unset, takes `etcd-snapshot-retention` (k3s-io/k3s#13770,
+# docs.k3s.io cli/etcd-snapshot "S3 Retention"); config.yaml sets that one (node_config.k3s_config).
+K3S_READS: Final = frozenset(
+    {
+        "etcd-s3-access-key",
+        "etcd-s3-bucket",
+        "etcd-s3-bucket-lookup-type",
+        "etcd-s3-folder",
+        "etcd-s3-proxy",
+        "etcd-s3-secret-key",
+        "etcd-s3-session-token",
+        "etcd-s3-endpoint",
+        "etcd-s3-region",
+        "etcd-s3-timeout",
+        "etcd-s3-skip-ssl-verify",
+        "etcd-s3-insecure",
+        "etcd-s3-endpoint-ca",
+        "etcd-s3-endpoint-ca-name",
+    }
+)
+
+
 def etcd_s3_config(storage: BackupStorage, snapshots: EtcdSnapshots) -> dict[str, str]:
     """The plain entries of K3s's S3 config Secret (its keys are added as secret Outputs)."""
     return {
@@ -59,8 +86,6 @@ def etcd_s3_config(storage: BackupStorage, snapshots: EtcdSnapshots) -> dict[str
         "etcd-s3-bucket": storage.bucket,
         "etcd-s3-region": storage.region,
         "etcd-s3-folder": snapshots.folder,
-        # K3s prunes S3 by this count, per node, as it prunes the local snapshots by the flag.
-        "etcd-s3-retention": str(snapshots.retention),
     }
 
 

@@ -87,6 +87,9 @@ METALLB: Final = _chart(
         "prometheus.serviceMonitor.enabled",
         "prometheus.serviceAccount",
         "prometheus.namespace",
+        # Both on the host network (the speaker's `hostNetwork: true`): components/host_ports.py.
+        "prometheus.metricsPort",
+        "speaker.memberlist.mlBindPort",
     ],
     # speaker.frr.enabled is false and frrk8s is off, so the speaker pod runs the speaker alone.
     containers={"controller": "controller.resources", "speaker": "speaker.resources"},
@@ -226,6 +229,8 @@ KUBE_PROMETHEUS_STACK: Final = _chart(
         # documented list of container specs the chart passes through `tpl`.
         "grafana.podAnnotations",
         "grafana.extraInitContainers",
+        # node-exporter's listening port on the host network (components/host_ports.py).
+        "prometheus-node-exporter.service.port",
     ],
     containers={
         "prometheus-operator": "prometheusOperator.resources",

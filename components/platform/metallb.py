@@ -10,6 +10,7 @@ import yaml
 
 from components import namespaces
 from components.gpu import GPU_TAINT_KEY
+from components.host_ports import METALLB_MEMBERLIST_PORT, METALLB_METRICS_PORT
 from components.ingress import TLS_ENTRY_POINT
 from components.platform.charts import METALLB, TRAEFIK_HELM_CHART, TRAEFIK_NAMESPACE
 from components.platform.common import JSON, namespace, release, resources
@@ -38,6 +39,8 @@ def metallb_values() -> JSON:
         "crds": {"enabled": True},
         "frrk8s": {"enabled": False},
         "prometheus": {
+            # Explicit, from the firewall's list: the speaker serves them on the host network.
+            "metricsPort": METALLB_METRICS_PORT,
             "serviceMonitor": {"enabled": True},
             "serviceAccount": PROMETHEUS_SERVICE_ACCOUNT,
             "namespace": namespaces.MONITORING,
@@ -45,6 +48,7 @@ def metallb_values() -> JSON:
         "controller": {"resources": resources("50m", "64Mi", "200m", "128Mi")},
         "speaker": {
             "resources": resources("50m", "64Mi", "200m", "128Mi"),
+            "memberlist": {"mlBindPort": METALLB_MEMBERLIST_PORT},
             # A node only announces addresses when a speaker runs on it: the GPU machines too.
             "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists"}],
         },

@@ -9,6 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import namespaces
+from components.host_ports import NODE_EXPORTER_PORT
 from components.ingress import Route, tls_ingress
 from components.k3s import LOCAL_STORAGE_CLASS
 from components.platform.charts import INGRESS_CLASS, KUBE_PROMETHEUS_STACK
@@ -159,7 +160,11 @@ def monitoring_values(
             "testFramework": {"enabled": False},
         },
         "kube-state-metrics": {"resources": resources("20m", "64Mi", "200m", "256Mi")},
-        "prometheus-node-exporter": {"resources": resources("20m", "32Mi", "200m", "128Mi")},
+        "prometheus-node-exporter": {
+            "resources": resources("20m", "32Mi", "200m", "128Mi"),
+            # Explicit, from the firewall's list: node-exporter listens on the host network.
+            "service": {"port": NODE_EXPORTER_PORT},
+        },
     }
 
 

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import re
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from components.gpu import GPU_AGENT_TOLERATIONS, GPU_AGENTS, Toleration
 from components.k3s import RELEASE_BINARIES, checksum_file
-from components.settings.reader import LABEL_KEY, LABEL_VALUE, Value
+from components.settings.reader import DNS_NAME, LABEL_KEY, LABEL_VALUE, Value
 
 K3S_VERSION = re.compile(r"^v1\.\d{2}\.\d{1,2}\+k3s\d+$")
+# The Kubernetes minors (1.x) this program can deploy, first and last: the render validates every
+# object against kubernetes-validate's schemas (1.25 to 1.37 in kubernetes-validate 1.37.0,
+# requirements-dev.txt), and every pinned chart declares the Kubernetes it installs on in its
+# Chart.yaml `kubeVersion` (the highest floor: `>=1.29.0-0` of cloudnative-pg 0.29.0 and
+# plugin-barman-cloud 0.7.0; none sets a ceiling). tests/test_settings.py derives both ends from the
+# chart packages themselves and from kubernetes-validate, so this cannot drift from them.
+SUPPORTED_KUBERNETES_MINORS: tuple[int, int] = (29, 37)
 SSH_HOST_KEY = re.compile(
     r"^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) [A-Za-z0-9+/]+={0,3}$"
 )
@@ -22,6 +33,30 @@ REFUSED_HOST_KEY_TYPES = {
     "ssh-rsa": "an ssh-rsa key, which pulumi-command can only verify with SHA-1 signatures and OpenSSH >= 8.8 "
     "refuses; pin the machine's ed25519 key instead (ssh-keyscan -t ed25519 <host>)",
 }
+# The length of the public key (`Q`, an uncompressed point 0x04 || x || y) of each ECDSA curve
+# (RFC 5656 section 3.1: string "ecdsa-sha2-<curve>", string <curve>, string Q), and of an ed25519
+# key (RFC 8709 section 4: string "ssh-ed25519", string key, 32 bytes).
+_ECDSA_POINT_BYTES = {"nistp256": 65, "nistp384": 97, "nistp521": 133}
+_ED25519_KEY_BYTES = 32
+# Labels the kubelet refuses to set on its own Node at start (`--node-labels`, K3s's `node-label`):
+# any key in the kubernetes.io or k8s.io namespaces (or a subdomain of either) except these keys and
+# the [*.]kubelet.kubernetes.io and [*.]node.kubernetes.io namespaces (k8s.io/kubernetes v1.35.4
+# cmd/kubelet/app/options/options.go:152 and :176 isKubernetesLabel; k8s.io/kubelet v0.35.4
+# pkg/apis/well_known_labels.go:35-80 IsKubeletLabel).
+KUBELET_LABELS = (
+    "kubernetes.io/hostname",
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+)
+KUBELET_LABEL_NAMESPACES = ("kubelet.kubernetes.io", "node.kubernetes.io")
 # Five numeric cron fields (`*`, `n`, `a-b`, each with an optional `/step`, comma-separated): K3s
 # takes more (names such as MON), but the backup alert computes the longest gap from these.
 _CRON_FIELD = r"(\*|[0-9]{1,2}(-[0-9]{1,2})?)(/[1-9][0-9]?)?(,(\*|[0-9]{1,2}(-[0-9]{1,2})?)(/[1-9][0-9]?)?)*"
@@ -180,6 +215,61 @@ class ClusterSettings:
         return ".".join(self.k3s_version[1:].split(".")[:2])
 
 
+def _ssh_string(data: bytes, at: int) -> tuple[bytes, int] | None:
+    """One SSH wire-format `string` (uint32 length, then that many bytes) at `at`, and the offset after it."""
+    if at + 4 > len(data):
+        return None
+    (length,) = struct.unpack(">I", data[at : at + 4])
+    end = at + 4 + length
+    return (data[at + 4 : end], end) if end <= len(data) else None
+
+
+def host_key_problem(key: str) -> str | None:
+    """What is wrong with the base64 part of a `<type> <base64>` host key, or None.
+
+    A key cut short or mistyped still matches the text pattern, and would only fail at `pulumi up`
+    as a host key mismatch on the first SSH connection; so the blob is decoded and held to the SSH
+    wire format of its type: the same type string inside, and a public key of the type's length.
+    """
+    kind, _, blob = key.partition(" ")
+    try:
+        data = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        return "is not valid base64 (a character is missing or wrong: copy the whole line of ssh-keyscan)"
+    inner = _ssh_string(data, 0)
+    if inner is None or inner[0] != kind.encode():
+        return f"does not decode to an {kind} key (it must start with the type {kind!r} in SSH wire format)"
+    fields: list[bytes] = []
+    at = inner[1]
+    while at < len(data):
+        item = _ssh_string(data, at)
+        if item is None:
+            return f"is cut short: the {kind} key ends in the middle of a field (copy the whole line of ssh-keyscan)"
+        fields.append(item[0])
+        at = item[1]
+    if kind == "ssh-ed25519":
+        if len(fields) != 1 or len(fields[0]) != _ED25519_KEY_BYTES:
+            return f"is not an ed25519 public key: it must hold one {_ED25519_KEY_BYTES}-byte key"
+    elif kind.startswith("ecdsa-sha2-"):
+        curve = kind.removeprefix("ecdsa-sha2-")
+        size = _ECDSA_POINT_BYTES[curve]
+        if len(fields) != 2 or fields[0] != curve.encode() or len(fields[1]) != size or fields[1][:1] != b"\x04":
+            return f"is not an {kind} public key: it must hold the curve {curve!r} and a {size}-byte point"
+    return None
+
+
+def kubelet_refuses_label(key: str) -> bool:
+    """Whether the kubelet refuses `key` in its own `--node-labels` (see KUBELET_LABELS)."""
+    namespace = key.split("/", 1)[0] if "/" in key else ""
+
+    def within(domain: str) -> bool:
+        return namespace == domain or namespace.endswith("." + domain)
+
+    if not (within("kubernetes.io") or within("k8s.io")):
+        return False
+    return key not in KUBELET_LABELS and not any(within(n) for n in KUBELET_LABEL_NAMESPACES)
+
+
 def _read_taint(value: Value) -> Taint:
     section = value.section()
     key = section.required("key").string(pattern=LABEL_KEY, what="a Kubernetes taint key")
@@ -206,7 +296,12 @@ def _read_gpu(value: Value, arch: Arch | None) -> Gpu | None:
 def _read_node(value: Value, default_user: str, default_port: int) -> Node:
     section = value.section()
     name = section.required("name").dns_label()
-    host = section.required("host").host()
+    # K3s takes `host` as the node's `node-external-ip` (and as its `node-ip` without a private
+    # network), flags that hold addresses, never names (K3s docs, cli/server "--node-external-ip
+    # value (agent/networking) IPv4/IPv6 external IP addresses to advertise for node"): a DNS name
+    # there stops K3s at start. So an address only; resolving a name here would tie the cluster to
+    # whatever the name resolves to on the day of `pulumi up`.
+    host = _node_host(section.required("host"))
     private = section.optional("privateIp")
     role = section.required("role").choice([r.value for r in Role])
     arch_text = section.required("arch").choice([a.value for a in Arch])
@@ -218,6 +313,10 @@ def _read_node(value: Value, default_user: str, default_port: int) -> Node:
     refused = REFUSED_HOST_KEY_TYPES.get(host_key.split(" ", 1)[0])
     if refused is not None:
         host_key_value.fail(f"is {refused}")
+        host_key = ""
+    wire_problem = host_key_problem(host_key) if host_key else None
+    if wire_problem is not None:
+        host_key_value.fail(wire_problem)
         host_key = ""
     gpu_value = section.optional("gpu")
     labels_value = section.optional("labels")
@@ -235,12 +334,45 @@ def _read_node(value: Value, default_user: str, default_port: int) -> Node:
         ssh_port=port_value.integer(minimum=1, maximum=65535) if port_value else default_port,
         host_key=host_key,
         gpu=_read_gpu(gpu_value, arch) if gpu_value else None,
-        labels=labels_value.labels() if labels_value else {},
+        labels=_node_labels(labels_value) if labels_value else {},
         taints=taints_value.list_of(_read_taint, maximum=20) if taints_value else (),
         allow_data_loss=data_loss_value.boolean() if data_loss_value else False,
     )
     section.close()
     return node
+
+
+def _node_host(value: Value) -> str:
+    text = value.string()
+    if not text:
+        return ""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if DNS_NAME.fullmatch(text) and not text.rsplit(".", 1)[-1].isdigit():
+        value.fail(
+            f"is the name {text!r}, but K3s takes this as the node's address (node-external-ip, and node-ip"
+            " without a private network), which must be an IP address: write the machine's address"
+            f" (dig +short {text})"
+        )
+    else:
+        value.fail(f"must be an IP address, got {text!r}")
+    return ""
+
+
+def _node_labels(value: Value) -> dict[str, str]:
+    labels = value.labels()
+    for key in labels:
+        if kubelet_refuses_label(key):
+            value.problems.add(
+                f"{value.path}.{key}",
+                "is in the kubernetes.io/k8s.io namespace, which the kubelet refuses to set on its own node"
+                f" (it would not start); only {', '.join(KUBELET_LABELS)} and the"
+                f" {' and '.join(f'[*.]{n}/' for n in KUBELET_LABEL_NAMESPACES)} namespaces are allowed:"
+                " use a label of your own domain instead (such as sophia.ai/role)",
+            )
+    return {k: v for k, v in labels.items() if not kubelet_refuses_label(k)}
 
 
 def _check_nodes(nodes_value: Value, nodes: tuple[Node, ...]) -> None:
@@ -344,7 +476,16 @@ def _check_pins(value: Value, mirror: str | None, pins: dict[Arch, str], nodes: 
 
 def read_cluster(value: Value) -> ClusterSettings:
     section = value.section()
-    version = section.required("k3sVersion").string(pattern=K3S_VERSION, what="a K3s release such as v1.35.5+k3s1")
+    version_value = section.required("k3sVersion")
+    version = version_value.string(pattern=K3S_VERSION, what="a K3s release such as v1.35.5+k3s1")
+    first, last = SUPPORTED_KUBERNETES_MINORS
+    if version and not first <= int(version.split(".")[1]) <= last:
+        version_value.fail(
+            f"{version} is Kubernetes 1.{version.split('.')[1]}, outside the 1.{first} to 1.{last} that the pinned"
+            " charts (their kubeVersion) and the render's schemas support; K3s moves one minor at a time, so"
+            " upgrade a running cluster minor by minor within that range"
+        )
+        version = ""
     endpoint_value = section.optional("apiEndpoint")
     user_value = section.optional("sshUser")
     port_value = section.optional("sshPort")

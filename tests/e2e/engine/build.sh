@@ -5,6 +5,8 @@
 #                        module proxy), command and random (from ../shared/third_party/go)
 #   build.sh apiserver   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and etcd
 #   build.sh --bin-dir   prints the directory the e2e puts first on PATH (builds nothing)
+#   build.sh promtool    Prometheus's promtool, for `make test`'s alert rule unit tests
+#   build.sh --promtool  prints the path of the promtool binary (builds nothing)
 #
 # pulumi-command, pulumi-random and the Python language host are not served by the module proxy: their
 # upstream archives in ../shared/third_party/go are checked against its SHA256SUMS, unpacked into the
@@ -240,11 +242,24 @@ build_etcd() {
     (cd "$HERE/etcd" && "${NICE[@]}" "$GO" build -o "$1/bin/etcd" "$ETCD_MODULE")
 }
 
+build_promtool() {
+    requires promtool "$PROMETHEUS_MODULE" "$PROMETHEUS_VERSION"
+    say "promtool: $PROMETHEUS_PACKAGE@$PROMETHEUS_VERSION (Prometheus $PROMETHEUS_RELEASE)"
+    (cd "$HERE/promtool" && "${NICE[@]}" "$GO" build -o "$1/bin/promtool" \
+        -ldflags "-X github.com/prometheus/common/version.Version=${PROMETHEUS_RELEASE#v}" \
+        "$PROMETHEUS_PACKAGE")
+}
+
 case ${1:-} in
 --bin-dir)
     bin_dir
     exit 0
     ;;
+--promtool)
+    echo "$(component_dir promtool)/bin/promtool"
+    exit 0
+    ;;
+promtool) components=(promtool) ;;
 engine) components=(cli python kubernetes command random) ;;
 apiserver) components=(apiserver etcd) ;;
 all) components=("${ALL[@]}") ;;
