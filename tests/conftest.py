@@ -1,4 +1,8 @@
-"""The whole production stack rendered once per test session, for tests of every invariant."""
+"""The production and development stacks rendered once per test session, for tests of every invariant.
+
+A render is the most expensive thing a test does; every test that reads a stack as it is checked in
+reads these, and only tests that change a stack render their own.
+"""
 
 from __future__ import annotations
 
@@ -27,3 +31,8 @@ def production(production_render: tuple[Rendered, list[CheckResult]]) -> Rendere
 @pytest.fixture(scope="session")
 def production_checks(production_render: tuple[Rendered, list[CheckResult]]) -> list[CheckResult]:
     return production_render[1]
+
+
+@pytest.fixture(scope="session")
+def development_render(tmp_path_factory: pytest.TempPathFactory) -> tuple[Rendered, list[CheckResult]]:
+    return render(load_stack("development"), tmp_path_factory.mktemp("render") / "development")

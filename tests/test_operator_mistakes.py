@@ -144,19 +144,33 @@ def test_a_tab_is_one_error_line_with_file_line_and_column(tmp_path: Path, capsy
     assert (code, lines) == (2, [f"error: {stack_file}:{line}:1: found character '\\t' that cannot start any token"])
 
 
-def test_make_help_lists_every_target_from_its_comment_and_plain_make_shows_it() -> None:
+def runbooks() -> list[str]:
+    """The runbooks' titles: the `###` headings under `## Runbooks` in docs/operations.md."""
+    titles, inside = [], False
+    for line in (PROJECT_DIR / "docs" / "operations.md").read_text().splitlines():
+        if line.startswith("## "):
+            inside = line == "## Runbooks"
+        elif inside and line.startswith("### "):
+            titles.append(line.removeprefix("### "))
+    return titles
+
+
+def test_make_help_lists_every_target_from_its_comment_and_the_runbooks_and_plain_make_shows_it() -> None:
     expected = [
         "usage: make <target> [STACK=<stack>] [OUT=<dir>]   stacks: development production",
-        "  make help      this list (plain `make` shows it too)",
+        "  make help      this list and the runbooks (plain `make` shows it too)",
         "  make render    the whole desired state of STACK, offline, into OUT; exit 0 valid, 1 invalid, 2 bad config",
         "  make test      lint, types and the whole test suite",
         "  make engine    the Pulumi CLI and kubernetes provider from the Go module proxy, cached in ~/.cache",
         "  make apiserver kube-apiserver, kube-controller-manager and etcd, built the same way",
         "  make e2e       the Kubernetes layer through the real engine against a real API server on 127.0.0.1",
         "  make lint      ruff, ruff format and mypy (strict on components/, render/ and policy/)",
-        "  make bench     time `make render`, and render production and stacks with 10x and 50x its "
-        "machines and services",
+        "  make bench     time `make render`, render production and stacks with 10x and 50x its "
+        "machines and services; write docs/benchmarks.md",
         "  make clean     remove build/ and the tools' caches",
+        "runbooks, in docs/operations.md (each a heading with numbered steps):",
+        # Every `###` under `## Runbooks` (tests/test_docs.py holds each to numbered steps).
+        *(f"  {title}" for title in runbooks()),
     ]
     for argv in (["make", "help"], ["make"]):
         run = subprocess.run(
