@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+import render.__main__ as render_main
 from render import checks
 from render.__main__ import main
 from render.context import CheckResult, Context
@@ -77,37 +79,41 @@ def test_the_graph_has_a_node_per_resource_and_an_edge_per_dependency(production
     assert edges == expected
 
 
-def test_rendering_twice_gives_byte_identical_output(production: Rendered, tmp_path: Path) -> None:
-    """`make render` again, in a new process's way (main), against the session's render of the same stack."""
+def test_rendering_twice_gives_byte_identical_output(
+    production: Rendered, production_main: tuple[int, str, Path]
+) -> None:
+    """`make render` again, as a user runs it (main), against the session's render of the same stack."""
+    code, _, out = production_main
     assert production.out_dir is not None
-    assert main(["--out", str(tmp_path / "again")]) == 0
-    assert _files(tmp_path / "again") == _files(production.out_dir)
+    assert code == 0
+    assert _files(out) == _files(production.out_dir)
 
 
 def test_the_summary_total_counts_what_the_last_line_says_and_its_rows_add_up(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    production_main: tuple[int, str, Path],
 ) -> None:
-    assert main(["--out", str(tmp_path / "out")]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    code, said, out = production_main
+    assert code == 0
+    lines = said.splitlines()
     phases = [line.split(" ", 2)[1] for line in lines if line.startswith("render: ")]
     assert phases == ["reading", "running", "writing", "checking"]
     table = lines[lines.index(next(line for line in lines if line.startswith("component "))) + 1 :]
     rows = table[: next(i for i, line in enumerate(table) if line.startswith("total "))]
     total = int(table[len(rows)].split()[-1])
     assert sum(int(row.split()[-1]) for row in rows) == total
-    resources = json.loads((tmp_path / "out" / "resources.json").read_text())["resources"]
+    resources = json.loads((out / "resources.json").read_text())["resources"]
     assert total == len(resources), "the total is every resource, the stack included"
     assert lines[-1].startswith(f"rendered {total} resources (the stack included, as `pulumi preview` counts) into ")
 
 
 def test_a_render_that_stops_leaves_the_previous_one_and_says_so_and_when_it_was_made(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    production: Rendered, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert production.out_dir is not None
     out = tmp_path / "out"
-    assert main(["--out", str(out)]) == 0
+    shutil.copytree(production.out_dir, out)  # a previous render
     before = _files(out)
     made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(out.stat().st_mtime))
-    capsys.readouterr()
     doc = production_document()
     doc["config"]["sophia-infra:cluster"]["k3sVersion"] = "latest"
     assert main(["--stack-file", str(write_stack(tmp_path, doc)), "--out", str(out)]) == 2
@@ -118,11 +124,12 @@ def test_a_render_that_stops_leaves_the_previous_one_and_says_so_and_when_it_was
     )
     assert all(line.startswith("error: ") for line in said.err.splitlines())
 
-    # A crash while checking: the folder is not replaced either, and the same is said.
-    def crashes(context: Context) -> list[str]:
-        raise RuntimeError("a check crashed")
+    # A crash half-way through writing the new render: the folder is not replaced either, and the same is said.
+    def half_written(rendered: Rendered, staging: Path) -> None:
+        (staging / "resources.json").write_text("{}")
+        raise RuntimeError("the disk filled up")
 
-    monkeypatch.setattr(checks, "CHECKS", [*checks.CHECKS, ("a check that crashes", crashes)])
+    monkeypatch.setattr(render_main, "write", half_written)
     with pytest.raises(RuntimeError):
         main(["--out", str(out)])
     assert _files(out) == before
