@@ -7,6 +7,7 @@ so what is tested is what the operator sees: exit 2, nothing written, and exactl
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -217,3 +218,35 @@ def test_resources_json_shows_where_each_step_connects_and_hides_the_private_key
     assert connections["sophia-ai-core-install"]["host"] == "192.0.2.11"
     assert {c["privateKey"] for c in connections.values()} == {"[secret]"}
     assert not [r for r in production_checks if r.name == "no secret value in the render" and r.violations]
+
+
+def test_the_first_make_says_what_it_installs_and_how_long_before_the_venv_and_shows_pips_progress(
+    tmp_path: Path,
+) -> None:
+    """`make render` on a fresh clone: one line first, then the venv, then pip without --quiet."""
+    for name in ("Makefile", "requirements.txt", "requirements-dev.txt"):
+        shutil.copyfile(PROJECT_DIR / name, tmp_path / name)
+    log = tmp_path / "calls.log"
+    # A stand-in python: `-m venv DIR` makes DIR/bin/python (itself); anything else is logged.
+    fake = tmp_path / "python3"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$0 $*" >> {log}\n'
+        'if [ "$1 $2" = "-m venv" ]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; fi\n'
+    )
+    fake.chmod(0o755)
+    run = subprocess.run(
+        ["make", "--no-print-directory", f"PYTHON={fake}", ".venv/.installed"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    said = run.stdout.splitlines()
+    assert said[0].startswith("make: first run: installing into .venv the pinned Pulumi SDK")
+    assert "about 1-3 minutes" in said[0] and "pip's progress below" in said[0]
+    calls = log.read_text().splitlines()
+    assert calls[0].endswith("python3 -m venv .venv")
+    (pip,) = [c for c in calls if " -m pip install " in c]
+    assert "--quiet" not in pip and "-q" not in pip.split()
