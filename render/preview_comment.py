@@ -152,15 +152,22 @@ def run_preview(stack_name: str, policy_pack: Path, preview: Preview) -> bool:
         print(text, flush=True)
         preview.output.append(text)
 
+    def error_line(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+        preview.output.append(text)
+
     stack = select_stack(stack_name, work_dir=str(PROJECT_DIR))
     try:
         stack.preview(
-            diff=True, policy_packs=[str(policy_pack)], suppress_outputs=True, on_output=line, on_event=preview.take
+            diff=True,
+            policy_packs=[str(policy_pack)],
+            suppress_outputs=True,
+            on_output=line,
+            on_error=error_line,
+            on_event=preview.take,
         )
-    except CommandError as error:
-        preview.output.append(str(error))
-        print(error, file=sys.stderr, flush=True)
-        return False
+    except CommandError:
+        return False  # what went wrong is in the output already, from the CLI's stdout and stderr
     return True
 
 

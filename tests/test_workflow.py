@@ -128,7 +128,7 @@ def test_pull_requests_run_preview_with_oidc_and_comment_the_plan_on_the_pr(work
     assert workflow["env"]["PULUMI_STACK"] == "production"
     # The preview the script runs is the one the old action ran: the diff, the policy pack, no outputs.
     source = (PROJECT_DIR / "render" / "preview_comment.py").read_text()
-    assert "diff=True, policy_packs=[str(policy_pack)], suppress_outputs=True" in source
+    assert re.search(r"diff=True,\s+policy_packs=\[str\(policy_pack\)\],\s+suppress_outputs=True,", source)
 
 
 def test_main_runs_up_behind_the_protected_environment_one_at_a_time(workflow: dict[str, Any]) -> None:
