@@ -1,24 +1,30 @@
-# The README's two commands. Each sets up .venv from the pinned requirements when needed.
+# The README's two commands (and the rest: `make help`). Each sets up .venv from the pinned requirements when needed.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STACK  ?= production
 OUT    ?= build/$(STACK)
 ENGINE := tests/e2e/engine/build.sh
+RUNBOOKS := docs/operations.md
 
 .PHONY: help render test lint bench clean engine apiserver e2e promtool
 # Plain `make` explains itself instead of quietly building the venv.
 .DEFAULT_GOAL := help
 
-## help: this list (plain `make` shows it too)
+## help: this list and the runbooks (plain `make` shows it too)
 help:
 	@echo "usage: make <target> [STACK=<stack>] [OUT=<dir>]   stacks: $(sort $(patsubst Pulumi.%.yaml,%,$(wildcard Pulumi.*.yaml)))"
 	@awk '/^## [a-z0-9]+: / { name = $$2; sub(/:$$/, "", name); text = $$0; sub(/^## [a-z0-9]+: /, "", text); \
 		printf "  make %-9s %s\n", name, text }' $(firstword $(MAKEFILE_LIST))
+	@echo "runbooks, in $(RUNBOOKS) (each a heading with numbered steps):"
+	@awk '/^## / { inside = ($$0 == "## Runbooks") } inside && /^### / { sub(/^### /, ""); print "  " $$0 }' $(RUNBOOKS)
 
+# The first run says what it installs and how long that takes, then shows pip's progress.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
+	@if test -x $(BIN)/python; then echo "make: requirements*.txt changed: updating $(VENV) (pip's progress below)"; \
+	else echo "make: first run: installing into $(VENV) the pinned Pulumi SDK and providers (kubernetes, command, random), pulumi-policy and the test tools (pytest, hypothesis, ruff, mypy, shellcheck, schema validators); about 1-3 minutes, once (pip's progress below)"; fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 ## render: the whole desired state of STACK, offline, into OUT; exit 0 valid, 1 invalid, 2 bad config
@@ -51,9 +57,9 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## bench: time `make render`, and render production and stacks with 10x and 50x its machines and services
+## bench: time `make render`, render production and stacks with 10x and 50x its machines and services; write docs/benchmarks.md
 bench: $(VENV)/.installed
-	$(BIN)/python -m render.bench
+	$(BIN)/python -m render.bench --write docs/benchmarks.md
 
 ## clean: remove build/ and the tools' caches
 clean:

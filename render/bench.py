@@ -304,16 +304,67 @@ def report(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def _machine() -> str:
+    """The machine a measurement was taken on: CPU model, cores, kernel, Python."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    system = os.uname()
+    python = sys.version.split()[0]
+    return f"{model}, {os.cpu_count()} cores, {system.sysname} {system.release} {system.machine}, Python {python}"
+
+
+def _commit() -> str:
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=PROJECT_DIR, capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or "unknown (not a git checkout)"
+
+
+def benchmarks_document(command: str, sections: list[tuple[str, str]], load_before: float) -> str:
+    """docs/benchmarks.md: what was measured, when, on what, under what load, and the tables."""
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `{command}`: a measurement, of this run only.",
+        "Run it again to compare, back to back on one machine: the host under a shared machine varies,",
+        "and other work on it slows every figure.",
+        "What is computed rather than measured (resource counts, the critical path estimate) is in",
+        "[architecture.md](architecture.md#figures-the-program-computes), held to the code by a test.",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- commit: `{_commit()}`",
+        f"- machine: {_machine()}",
+        f"- load average (1 minute): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
+        "",
+    ]
+    for title, text in sections:
+        lines += [f"## {title}", "", "```text", text.rstrip("\n"), "```", ""]
+    lines += ["## How it is measured", "", *(__doc__ or "").strip().splitlines(), ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m render.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--factors", default="1,10,50", help="machine and service multipliers (default 1,10,50)")
     parser.add_argument("--program-only", action="store_true", help="skip the files and checks (faster)")
     parser.add_argument("--render-only", action="store_true", help="only time the whole-process `make render`")
+    parser.add_argument("--write", type=Path, help="also write the results, dated, to this Markdown file")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
+    sections: list[tuple[str, str]] = []
     stacks = stack_names()
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        print(whole_process_report(stacks, Path(scratch)), flush=True)
+        whole = whole_process_report(stacks, Path(scratch))
+    print(whole, flush=True)
+    sections.append(("`make render`, the whole process", whole))
+    command = "python -m render.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.render_only:
+        if args.write:
+            args.write.write_text(benchmarks_document(command.strip(), sections, load_before))
         return 0
     base = production_document()
     machines = len(base["config"][f"{NAMESPACE}:cluster"]["nodes"])
@@ -329,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(label, machines * factor, services * (factor - 1), not args.program_only)
         print(f"measured {label}: {result.resources} resources", file=sys.stderr, flush=True)
         results.append(result)
-    print(report(results))
+    text = report(results)
+    print(text)
+    if args.write:
+        sections.append(("The program and the render, at 1x, 10x and 50x the machines and services", text))
+        args.write.write_text(benchmarks_document(command.strip(), sections, load_before))
     return 0 if all(r.path.shape() == results[0].path.shape() for r in results) else 1
 
 

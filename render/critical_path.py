@@ -6,8 +6,8 @@ parallel (`pulumi up` is unbounded by default). So the wall time of an `up` from
 the heaviest path through that graph, each resource weighted by how long its operation takes.
 
 The durations below are estimates for a fresh machine on Lambda Cloud and a fresh cluster; they
-are what the bench and the README quote, and what makes "joins run in parallel" measurable:
-adding machines must not lengthen the critical path.
+are what the bench and docs/architecture.md quote (render/figures.py), and what makes "joins run
+in parallel" measurable: adding machines must not lengthen the critical path.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from render.model import Rendered
+from render.plan import plan_markdown
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -105,3 +106,4 @@ def write(rendered: Rendered, out: Path) -> None:
                     step.delete if step.delete.endswith("\n") else step.delete + "\n"
                 )
     (out / "graph.mmd").write_text(graph(rendered))
+    (out / "plan.md").write_text(plan_markdown(rendered.stack, rendered.resources))

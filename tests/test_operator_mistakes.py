@@ -7,6 +7,7 @@ so what is tested is what the operator sees: exit 2, nothing written, and exactl
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -144,10 +145,21 @@ def test_a_tab_is_one_error_line_with_file_line_and_column(tmp_path: Path, capsy
     assert (code, lines) == (2, [f"error: {stack_file}:{line}:1: found character '\\t' that cannot start any token"])
 
 
-def test_make_help_lists_every_target_from_its_comment_and_plain_make_shows_it() -> None:
+def runbooks() -> list[str]:
+    """The runbooks' titles: the `###` headings under `## Runbooks` in docs/operations.md."""
+    titles, inside = [], False
+    for line in (PROJECT_DIR / "docs" / "operations.md").read_text().splitlines():
+        if line.startswith("## "):
+            inside = line == "## Runbooks"
+        elif inside and line.startswith("### "):
+            titles.append(line.removeprefix("### "))
+    return titles
+
+
+def test_make_help_lists_every_target_from_its_comment_and_the_runbooks_and_plain_make_shows_it() -> None:
     expected = [
         "usage: make <target> [STACK=<stack>] [OUT=<dir>]   stacks: development production",
-        "  make help      this list (plain `make` shows it too)",
+        "  make help      this list and the runbooks (plain `make` shows it too)",
         "  make render    the whole desired state of STACK, offline, into OUT; exit 0 valid, 1 invalid, 2 bad config",
         "  make test      lint, types and the whole test suite (with promtool, built first and cached)",
         "  make engine    the Pulumi CLI and kubernetes provider from the Go module proxy, cached in ~/.cache",
@@ -155,9 +167,12 @@ def test_make_help_lists_every_target_from_its_comment_and_plain_make_shows_it()
         "  make promtool  Prometheus's promtool, of the version the monitoring stack deploys, built the same way",
         "  make e2e       the Kubernetes layer through the real engine against a real API server on 127.0.0.1",
         "  make lint      ruff, ruff format and mypy (strict on components/, render/ and policy/)",
-        "  make bench     time `make render`, and render production and stacks with 10x and 50x its "
-        "machines and services",
+        "  make bench     time `make render`, render production and stacks with 10x and 50x its "
+        "machines and services; write docs/benchmarks.md",
         "  make clean     remove build/ and the tools' caches",
+        "runbooks, in docs/operations.md (each a heading with numbered steps):",
+        # Every `###` under `## Runbooks` (tests/test_docs.py holds each to numbered steps).
+        *(f"  {title}" for title in runbooks()),
     ]
     for argv in (["make", "help"], ["make"]):
         run = subprocess.run(
@@ -204,3 +219,35 @@ def test_resources_json_shows_where_each_step_connects_and_hides_the_private_key
     assert connections["sophia-ai-core-install"]["host"] == "192.0.2.11"
     assert {c["privateKey"] for c in connections.values()} == {"[secret]"}
     assert not [r for r in production_checks if r.name == "no secret value in the render" and r.violations]
+
+
+def test_the_first_make_says_what_it_installs_and_how_long_before_the_venv_and_shows_pips_progress(
+    tmp_path: Path,
+) -> None:
+    """`make render` on a fresh clone: one line first, then the venv, then pip without --quiet."""
+    for name in ("Makefile", "requirements.txt", "requirements-dev.txt"):
+        shutil.copyfile(PROJECT_DIR / name, tmp_path / name)
+    log = tmp_path / "calls.log"
+    # A stand-in python: `-m venv DIR` makes DIR/bin/python (itself); anything else is logged.
+    fake = tmp_path / "python3"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$0 $*" >> {log}\n'
+        'if [ "$1 $2" = "-m venv" ]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; fi\n'
+    )
+    fake.chmod(0o755)
+    run = subprocess.run(
+        ["make", "--no-print-directory", f"PYTHON={fake}", ".venv/.installed"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    said = run.stdout.splitlines()
+    assert said[0].startswith("make: first run: installing into .venv the pinned Pulumi SDK")
+    assert "about 1-3 minutes" in said[0] and "pip's progress below" in said[0]
+    calls = log.read_text().splitlines()
+    assert calls[0].endswith("python3 -m venv .venv")
+    (pip,) = [c for c in calls if " -m pip install " in c]
+    assert "--quiet" not in pip and "-q" not in pip.split()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+import render.__main__ as render_main
 from render import checks
 from render.__main__ import main
 from render.context import CheckResult, Context
@@ -76,10 +79,74 @@ def test_the_graph_has_a_node_per_resource_and_an_edge_per_dependency(production
     assert edges == expected
 
 
-def test_rendering_twice_gives_byte_identical_output(tmp_path: Path) -> None:
-    assert main(["--out", str(tmp_path / "one")]) == 0
-    assert main(["--out", str(tmp_path / "two")]) == 0
-    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+def test_rendering_twice_gives_byte_identical_output(
+    production: Rendered, production_main: tuple[int, str, Path]
+) -> None:
+    """`make render` again, as a user runs it (main), against the session's render of the same stack."""
+    code, _, out = production_main
+    assert production.out_dir is not None
+    assert code == 0
+    assert _files(out) == _files(production.out_dir)
+
+
+def test_the_summary_total_counts_what_the_last_line_says_and_its_rows_add_up(
+    production_main: tuple[int, str, Path],
+) -> None:
+    code, said, out = production_main
+    assert code == 0
+    lines = said.splitlines()
+    phases = [line.split(" ", 2)[1] for line in lines if line.startswith("render: ")]
+    assert phases == ["reading", "running", "writing", "checking"]
+    table = lines[lines.index(next(line for line in lines if line.startswith("component "))) + 1 :]
+    rows = table[: next(i for i, line in enumerate(table) if line.startswith("total "))]
+    total = int(table[len(rows)].split()[-1])
+    assert sum(int(row.split()[-1]) for row in rows) == total
+    resources = json.loads((out / "resources.json").read_text())["resources"]
+    assert total == len(resources), "the total is every resource, the stack included"
+    assert lines[-1].startswith(f"rendered {total} resources (the stack included, as `pulumi preview` counts) into ")
+
+
+def test_a_render_that_stops_leaves_the_previous_one_and_says_so_and_when_it_was_made(
+    production: Rendered, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert production.out_dir is not None
+    out = tmp_path / "out"
+    shutil.copytree(production.out_dir, out)  # a previous render
+    before = _files(out)
+    made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(out.stat().st_mtime))
+    doc = production_document()
+    doc["config"]["sophia-infra:cluster"]["k3sVersion"] = "latest"
+    assert main(["--stack-file", str(write_stack(tmp_path, doc)), "--out", str(out)]) == 2
+    said = capsys.readouterr()
+    assert _files(out) == before
+    assert f"render: {out} still holds the previous render, made {made}: it does not show this configuration" in (
+        said.out.splitlines()
+    )
+    assert all(line.startswith("error: ") for line in said.err.splitlines())
+
+    # A crash half-way through writing the new render: the folder is not replaced either, and the same is said.
+    def half_written(rendered: Rendered, staging: Path) -> None:
+        (staging / "resources.json").write_text("{}")
+        raise RuntimeError("the disk filled up")
+
+    monkeypatch.setattr(render_main, "write", half_written)
+    with pytest.raises(RuntimeError):
+        main(["--out", str(out)])
+    assert _files(out) == before
+    assert f"render: {out} still holds the previous render, made {made}" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Pulumi.production.yaml", "out"], "no staging folder left"
+
+
+def test_the_render_says_each_phase_as_it_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = production_document()
+    doc["config"]["sophia-infra:cluster"]["k3sVersion"] = "latest"
+    assert main(["--stack-file", str(write_stack(tmp_path, doc)), "--out", str(tmp_path / "out")]) == 2
+    phases = [line for line in capsys.readouterr().out.splitlines() if line.startswith("render: ")]
+    assert phases[:2] == [
+        f"render: reading {tmp_path / 'Pulumi.production.yaml'} (every ESC secret gets a stand-in value)",
+        "render: running the program under the mock engine",
+    ]
+    assert phases[2] == f"render: {tmp_path / 'out'} holds no render"
 
 
 def test_no_secret_value_appears_anywhere_in_the_render(production: Rendered) -> None:

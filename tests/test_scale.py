@@ -20,8 +20,8 @@ def _render_program(document: dict[str, Any], folder: Path) -> Rendered:
     return build(stack.stack, run_program(stack))
 
 
-def test_adding_machines_does_not_lengthen_the_critical_path(production: Rendered, tmp_path: Path) -> None:
-    scaled = _render_program(scaled_document(50), tmp_path)
+def test_adding_machines_does_not_lengthen_the_critical_path(production: Rendered, fifty_machines: Rendered) -> None:
+    scaled = fifty_machines
     nodes = {r["name"] for r in scaled.resources if r["type"] == "sophia:cluster:K3sNode"}
     assert len(nodes) == 50
     small, large = critical_path(production.resources), critical_path(scaled.resources)

@@ -97,21 +97,38 @@ def test_the_workflow_stores_no_long_lived_credentials(workflow: dict[str, Any])
     assert workflow["permissions"] == {}
 
 
-def test_pull_requests_run_preview_with_oidc_and_comment_on_the_pr(workflow: dict[str, Any]) -> None:
+def test_pull_requests_run_preview_with_oidc_and_comment_the_plan_on_the_pr(workflow: dict[str, Any]) -> None:
     assert set(workflow["on"]) == {"pull_request", "push"}
     preview = workflow["jobs"]["preview"]
     assert "pull_request" in preview["if"]
     assert preview["permissions"] == {"contents": "read", "id-token": "write", "pull-requests": "write"}
-    steps = [str(s.get("uses", s.get("name"))).split("@")[0] for s in _steps(preview)]
-    assert steps.index("pulumi/auth-actions") < steps.index("pulumi/actions")
+    steps = _steps(preview)
+    names = [str(s.get("uses", s.get("run"))).split("@")[0] for s in steps]
     (auth,) = _uses(preview, "pulumi/auth-actions")
     assert auth["with"]["requested-token-type"] == "urn:pulumi:token-type:access_token:organization"
-    (pulumi,) = _uses(preview, "pulumi/actions")
-    assert pulumi["with"]["command"] == "preview"
-    assert pulumi["with"]["comment-on-pr"] is True
-    assert pulumi["with"]["stack-name"].endswith("/${{ env.PULUMI_STACK }}")
-    assert pulumi["with"]["policyPacks"] == "policy"
+    (cli,) = _uses(preview, "pulumi/actions")
+    assert "command" not in cli["with"], "the action only installs the CLI; the preview runs below"
+    assert cli["with"]["pulumi-version"] == "${{ env.PULUMI_VERSION }}"
+    runs = [str(s.get("run", "")) for s in steps]
+    (render,) = [i for i, r in enumerate(runs) if r == "make render"]
+    (run,) = [i for i, r in enumerate(runs) if "render.preview_comment" in r]
+    (post,) = [i for i, r in enumerate(runs) if r.startswith("gh pr comment")]
+    assert render < names.index("pulumi/auth-actions") < names.index("pulumi/actions") < run < post
+    # The comment is the plan of this pull request's render, marked from this preview of this stack.
+    assert runs[run].split() == [
+        "python", "-m", "render.preview_comment", "--stack", '"$PULUMI_ORG/$PULUMI_STACK"',
+        "--render", "build/production", "--out", "preview-comment.md",
+    ]  # fmt: skip
+    assert runs[post].split() == [
+        "gh", "pr", "comment", '"$PR"', "--edit-last", "--create-if-none", "--body-file", "preview-comment.md",
+    ]  # fmt: skip
+    assert steps[post]["env"]["PR"] == "${{ github.event.pull_request.number }}"
+    assert steps[post]["env"]["GH_TOKEN"] == "${{ github.token }}"
+    assert steps[post]["if"].startswith("${{ !cancelled()"), "a failed preview is commented too"
     assert workflow["env"]["PULUMI_STACK"] == "production"
+    # The preview the script runs is the one the old action ran: the diff, the policy pack, no outputs.
+    source = (PROJECT_DIR / "render" / "preview_comment.py").read_text()
+    assert re.search(r"diff=True,\s+policy_packs=\[str\(policy_pack\)\],\s+suppress_outputs=True,", source)
 
 
 def test_main_runs_up_behind_the_protected_environment_one_at_a_time(workflow: dict[str, Any]) -> None:

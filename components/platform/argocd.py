@@ -1,6 +1,6 @@
 """Argo CD: the GitOps controller, its project fenced to the Sophia repository, and the Applications from settings.
 
-Who owns what (README, "Who owns what: Pulumi and Argo CD"): Pulumi owns every cluster-scoped
+Who owns what (docs/architecture.md, "Who owns what: Pulumi and Argo CD"): Pulumi owns every cluster-scoped
 object and every namespace, including each Application's destination namespace, and everything
 inside the namespaces it deploys to. Argo CD owns exactly the namespaced objects its Applications
 sync from the repository into their destination namespaces, in which Pulumi creates nothing else.
