@@ -27,8 +27,9 @@ Where the program depends on K3s, the stand-in behaves like it:
   the taints of `node-taint` (registered with the node, as `--register-with-taints`), its addresses
   (`node-ip` or the interface's, `node-external-ip`), and `nvidia.com/gpu` capacity for every GPU
   nvidia-smi lists (what the device plugin would advertise). It keeps the Node Ready (status and a
-  Lease in kube-node-lease) while it runs; a pod bound to the node is marked Running and Ready, and a
-  pod being deleted (a drain's eviction) is removed, as the kubelet confirms it.
+  Lease in kube-node-lease) while it runs; a pod bound to the node is marked Running and Ready (a
+  Job's pod Succeeded), and a pod being deleted (a drain's eviction) is removed, as the kubelet
+  confirms it.
 - A server writes /etc/rancher/k3s/k3s.yaml (mode `write-kubeconfig-mode`), the admin kubeconfig for
   https://127.0.0.1:6443, and answers on port 6443 of every address of the machine; an agent writes
   /var/lib/rancher/k3s/agent/kubelet.kubeconfig for https://127.0.0.1:6444, its local load balancer.
@@ -466,7 +467,18 @@ def sync_pods(api: Api, name: str) -> None:
         if meta.get("deletionTimestamp"):
             api.call("DELETE", path, {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
             continue
-        if (pod.get("status") or {}).get("phase") == "Running":
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Running", "Succeeded", "Failed"):
+            continue
+        if any(o.get("kind") == "Job" for o in meta.get("ownerReferences") or []):
+            # A Job's pod (a Helm hook's, say) runs to completion, as kwok's pod-complete stage has it.
+            finished = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
+                         "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now,
+                                                  "finishedAt": now}}} for c in pod["spec"]["containers"]]  # fmt: skip
+            scheduled = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]
+            done = {"status": {"phase": "Succeeded", "containerStatuses": finished, "startTime": now,
+                               "conditions": scheduled}}  # fmt: skip
+            api.call("PATCH", f"{path}/status", done, "application/strategic-merge-patch+json")
             continue
         conditions = [{"type": t, "status": "True", "lastTransitionTime": now}
                       for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]  # fmt: skip
