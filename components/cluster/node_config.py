@@ -431,7 +431,6 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
                 "FLANNEL_BACKEND": backend,
                 "NODE_IP" if uses_private_network(cluster) else "PUBLIC_IP": node_address(cluster, node),
                 "FIREWALL_PORTS": " ".join(firewall_ports(cluster, node)),
-                "PEERS": " ".join(node_address(cluster, n) for n in cluster.nodes if n.name != node.name),
             },
         ),
         prepare=on_node(Step.PREPARE.value, "prepare.sh", files),

@@ -289,10 +289,11 @@ if verb == "daemon-reload":
 if not units:
     fail(f"systemctl stand-in: {verb} needs a unit", 2)
 if verb == "is-active":
-    running = all(pid_of(u) for u in units)
+    # As systemctl: one line per unit; success when at least one of them is active.
+    running = [pid_of(u) is not None for u in units]
     if not quiet:
-        print("active" if running else "inactive")
-    sys.exit(0 if running else 3)
+        print("\n".join("active" if r else "inactive" for r in running))
+    sys.exit(0 if any(running) else 3)
 if verb == "is-enabled":
     enabled = all(os.path.exists(f"{ENABLED}/{u}") for u in units)
     if not quiet:

@@ -14,6 +14,7 @@ destroy. Each records what the engine did (printed at the end of `make e2e`).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import threading
@@ -84,7 +85,7 @@ def test_up_from_nothing_makes_the_cluster_and_everything_on_it(cluster: Cluster
     # The provider's kubeconfig is the `kubeconfig` step's output: the first server's address, not the harness's.
     resources = state(cluster.engine)
     provider = next(r for r in resources if r["type"] == "pulumi:providers:kubernetes")
-    kubeconfig = yaml.safe_load(provider["inputs"]["kubeconfig"])
+    kubeconfig = yaml.safe_load(revealed(provider["inputs"]["kubeconfig"]))
     first = cluster.machine(names[0])
     assert kubeconfig["clusters"][0]["cluster"]["server"] == f"https://{first.address}:6443"
     # The K3s binary came from the mirror, for each architecture the machines have.
@@ -108,7 +109,7 @@ def secret_values(cluster: Cluster) -> dict[str, str]:
     values["ssh private key body"] = "".join(cluster.fleet.private_key.splitlines()[1:-1])
     for resource in state(cluster.engine):
         if resource["type"] == "random:index/randomPassword:RandomPassword":
-            values[f"token {name_of(resource['urn'])}"] = resource["outputs"]["result"]
+            values[f"token {name_of(resource['urn'])}"] = revealed(resource["outputs"]["result"])
     first = cluster.machine(cluster.nodes[0]["name"])
     for path in ("/var/lib/rancher/k3s/server/token", "/var/lib/rancher/k3s/server/agent-token"):
         values[path] = first.path(path).read_text().strip().rsplit(":", 1)[-1]
@@ -139,6 +140,13 @@ def test_no_secret_in_plain_text_in_state_events_or_logs(cluster: Cluster) -> No
         encoded = [key for key, value in secrets.items() if value and base64.b64encode(value.encode()).decode() in text]
         assert encoded == [], f"{where} holds base64 of {encoded}"
     engine.log.append(f"    no secret ({len(secrets)} values, tokens included) in the export, backend, events or logs")
+
+
+def revealed(value: Any) -> str:
+    """A value of `export_stack()` (which shows secrets, as `{"plaintext": <JSON>}` objects) as its text."""
+    if isinstance(value, dict) and "plaintext" in value:
+        return str(json.loads(value["plaintext"]))
+    return str(value)
 
 
 def changed_steps(run_steps: list[tuple[str, str, str]]) -> dict[str, str]:

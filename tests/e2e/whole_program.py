@@ -163,8 +163,12 @@ class Cluster:
             nodes=self.nodes,
         )
         settings[CLUSTER_KEY]["k3sVersion"] = self.version
-        stack_file = Path(self.engine.stack.workspace.work_dir) / f"Pulumi.{self.variant.stack}.yaml"
-        stack_file.write_text(yaml.safe_dump({"config": settings}))
+        path = Path(self.engine.stack.workspace.work_dir) / f"Pulumi.{self.variant.stack}.yaml"
+        # The engine keeps the stack's secrets (encrypted) and their salt in the same file: only the
+        # plain settings change, as when an operator edits the file.
+        current = yaml.safe_load(path.read_text())
+        current["config"] = {k: v for k, v in current["config"].items() if k not in settings} | settings
+        path.write_text(yaml.safe_dump(current))
 
 
 def k3s_version(stack: str) -> str:

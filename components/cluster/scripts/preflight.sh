@@ -106,7 +106,7 @@ if [[ $ufw_status == *"Status: active"* ]]; then
     fi
   done
   if ((${#missing[@]} > 0)); then
-    problems+=("ufw is active and allows none of: ${missing[*]}; for each, from every other machine (${PEERS:-none}): sudo ufw allow from <address> to any port <port> proto <tcp|udp>; and pod and service traffic: sudo ufw allow from 10.42.0.0/16; sudo ufw allow from 10.43.0.0/16")
+    problems+=("ufw is active and allows none of: ${missing[*]}; for each, from the address of every other machine (its privateIp, or its host): sudo ufw allow from <address> to any port <port> proto <tcp|udp>; and pod and service traffic: sudo ufw allow from 10.42.0.0/16; sudo ufw allow from 10.43.0.0/16")
   fi
 fi
 
