@@ -354,4 +354,8 @@ def test_destroy_removes_everything_and_leaves_the_machines_as_they_were(
             "/etc/rancher/k3s/sophia-join-token 2>/dev/null || true"
         ).split()
         assert leftovers == [], f"{node['name']}: {leftovers}"
+    # Every joining node's Node object was removed by its claim step's delete. The first server's
+    # goes with the cluster's datastore on a real cluster; here the datastore is the e2e's one API
+    # server, which outlives the cluster (k3s_standin.py), so the harness removes it.
+    for node in cluster.nodes[1:]:
         assert not apiserver.exists(f"/api/v1/nodes/{node['name']}"), node["name"]
