@@ -10,8 +10,9 @@
 //   - an imported environment `org/name` is read from <definitions>/org-name.yaml, and each stand-in
 //     value is written into it as `esc env set <env> <path> <value> --secret` writes a secret: an
 //     `fn::secret` at that path (esc eval/patch.go, ApplyValuePatches), only where the definition
-//     already has the path (a key the definition lacks stays missing); the definition is then
-//     stored with every secret encrypted (eval.EncryptSecrets) and the evaluator decrypts it;
+//     has an `fn::secret` placeholder for the operator to set (a key it lacks stays missing, a plain
+//     or computed value stays as written); the definition is then stored with every secret
+//     encrypted (eval.EncryptSecrets) and the evaluator decrypts it;
 //   - evaluation: eval.EvalEnvironment, ESC's evaluator, with no providers (`fn::open` fails);
 //   - projection: the opened environment's `pulumiConfig` property (pkg cmd/pulumi/config/io.go,
 //     `env.Properties["pulumiConfig"]`) merged into an empty stack config by the CLI's own code
@@ -36,6 +37,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/hashicorp/hcl/v2"
 	"github.com/pulumi/esc"
 	"github.com/pulumi/esc/eval"
 	pkgworkspace "github.com/pulumi/pulumi/pkg/v3/workspace"
@@ -116,6 +118,10 @@ func (d *definitions) LoadEnvironment(ctx context.Context, name string) ([]byte,
 		return nil, nil, fmt.Errorf("environment %s: %w", name, err)
 	}
 	d.files[name] = file
+	if d.standIns == nil {
+		// The first pass: the definition exactly as written.
+		return source, d.crypter, nil
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(source, &doc); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", file, err)
@@ -127,7 +133,7 @@ func (d *definitions) LoadEnvironment(ctx context.Context, name string) ([]byte,
 	}
 	sort.Strings(paths)
 	for _, path := range paths {
-		if defines(&doc, append([]string{"values"}, strings.Split(path, ".")...)) {
+		if placeholder(&doc, append([]string{"values"}, strings.Split(path, ".")...)) {
 			patches = append(patches, &eval.Patch{DocPath: "values." + path, Replacement: esc.NewSecret(d.standIns[path])})
 		}
 	}
@@ -144,8 +150,10 @@ func (d *definitions) LoadEnvironment(ctx context.Context, name string) ([]byte,
 	return stored, d.crypter, nil
 }
 
-// defines says whether a YAML document has a mapping entry at the path.
-func defines(node *yaml.Node, path []string) bool {
+// placeholder says whether the document has, at the path, a secret for the operator to set: an
+// `fn::secret` call (the definitions in esc/ hold a placeholder there). Anything else is evaluated
+// as written: a computed value, a plain value, or a key the definition lacks is what is under test.
+func placeholder(node *yaml.Node, path []string) bool {
 	if node.Kind == yaml.DocumentNode && len(node.Content) == 1 {
 		node = node.Content[0]
 	}
@@ -164,7 +172,54 @@ func defines(node *yaml.Node, path []string) bool {
 		}
 		node = next
 	}
-	return true
+	return node.Kind == yaml.MappingNode && len(node.Content) == 2 && node.Content[0].Value == "fn::secret"
+}
+
+// open evaluates the stack's anonymous environment, or exits 1 with one line per error diagnostic.
+func open(
+	ctx context.Context, stackFile, anonymous string, definition []byte, loader *definitions, note string,
+) *esc.Environment {
+	decl, diags, err := eval.LoadYAMLBytes(anonymous, definition)
+	if err != nil {
+		fail("%s: %v", stackFile, err)
+	}
+	var env *esc.Environment
+	if !diags.HasErrors() {
+		// The service's execution context holds the caller's identity (`context.pulumi.user`); the
+		// definitions here do not read it, so it is empty.
+		execContext, err := esc.NewExecContext(map[string]esc.Value{})
+		if err != nil {
+			fail("%v", err)
+		}
+		opened, more := eval.EvalEnvironment(ctx, anonymous, decl, loader.crypter, noProviders{}, loader, execContext)
+		diags.Extend(more...)
+		env = opened
+	}
+	if !diags.HasErrors() {
+		return env
+	}
+	for _, d := range diags {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		// A place in an imported definition is its file's line and column; the anonymous
+		// environment is the stack file's `environment:` list, named by the file alone.
+		where := stackFile
+		if d.Subject != nil && d.Subject.Filename != anonymous {
+			file, ok := loader.files[d.Subject.Filename]
+			if !ok {
+				file = d.Subject.Filename
+			}
+			where = fmt.Sprintf("%s:%d:%d", file, d.Subject.Start.Line, d.Subject.Start.Column)
+		}
+		message := d.Summary
+		if d.Detail != "" {
+			message += ": " + d.Detail
+		}
+		fmt.Fprintf(os.Stderr, "%s: %s%s\n", where, strings.ReplaceAll(message, "\n", " "), note)
+	}
+	os.Exit(1)
+	return nil
 }
 
 func fail(format string, args ...any) {
@@ -206,49 +261,17 @@ func main() {
 	if err != nil {
 		fail("%v", err)
 	}
-	loader := &definitions{dir: *dir, standIns: standIns, crypter: crypter, files: map[string]string{}}
-
 	const anonymous = "<stack>"
 	definition := stack.EnvironmentBytes()
 	if len(definition) == 0 {
 		fail("%s: imports no ESC environment", *stackFile)
 	}
-	decl, diags, err := eval.LoadYAMLBytes(anonymous, definition)
-	if err != nil {
-		fail("%s: %v", *stackFile, err)
-	}
-	var env *esc.Environment
-	if !diags.HasErrors() {
-		// The service's execution context holds the caller's identity (`context.pulumi.user`); the
-		// definitions here do not read it, so it is empty.
-		execContext, err := esc.NewExecContext(map[string]esc.Value{})
-		if err != nil {
-			fail("%v", err)
-		}
-		opened, more := eval.EvalEnvironment(ctx, anonymous, decl, crypter, noProviders{}, loader, execContext)
-		diags.Extend(more...)
-		env = opened
-	}
-	if diags.HasErrors() {
-		for _, d := range diags {
-			// A place in an imported definition is its file's line and column; the anonymous
-			// environment is the stack file's `environment:` list, named by the file alone.
-			where := *stackFile
-			if d.Subject != nil && d.Subject.Filename != anonymous {
-				file, ok := loader.files[d.Subject.Filename]
-				if !ok {
-					file = d.Subject.Filename
-				}
-				where = fmt.Sprintf("%s:%d:%d", file, d.Subject.Start.Line, d.Subject.Start.Column)
-			}
-			message := d.Summary
-			if d.Detail != "" {
-				message += ": " + d.Detail
-			}
-			fmt.Fprintf(os.Stderr, "%s: %s\n", where, strings.ReplaceAll(message, "\n", " "))
-		}
-		os.Exit(1)
-	}
+	// First the definitions as written, so that a diagnostic's line and column are the file's own
+	// (setting the values and encrypting the secrets rewrite the YAML); then with the values set and
+	// stored encrypted, for the projection.
+	open(ctx, *stackFile, anonymous, definition, &definitions{dir: *dir, crypter: crypter, files: map[string]string{}}, "")
+	loader := &definitions{dir: *dir, standIns: standIns, crypter: crypter, files: map[string]string{}}
+	env := open(ctx, *stackFile, anonymous, definition, loader, " (with the values set)")
 
 	// The CLI's own projection takes the SDK's copy of the ESC value type: the same JSON.
 	var pulumiConfig sdkesc.Value
