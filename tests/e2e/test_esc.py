@@ -46,7 +46,11 @@ def test_each_stack_gets_exactly_the_secrets_the_program_needs_from_esc_each_one
 
 def test_a_value_set_in_esc_reaches_the_program_unchanged(bins: Path) -> None:
     # What a test's own secret (the lead's whole-program test passes a real SSH key) goes through.
-    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA: \"quoted\" {braces} $dollar\n-----END OPENSSH PRIVATE KEY-----\n"
+    key = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+        'b3BlbnNzaC1rZXktdjEAAAAA: "quoted" {braces} ${dollar} #hash\n'
+        "-----END OPENSSH PRIVATE KEY-----\n"
+    )
     projection = esc_config(bins, "production", _plain("production"), values=stand_ins() | {"sshPrivateKey": key})
     assert projection["sophia-infra:sshPrivateKey"] == (key, True)
 
