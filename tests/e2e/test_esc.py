@@ -14,6 +14,7 @@ import yaml
 
 from components.settings.secrets import SECRET_SPECS
 from render.stack import ESC_DIR, load_stack, stack_names
+from tests.e2e.engine import open_engine
 from tests.e2e.esc import EscError, esc_config, stand_ins
 
 
@@ -96,3 +97,27 @@ def test_a_definition_that_lacks_a_secret_the_program_needs_fails_with_one_line_
     assert message == f"error: {file}: {expected}" or (
         len(message.splitlines()) == 1 and message.startswith(f"error: {file}: {expected}")
     ), message
+
+
+def test_every_e2e_stack_takes_its_secrets_from_the_esc_projection(bins: Path, tmp_path: Path) -> None:
+    # open_engine is how every e2e stack is made: its secret config is what ESC projects, secrets
+    # secret, and the test's own value (the whole-program test's real SSH key) goes through ESC too.
+    key = "\n".join(
+        [
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+            "b3BlbnNzaC1rZXktdjEAAAAAgiven-by-the-test",
+            "-----END OPENSSH PRIVATE KEY-----",
+            "",
+        ]
+    )
+    engine = open_engine(bins, tmp_path / "ok", lambda: None, [], secrets={"sshPrivateKey": key})
+    config = engine.stack.get_all_config()
+    projection = esc_config(bins, "production", _plain("production"), values=stand_ins() | {"sshPrivateKey": key})
+    assert {k: (v.value, v.secret) for k, v in config.items() if k in projection} == projection
+    assert engine.config.stand_ins["sophia-infra:sshPrivateKey"] == key
+    # And a definition that does not evaluate stops it before the engine runs anything.
+    definitions = _copy(tmp_path)
+    file = definitions / "sophia-ai-production.yaml"
+    file.write_text(file.read_text().replace("fn::secret: replace-with-the-qdrant-api-key", "fn::fromJSON: '{'"))
+    with pytest.raises(EscError, match=r"^error: .*sophia-ai-production\.yaml:\d+:\d+: "):
+        open_engine(bins, tmp_path / "broken", lambda: None, [], esc_definitions=definitions)
