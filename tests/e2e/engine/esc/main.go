@@ -273,7 +273,8 @@ func main() {
 	loader := &definitions{dir: *dir, standIns: standIns, crypter: crypter, files: map[string]string{}}
 	env := open(ctx, *stackFile, anonymous, definition, loader, " (with the values set)")
 
-	// The CLI's own projection takes the SDK's copy of the ESC value type: the same JSON.
+	// The CLI receives the opened environment from the service as JSON, into the SDK's copy of ESC's
+	// value type (sdk/go/common/esc, same JSON); so does this.
 	var pulumiConfig sdkesc.Value
 	raw, err := json.Marshal(env.Properties["pulumiConfig"])
 	if err != nil {
