@@ -44,6 +44,7 @@ def bins(report: list[str]) -> Path:
     report.append(f"pulumi CLI {cli.stdout.strip()} ({pins['PULUMI_CLI_MODULE']})")
     report.append(f"kubernetes provider {pins['KUBERNETES_PROVIDER_VERSION']} ({pins['KUBERNETES_PROVIDER_MODULE']})")
     report.append(f"etcd {pins['ETCD_VERSION']} ({pins['ETCD_MODULE']})")
+    report.append(f"ESC evaluator {pins['ESC_VERSION']} ({pins['ESC_MODULE']}), in esc-project")
     return path
 
 
