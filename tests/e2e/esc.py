@@ -53,7 +53,8 @@ def evaluate(
     """`{config key: (value, secret)}` of the stack's ESC environments, as the engine would receive them.
 
     `values`: ESC key (`sshPrivateKey`) -> the secret value to set; the render's stand-ins by default.
-    A key the definitions do not have is not added: the definitions are what is under test.
+    Only the definitions' `fn::secret` placeholders are set: a key they lack is not added, and a plain
+    or computed value stays as written, for the definitions are what is under test.
     """
     given = stand_ins() if values is None else dict(values)
     with tempfile.TemporaryDirectory(prefix="esc-") as scratch:
