@@ -52,6 +52,7 @@ def bins(report: list[str]) -> Path:
         commit = pins.get(f"{prefix}_COMMIT") or pins[f"{prefix}_HOST_COMMIT"]
         report.append(f"{what} {version} ({commit[:12]}, ../shared/third_party/{pins[f'{prefix}_ARCHIVE']})")
     report.append(f"etcd {pins['ETCD_VERSION']} ({pins['ETCD_MODULE']})")
+    report.append(f"ESC evaluator {pins['ESC_VERSION']} ({pins['ESC_MODULE']}), in esc-project")
     return path
 
 

@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 from pulumi import automation as auto
 
-from render.stack import PROJECT_DIR, StackConfig, load_stack
+from render.stack import ESC_DIR, PROJECT_DIR, StackConfig, load_stack
+from tests.e2e.esc import esc_config, stand_ins
 
 ENGINE_DIR = Path(__file__).resolve().parent / "engine"
 BINARIES = (
@@ -36,6 +37,7 @@ BINARIES = (
     "kube-scheduler",
     "kubectl",
     "etcd",
+    "esc-project",
 )
 # The engine says which plugin binary it runs, and that its version is not the SDK's (4.34.2).
 PLUGIN_NOTE = re.compile(
@@ -196,9 +198,14 @@ def open_engine(
     stack_name: str = "production",
     settings: dict[str, Any] | None = None,
     secrets: dict[str, str] | None = None,
+    esc_definitions: Path = ESC_DIR,
 ) -> Engine:
     """`settings`: the stack file's `config:` to use instead of the project's own; `secrets`: ESC keys
-    (without the project prefix) whose stand-in values the test replaces (a real SSH key, say)."""
+    (without the project prefix) whose stand-in values the test replaces (a real SSH key, say).
+
+    The secret config comes from the stack's ESC environments as ESC projects them (tests/e2e/esc.py),
+    so a definition in esc/ (or `esc_definitions`) that does not evaluate or lacks a key fails here,
+    before the engine runs."""
     config = load_stack(stack_name)
     project = config.project
     home, backend, work = root / "pulumi-home", root / "backend", root / "work"
@@ -230,7 +237,12 @@ def open_engine(
         pulumi_command=auto.PulumiCommand(root=str(bins.parent)),
     )
     stack = auto.create_or_select_stack(stack_name=stack_name, project_name=project, program=program, opts=workspace)
-    values = dict(config.stand_ins) | {f"{project}:{key}": value for key, value in (secrets or {}).items()}
-    stack.set_all_config({key: auto.ConfigValue(value, secret=True) for key, value in values.items()})
-    config.stand_ins.update(values)
+    # The ESC keys as ESC projects them (tests/e2e/esc.py): the stack's definitions in esc/, each
+    # secret set to the render's stand-in or the test's own value, evaluated by ESC's evaluator.
+    plain = load_stack(stack_name, stack_file=work / f"Pulumi.{stack_name}.yaml").config
+    projection = esc_config(
+        bins, stack_name, plain, definitions=esc_definitions, values=stand_ins() | dict(secrets or {})
+    )
+    stack.set_all_config({key: auto.ConfigValue(value, secret=secret) for key, (value, secret) in projection.items()})
+    config.stand_ins.update({key: value for key, (value, secret) in projection.items() if secret})
     return Engine(stack, home, config, log)

@@ -3,6 +3,7 @@
 #
 #   build.sh engine      the Pulumi CLI, the Python language host and the plugins: kubernetes (from the
 #                        module proxy), command and random (from ../shared/third_party/go)
+#                        and esc-project (ESC's evaluator, tests/e2e/engine/esc)
 #   build.sh apiserver   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and etcd
 #   build.sh --bin-dir   prints the directory the e2e puts first on PATH (builds nothing)
 #   build.sh promtool    Prometheus's promtool, for `make test`'s alert rule unit tests
@@ -42,7 +43,7 @@ export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=readonly -buildvcs=false"
 export GOTOOLCHAIN=local
 
 # Every component, in the order `make e2e` builds them.
-ALL=(cli python kubernetes command random apiserver etcd)
+ALL=(cli python kubernetes command random esc apiserver etcd)
 
 say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -52,6 +53,8 @@ key() { # key COMPONENT: what goes into it, hashed
         echo "$component"
         cat "$HERE/versions.env" "$HERE/build.sh"
         cat "$HERE/$component"/go.* "$HERE/$component"/tools.go 2>/dev/null || true
+        # A wrapper with its own command (esc/main.go): its source goes into the key too.
+        cat "$HERE/$component"/main.go 2>/dev/null || true
         archive_sha "$component"
         "$GO" version
         "$GO" env GOOS GOARCH CGO_ENABLED
@@ -236,6 +239,15 @@ build_python() {
     install -m 0755 "$src/sdk/python/cmd/pulumi-language-python-exec" "$1/bin/pulumi-language-python-exec"
 }
 
+build_esc() {
+    # The wrapper's own command: ESC's evaluator and the CLI's projection of `pulumiConfig`, at the
+    # versions the CLI and versions.env pin.
+    requires esc "$ESC_MODULE" "$ESC_VERSION"
+    requires esc "$PULUMI_CLI_MODULE" "$PULUMI_CLI_VERSION"
+    say "esc: esc-project on $ESC_MODULE@$ESC_VERSION and $PULUMI_CLI_MODULE@$PULUMI_CLI_VERSION"
+    (cd "$HERE/esc" && "${NICE[@]}" "$GO" build -o "$1/bin/esc-project" .)
+}
+
 build_etcd() {
     requires etcd "$ETCD_MODULE" "$ETCD_VERSION"
     say "etcd: $ETCD_MODULE@$ETCD_VERSION"
@@ -260,7 +272,7 @@ case ${1:-} in
     exit 0
     ;;
 promtool) components=(promtool) ;;
-engine) components=(cli python kubernetes command random) ;;
+engine) components=(cli python kubernetes command random esc) ;;
 apiserver) components=(apiserver etcd) ;;
 all) components=("${ALL[@]}") ;;
 *)
