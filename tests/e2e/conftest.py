@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,16 @@ from tests.e2e.k3s_cluster import K3sMirror, api_forwarder, k3s_mirror
 from tests.e2e.machines import Fleet, test_network
 
 _REPORT: list[str] = []
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A SIGTERM (a CI timeout, `timeout`) ends the run as Ctrl-C does: the fixtures' teardowns still run,
+    # so no machine, namespace or control-plane process outlives it.
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

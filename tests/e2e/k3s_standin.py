@@ -39,8 +39,9 @@ Where the program depends on K3s, the stand-in behaves like it:
 Where it differs:
 - No container runs: no containerd, kubelet, flannel or etcd. Every server's port 6443 forwards to
   the e2e's one kube-apiserver (on etcd of its own); the cluster has one datastore whatever the
-  number of servers, and an embedded-etcd member removal is not modelled (the drain step's etcd
-  annotations are recorded by the API server only).
+  number of servers. A server answers the drain step's `etcd.k3s.cattle.io/remove` annotation with
+  `etcd.k3s.cattle.io/removed-node-name`, as K3s's etcd member controller does, but no member is
+  removed from anything.
 - Credentials are pre-issued by the harness (/opt/sophia-k3s-stand-in: the cluster CA, the admin
   client certificate and this node's kubelet certificate), where K3s mints them from the CA it
   creates or receives with the token.
@@ -295,8 +296,13 @@ def supervise(listen: tuple[str, int], upstream: tuple[str, int]) -> None:
         # http.server dispatches on these names.
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = proxy  # noqa: N815
 
-    server = http.server.ThreadingHTTPServer(listen, Supervisor)
-    server.daemon_threads = True
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a client that hangs up mid-handshake (a probe, a cancelled watch) is no error of K3s's
+
+    server = Server(listen, Supervisor)
     server.socket = serving.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
@@ -494,6 +500,24 @@ def node_ip_of(pod: dict[str, Any]) -> str:
     return str((pod.get("status") or {}).get("hostIP") or interface_address())
 
 
+ETCD_REMOVE = "etcd.k3s.cattle.io/remove"
+ETCD_REMOVED = "etcd.k3s.cattle.io/removed-node-name"
+
+
+def remove_etcd_members(api: Api) -> None:
+    """What K3s's etcd member controller does on every server (k3s-io/k3s pkg/etcd, the node's
+    `etcd.k3s.cattle.io/remove` annotation): it removes that node's etcd member and records
+    `etcd.k3s.cattle.io/removed-node-name`. No etcd runs here, so only the record is made."""
+    status, body = api.call("GET", "/api/v1/nodes")
+    if status != 200:
+        return
+    for node in body.get("items") or []:
+        annotations = node["metadata"].get("annotations") or {}
+        if annotations.get(ETCD_REMOVE) == "true" and ETCD_REMOVED not in annotations:
+            patch = {"metadata": {"annotations": {ETCD_REMOVED: node["metadata"]["name"]}}}
+            api.call("PATCH", f"/api/v1/nodes/{node['metadata']['name']}", patch, "application/merge-patch+json")
+
+
 def notify_ready() -> None:
     target = os.environ.get("NOTIFY_SOCKET")
     if target:
@@ -549,6 +573,8 @@ def run(role: str) -> None:
     last_heartbeat = time.monotonic()
     while not stopping.wait(POD_SYNC_SECONDS):
         sync_pods(kubelet, name)
+        if role == "server":
+            remove_etcd_members(admin)
         if time.monotonic() - last_heartbeat >= HEARTBEAT_SECONDS:
             heartbeat(kubelet, node)
             last_heartbeat = time.monotonic()
