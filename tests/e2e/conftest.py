@@ -63,7 +63,7 @@ def apiserver(bins: Path, tmp_path_factory: pytest.TempPathFactory, report: list
 
 @pytest.fixture(scope="session")
 def charts(tmp_path_factory: pytest.TempPathFactory, report: list[str]) -> Iterator[ChartRepository]:
-    """The stand-in charts, served as a Helm repository on 127.0.0.1: the stack's `platform.chartMirror`."""
+    """The upstream charts, served as a Helm repository on 127.0.0.1: the stack's `platform.chartMirror`."""
     with chart_repository(tmp_path_factory.mktemp("chart-repository")) as repository:
-        report.append(f"chart mirror: stand-in charts at {repository.url}")
+        report.append(f"chart mirror: the upstream chart packages (sha256-checked) at {repository.url}")
         yield repository

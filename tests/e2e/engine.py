@@ -23,7 +23,15 @@ from pulumi import automation as auto
 from render.stack import PROJECT_DIR, StackConfig, load_stack
 
 ENGINE_DIR = Path(__file__).resolve().parent / "engine"
-BINARIES = ("pulumi", "pulumi-resource-kubernetes", "kube-apiserver", "kube-controller-manager", "etcd")
+BINARIES = (
+    "pulumi",
+    "pulumi-resource-kubernetes",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "etcd",
+    "kwok",
+)
 # The engine says which plugin binary it runs, and that its version is not the SDK's (4.34.2).
 PLUGIN_NOTE = re.compile(
     r"using pulumi-resource-kubernetes from \$PATH at (?P<path>\S+)$"
@@ -144,25 +152,33 @@ class Engine:
         return run
 
 
-def stack_file(config: StackConfig) -> dict[str, Any]:
-    """The stack's settings file without its ESC import; the ESC keys are set as stack secrets instead.
+def stack_file(config: StackConfig, path: Path | None = None) -> dict[str, Any]:
+    """The stack's settings file (`path`, else the project's) without its ESC import; the ESC keys are
+    set as stack secrets instead.
 
     A file backend cannot open ESC environments. The plain values stay structured YAML, as in
     Pulumi.production.yaml, so the engine hands them to the program exactly as it does in production.
     """
-    data = yaml.safe_load((PROJECT_DIR / f"Pulumi.{config.stack}.yaml").read_text())
+    data = yaml.safe_load((path or PROJECT_DIR / f"Pulumi.{config.stack}.yaml").read_text())
     return {"config": data.get("config") or {}}
 
 
 def open_engine(
-    bins: Path, root: Path, program: Callable[[], None], log: list[str], stack_name: str = "production"
+    bins: Path,
+    root: Path,
+    program: Callable[[], None],
+    log: list[str],
+    stack_name: str = "production",
+    *,
+    stack_path: Path | None = None,
 ) -> Engine:
-    config = load_stack(stack_name)
+    """`stack_path`: a settings file of the stack other than the project's (a variant of it)."""
+    config = load_stack(stack_name, stack_file=stack_path)
     project = config.project
     home, backend, work = root / "pulumi-home", root / "backend", root / "work"
     for d in (home, backend, work):
         d.mkdir(parents=True)
-    (work / f"Pulumi.{stack_name}.yaml").write_text(yaml.safe_dump(stack_file(config)))
+    (work / f"Pulumi.{stack_name}.yaml").write_text(yaml.safe_dump(stack_file(config, stack_path)))
     env = {
         "PATH": f"{bins}{os.pathsep}{os.environ.get('PATH', '')}",
         "PULUMI_HOME": str(home),

@@ -2,7 +2,7 @@
 # Builds what the e2e runs, from the Go module proxy only, into a cache outside the repository.
 #
 #   build.sh engine      the Pulumi CLI and the kubernetes provider plugin
-#   build.sh apiserver   kube-apiserver, kube-controller-manager and etcd
+#   build.sh apiserver   kube-apiserver, kube-controller-manager, kube-scheduler, etcd and kwok
 #   build.sh --bin-dir   prints the directory the e2e puts first on PATH (builds nothing)
 #
 # Each component lands in $CACHE/<component>-<key>/bin, the key a hash of everything that goes into
@@ -58,7 +58,7 @@ component_dir() { echo "$CACHE/$1-$(key "$1")"; }
 
 bin_dir() {
     local all
-    all=$(for c in cli kubernetes apiserver etcd; do key "$c"; done | sha256sum | cut -c1-16)
+    all=$(for c in cli kubernetes apiserver etcd kwok; do key "$c"; done | sha256sum | cut -c1-16)
     echo "$CACHE/e2e-$all/bin"
 }
 
@@ -66,7 +66,7 @@ link_all() { # every built component's binaries into the one bin directory
     local bin c
     bin=$(bin_dir)
     mkdir -p "$bin"
-    for c in cli kubernetes apiserver etcd; do
+    for c in cli kubernetes apiserver etcd kwok; do
         local dir
         dir=$(component_dir "$c")
         [[ -f $dir/ok ]] || continue
@@ -149,9 +149,10 @@ build_apiserver() {
     local ldflags="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION"
     ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
     ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
-    say "apiserver: $KUBERNETES_MODULE/cmd/kube-apiserver and kube-controller-manager@$KUBERNETES_VERSION"
+    say "apiserver: $KUBERNETES_MODULE/cmd/kube-apiserver, kube-controller-manager and kube-scheduler@$KUBERNETES_VERSION"
     (cd "$HERE/apiserver" && "${NICE[@]}" "$GO" build -o "$1/bin/" -ldflags "$ldflags" \
-        "$KUBERNETES_MODULE/cmd/kube-apiserver" "$KUBERNETES_MODULE/cmd/kube-controller-manager")
+        "$KUBERNETES_MODULE/cmd/kube-apiserver" "$KUBERNETES_MODULE/cmd/kube-controller-manager" \
+        "$KUBERNETES_MODULE/cmd/kube-scheduler")
 }
 
 build_etcd() {
@@ -160,14 +161,30 @@ build_etcd() {
     (cd "$HERE/etcd" && "${NICE[@]}" "$GO" build -o "$1/bin/etcd" "$ETCD_MODULE")
 }
 
+build_kwok() {
+    local module_dir stage
+    requires kwok "$KWOK_MODULE" "$KWOK_VERSION"
+    say "kwok: $KWOK_PACKAGE@$KWOK_VERSION"
+    (cd "$HERE/kwok" && "${NICE[@]}" "$GO" build -o "$1/bin/kwok" "$KWOK_PACKAGE")
+    # kwok exits "no stages found" without stages: the ones its module ships, beside the binary (in the
+    # cache, never in the repository), read by tests/e2e/kwok.py.
+    module_dir=$(download "$KWOK_MODULE@$KWOK_VERSION" Dir)
+    mkdir -p "$1/stages"
+    for stage in $KWOK_STAGES; do
+        [[ -f $module_dir/$stage ]] || { echo "build.sh: $KWOK_MODULE@$KWOK_VERSION has no $stage" >&2; exit 1; }
+        cp "$module_dir/$stage" "$1/stages/"
+    done
+    chmod u+w "$1"/stages/*
+}
+
 case ${1:-} in
 --bin-dir)
     bin_dir
     exit 0
     ;;
 engine) components=(cli kubernetes) ;;
-apiserver) components=(apiserver etcd) ;;
-all) components=(cli kubernetes apiserver etcd) ;;
+apiserver) components=(apiserver etcd kwok) ;;
+all) components=(cli kubernetes apiserver etcd kwok) ;;
 *)
     echo "usage: build.sh engine|apiserver|all|--bin-dir" >&2
     exit 2
