@@ -33,7 +33,7 @@ test: lint
 engine:
 	$(ENGINE) engine
 
-## apiserver: kube-apiserver, kube-controller-manager and etcd, built the same way
+## apiserver: kube-apiserver, kube-controller-manager, kube-scheduler, etcd and kwok, built the same way
 apiserver:
 	$(ENGINE) apiserver
 
@@ -47,7 +47,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## bench: time `make render`, render production and stacks with 10x and 50x its machines and services, and (e2e binaries built) `up` of 5 and 50 machines through the real engine
+## bench: time `make render`, render production and stacks with 10x and 50x its machines and services, and (e2e binaries built) time `up` of 5 and 50 machines through the real engine
 bench: $(VENV)/.installed
 	$(BIN)/python -m render.bench
 

@@ -151,11 +151,11 @@ def test_make_help_lists_every_target_from_its_comment_and_plain_make_shows_it()
         "  make render    the whole desired state of STACK, offline, into OUT; exit 0 valid, 1 invalid, 2 bad config",
         "  make test      lint, types and the whole test suite",
         "  make engine    the Pulumi CLI and kubernetes provider from the Go module proxy, cached in ~/.cache",
-        "  make apiserver kube-apiserver, kube-controller-manager and etcd, built the same way",
+        "  make apiserver kube-apiserver, kube-controller-manager, kube-scheduler, etcd and kwok, built the same way",
         "  make e2e       the Kubernetes layer through the real engine against a real API server on 127.0.0.1",
         "  make lint      ruff, ruff format and mypy (strict on components/, render/ and policy/)",
-        "  make bench     time `make render`, and render production and stacks with 10x and 50x its "
-        "machines and services",
+        "  make bench     time `make render`, render production and stacks with 10x and 50x its "
+        "machines and services, and (e2e binaries built) time `up` of 5 and 50 machines through the real engine",
         "  make clean     remove build/ and the tools' caches",
     ]
     for argv in (["make", "help"], ["make"]):

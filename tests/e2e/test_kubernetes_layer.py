@@ -1,9 +1,11 @@
 """Each stack's Kubernetes layer (platform and Sophia) through the real engine and the real kubernetes
-provider, against a real API server, its charts from the stand-in chart mirror.
+provider, against a real API server with a scheduler and one kwok node per machine of the stack, the
+upstream charts from the e2e's chart mirror.
 
-The cases run in order on one stack, production's and then development's: up, admission, a second
-up, refresh, a rotated secret, destroy. Each records what the engine did (printed at the end of
-`make e2e`).
+The cases run in order on one stack, production's and then development's: up, the charts and CRDs,
+admission, placement (every pod scheduled and Ready, GPUs, taints, the per-GPU-machine DaemonSets),
+a second up, refresh, a rotated secret, an Argo CD Application's life, a drain against the
+disruption budgets, destroy. Each records what the engine did (printed at the end of `make e2e`).
 """
 
 from __future__ import annotations
