@@ -44,6 +44,7 @@ def bins(report: list[str]) -> Path:
     report.append(f"pulumi CLI {cli.stdout.strip()} ({pins['PULUMI_CLI_MODULE']})")
     report.append(f"kubernetes provider {pins['KUBERNETES_PROVIDER_VERSION']} ({pins['KUBERNETES_PROVIDER_MODULE']})")
     report.append(f"etcd {pins['ETCD_VERSION']} ({pins['ETCD_MODULE']})")
+    report.append(f"kwok {pins['KWOK_VERSION']} ({pins['KWOK_MODULE']})")
     return path
 
 
@@ -52,7 +53,9 @@ def apiserver(bins: Path, tmp_path_factory: pytest.TempPathFactory, report: list
     workdir = tmp_path_factory.mktemp("control-plane")
     try:
         with control_plane(bins, workdir) as server:
-            report.append(f"kube-apiserver and kube-controller-manager {server.version} at {server.url}")
+            report.append(
+                f"kube-apiserver, kube-controller-manager and kube-scheduler {server.version} at {server.url}"
+            )
             yield server
     finally:
         # The components' logs stay in pytest's temporary directory for a post-mortem; etcd's data and
