@@ -89,7 +89,9 @@ class ArgoCdStandIn:
                 self.projects_created += 1
             elif created.status not in (404, 409):  # 404: the namespace is going away
                 self.errors.append(f"AppProject {DEFAULT_PROJECT}: {created.status}")
-        for app in self.server.items(APPLICATIONS):
+        listed = self.server.request("GET", APPLICATIONS)
+        # 404 or 429 while the CRD is being established (or removed): nothing to finalize yet.
+        for app in listed.body.get("items", []) if listed.status == 200 else []:
             meta = app["metadata"]
             finalizers = meta.get("finalizers") or []
             if not meta.get("deletionTimestamp") or RESOURCES_FINALIZER not in finalizers:
