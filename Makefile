@@ -35,11 +35,11 @@ render: $(VENV)/.installed
 test: lint promtool
 	SOPHIA_PROMTOOL="$$($(ENGINE) --promtool)" $(BIN)/python -m pytest
 
-## engine: the Pulumi CLI and kubernetes provider from the Go module proxy, cached in ~/.cache
+## engine: the Pulumi CLI, language host, plugins and ESC evaluator, from the module proxy and ../shared/third_party
 engine:
 	$(ENGINE) engine
 
-## apiserver: kube-apiserver, kube-controller-manager and etcd, built the same way
+## apiserver: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd and kwok, built the same way
 apiserver:
 	$(ENGINE) apiserver
 
@@ -48,7 +48,7 @@ apiserver:
 promtool:
 	@bin="$$($(ENGINE) --promtool)"; test -f "$${bin%/bin/promtool}/ok" || $(ENGINE) promtool
 
-## e2e: the Kubernetes layer through the real engine against a real API server on 127.0.0.1
+## e2e: the whole program through the real engine: test machines over SSH, a real API server
 e2e: $(VENV)/.installed engine apiserver
 	SOPHIA_E2E_BIN="$$($(ENGINE) --bin-dir)" $(BIN)/python -m pytest -m e2e tests/e2e
 
@@ -58,7 +58,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## bench: time `make render`, render production and stacks with 10x and 50x its machines and services; write docs/benchmarks.md
+## bench: time `make render`, render production and stacks with 10x and 50x its machines and services, and (e2e binaries built) time `up` through the real engine; write docs/benchmarks.md
 bench: $(VENV)/.installed
 	$(BIN)/python -m render.bench --write docs/benchmarks.md
 

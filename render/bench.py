@@ -6,7 +6,9 @@ engine and of the whole render (program, files, every check), the time per resou
 of the program's time to the plain Pulumi SDK registering as many ConfigMaps of the same input size
 under the same mock engine: the program's own overhead. Then the critical path of `pulumi up`
 estimated from the real dependency graph (render/critical_path.py), which must not grow with the
-number of machines.
+number of machines. Last, when the e2e's binaries are built (`make engine apiserver`), the wall time
+of `up` through the real engine against the e2e's control plane, with kwok nodes, of production's
+5 machines and of a 50-machine variant (tests/e2e/test_scale.py); without them it says why not.
 
 What scales: machines are config (`cluster.nodes`: generated GPU agents with unique names, hosts
 from 198.18.0.0/15 and host keys). Services are code (components/settings/catalogue.py), not config; the
@@ -347,12 +349,57 @@ def benchmarks_document(command: str, sections: list[tuple[str, str]], load_befo
     return "\n".join(lines)
 
 
+E2E_SCALES = "5,50"
+E2E_TIMEOUT = 3600
+
+
+def e2e_up_report(folder: Path) -> str:
+    """`up` through the real engine (tests/e2e/test_scale.py), or why it did not run."""
+    found = subprocess.run(
+        [sys.executable, "-c", "from tests.e2e.engine import bin_dir; print(bin_dir())"],
+        cwd=PROJECT_DIR, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if found.returncode != 0:
+        reason = (found.stderr.strip().splitlines() or ["no binaries"])[-1]
+        return f"e2e `up` through the real engine: not measured ({reason})"
+    out = folder / "e2e-times.json"
+    env = {
+        **os.environ,
+        "SOPHIA_E2E_BIN": found.stdout.strip(),
+        "SOPHIA_E2E_SCALE": E2E_SCALES,
+        "SOPHIA_E2E_BENCH_OUT": str(out),
+    }
+    command = [sys.executable, "-m", "pytest", "-m", "e2e", "-q", "tests/e2e/test_scale.py"]
+    started = time.perf_counter()
+    done = subprocess.run(
+        command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, check=False, timeout=E2E_TIMEOUT
+    )
+    if done.returncode != 0 or not out.exists():
+        return f"e2e `up` through the real engine: FAILED ({' '.join(command)}):\n{done.stdout[-3000:]}"
+    times = {int(k): v for k, v in json.loads(out.read_text()).items()}
+    lines = [f"e2e `up` through the real engine, kwok nodes (whole run {time.perf_counter() - started:.0f} s):"]
+    lines += [f"  production, {machines:>3} machines: {seconds:6.0f} s" for machines, seconds in sorted(times.items())]
+    return "\n".join(lines)
+
+
+def cluster_up_report() -> str:
+    """The first `up` of the K3s cluster over SSH on 3 and on 9 test machines (tests/e2e/bench_cluster.py)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.e2e.bench_cluster"],
+        cwd=PROJECT_DIR, capture_output=True, text=True, check=False, timeout=E2E_TIMEOUT,
+    )  # fmt: skip
+    if done.returncode != 0:
+        return f"the cluster over SSH through the real engine: FAILED:\n{(done.stdout + done.stderr)[-3000:]}"
+    return done.stdout
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m render.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--factors", default="1,10,50", help="machine and service multipliers (default 1,10,50)")
     parser.add_argument("--program-only", action="store_true", help="skip the files and checks (faster)")
     parser.add_argument("--render-only", action="store_true", help="only time the whole-process `make render`")
     parser.add_argument("--write", type=Path, help="also write the results, dated, to this Markdown file")
+    parser.add_argument("--no-e2e", action="store_true", help="skip the `up` through the real engine")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
     sections: list[tuple[str, str]] = []
@@ -382,8 +429,16 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
     text = report(results)
     print(text)
+    sections.append(("The program and the render, at 1x, 10x and 50x the machines and services", text))
+    if not args.no_e2e:
+        with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+            e2e = e2e_up_report(Path(scratch))
+        print("\n" + e2e, flush=True)
+        sections.append(("`up` through the real engine, kwok nodes", e2e))
+        cluster = cluster_up_report()
+        print("\n" + cluster, flush=True)
+        sections.append(("The K3s cluster over SSH through the real engine, 3 and 9 test machines", cluster))
     if args.write:
-        sections.append(("The program and the render, at 1x, 10x and 50x the machines and services", text))
         args.write.write_text(benchmarks_document(command.strip(), sections, load_before))
     return 0 if all(r.path.shape() == results[0].path.shape() for r in results) else 1
 

@@ -162,13 +162,15 @@ def test_make_help_lists_every_target_from_its_comment_and_the_runbooks_and_plai
         "  make help      this list and the runbooks (plain `make` shows it too)",
         "  make render    the whole desired state of STACK, offline, into OUT; exit 0 valid, 1 invalid, 2 bad config",
         "  make test      lint, types and the whole test suite (with promtool, built first and cached)",
-        "  make engine    the Pulumi CLI and kubernetes provider from the Go module proxy, cached in ~/.cache",
-        "  make apiserver kube-apiserver, kube-controller-manager and etcd, built the same way",
+        "  make engine    the Pulumi CLI, language host, plugins and ESC evaluator, from the module proxy and "
+        "../shared/third_party",
+        "  make apiserver kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd and kwok, built the "
+        "same way",
         "  make promtool  Prometheus's promtool, of the version the monitoring stack deploys, built the same way",
-        "  make e2e       the Kubernetes layer through the real engine against a real API server on 127.0.0.1",
+        "  make e2e       the whole program through the real engine: test machines over SSH, a real API server",
         "  make lint      ruff, ruff format and mypy (strict on components/, render/ and policy/)",
-        "  make bench     time `make render`, render production and stacks with 10x and 50x its "
-        "machines and services; write docs/benchmarks.md",
+        "  make bench     time `make render`, render production and stacks with 10x and 50x its machines and services, "
+        "and (e2e binaries built) time `up` through the real engine; write docs/benchmarks.md",
         "  make clean     remove build/ and the tools' caches",
         "runbooks, in docs/operations.md (each a heading with numbered steps):",
         # Every `###` under `## Runbooks` (tests/test_docs.py holds each to numbered steps).

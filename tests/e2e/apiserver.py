@@ -1,15 +1,23 @@
-"""A real Kubernetes control plane on 127.0.0.1 for the e2e: etcd, kube-apiserver, kube-controller-manager.
+"""A real Kubernetes control plane on 127.0.0.1 for the e2e: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok.
 
 Built by `make apiserver` from the Go module proxy (tests/e2e/engine/). Configured the way K3s runs
 its API server where that matters to the objects the program applies: RBAC with the Node authorizer,
 no anonymous access, privileged pods allowed, Pod Security admission (on by default; namespaces opt
 in with their labels), NodeRestriction, Secrets encrypted at rest (production sets
-`secrets-encryption`), K3s's service range, and what K3s ships: the `nvidia` RuntimeClass and its
-helm-controller's HelmChartConfig CRD. The controller
-manager gives namespaces their
-`default` ServiceAccount, turns Deployments and StatefulSets into real Pods (which the API server's
-own Pod Security admission then judges), and finalizes deleted namespaces. There is no scheduler, no
-kubelet and no metrics API (so no HPA controller either): pods stay Pending.
+`secrets-encryption`), K3s's service range, and what K3s ships: the `nvidia` RuntimeClass, its
+helm-controller's HelmChartConfig CRD (the upstream file, ../shared/third_party/crds) and its
+`local-path` storage (a stand-in provisioner: tests/e2e/local_path.py). The controller manager gives
+namespaces their `default` ServiceAccount, turns Deployments, StatefulSets, DaemonSets and Jobs into
+real Pods (which the API server's own Pod Security admission then judges), binds volumes, keeps
+Endpoints and finalizes deleted namespaces; the scheduler places the Pods on the Nodes kwok
+simulates (tests/e2e/kwok.py: one per machine of the stack, registered by the test), and kwok makes
+them Running and Ready, or Succeeded for a Job's. No metrics API (so no HPA controller either).
+
+One difference from K3s's API server, and only this one: no container runs, so no admission webhook
+could answer, and the API server runs without the two webhook admission plugins
+(WEBHOOK_ADMISSION_PLUGINS below). The charts' webhook configurations are created as on a real
+cluster, and never called.
 
 Everything listens on loopback only; every wait is bounded; `control_plane` stops every process it
 started, also when starting fails.
@@ -38,8 +46,11 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.crds import K3S_KINDS
+from tests.e2e.argocd import ArgoCdStandIn
+from tests.e2e.kwok import kwok_argv
+from tests.e2e.local_path import LocalPathProvisioner
 from tests.e2e.machines import all_test_addresses
+from tests.e2e.third_party import verified
 
 LOOPBACK = "127.0.0.1"
 SERVICE_RANGE = "10.43.0.0/16"  # K3s's default service CIDR: addresses allocated, never dialled
@@ -49,6 +60,12 @@ START_TIMEOUT = 120.0
 K3S_RUNTIME_CLASSES = (
     {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "nvidia"}, "handler": "nvidia"},
 )
+# What K3s installs itself (its helm-controller's CRDs) before anything of ours runs.
+K3S_CRDS = ("crds/helm.cattle.io_helmchartconfigs.yaml",)
+# Admission webhooks are served by the add-ons' pods, which do not run here: calling one could only
+# fail (or, with failurePolicy Ignore, time out first). The only flag in which this control plane
+# differs from a K3s server's.
+WEBHOOK_ADMISSION_PLUGINS = ("MutatingAdmissionWebhook", "ValidatingAdmissionWebhook")
 STOP_TIMEOUT = 15.0
 FRONT_PROXY = "sophia-e2e-front-proxy"
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -119,8 +136,10 @@ def make_pki(pki: Path) -> None:
     # it authenticated in X-Remote-User/X-Remote-Group (the API server's request-header authentication,
     # which it trusts from this name only).
     sign(pki, "front-proxy", f"/CN={FRONT_PROXY}", client)
-    # The RBAC bootstrap policy binds system:kube-controller-manager to exactly what it needs.
+    # The RBAC bootstrap policy binds system:kube-controller-manager and system:kube-scheduler to
+    # exactly what each needs.
     sign(pki, "controller-manager", "/CN=system:kube-controller-manager", client)
+    sign(pki, "scheduler", "/CN=system:kube-scheduler", client)
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=pki)
     _openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
     # Secrets encrypted at rest, as K3s's `secrets-encryption: true` does (secretbox, one fresh key).
@@ -187,11 +206,16 @@ class ApiServer:
         self._context.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
 
     def request(
-        self, method: str, path: str, body: dict[str, Any] | None = None, query: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
     ) -> Response:
         url = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type})
         try:
             with urllib.request.urlopen(req, context=self._context, timeout=30) as resp:
                 return Response(resp.status, _json(resp.read()), tuple(resp.headers.get_all("Warning") or ()))
@@ -324,6 +348,7 @@ def control_plane(bin_dir: Path, workdir: Path) -> Iterator[ApiServer]:
                 # plugins (PodSecurity is one of those), privileged pods allowed, no anonymous access.
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",
+                f"--disable-admission-plugins={','.join(WEBHOOK_ADMISSION_PLUGINS)}",
                 "--allow-privileged=true",
                 "--anonymous-auth=false",
                 "--profiling=false",
@@ -348,11 +373,13 @@ def control_plane(bin_dir: Path, workdir: Path) -> Iterator[ApiServer]:
             created = server.request("POST", "/apis/node.k8s.io/v1/runtimeclasses", runtime_class)
             if created.status != 201:
                 raise ControlPlaneError(f"RuntimeClass: {created.status} {created.body.get('message', '')}")
-        for kind in K3S_KINDS:
-            created = server.request("POST", CRDS, kind.manifest())
+        for crd_file in K3S_CRDS:
+            crd = yaml.safe_load(verified(crd_file))
+            name = crd["metadata"]["name"]
+            created = server.request("POST", CRDS, crd)
             if created.status != 201:
-                raise ControlPlaneError(f"CRD {kind.crd_name}: {created.status} {created.body.get('message', '')}")
-            wait_until(f"CRD {kind.crd_name} established", partial(established, server, kind.crd_name), START_TIMEOUT)
+                raise ControlPlaneError(f"CRD {name}: {created.status} {created.body.get('message', '')}")
+            wait_until(f"CRD {name} established", partial(established, server, name), START_TIMEOUT)
 
         (workdir / "controller-manager.kubeconfig").write_text(kubeconfig(url, pki, "controller-manager"))
         manager_config = str(workdir / "controller-manager.kubeconfig")
@@ -386,7 +413,49 @@ def control_plane(bin_dir: Path, workdir: Path) -> Iterator[ApiServer]:
             return server.exists("/api/v1/namespaces/default/serviceaccounts/default")
 
         wait_until("kube-controller-manager (the default ServiceAccount)", controllers_running, START_TIMEOUT)
-        yield server
+
+        (workdir / "scheduler.kubeconfig").write_text(kubeconfig(url, pki, "scheduler"))
+        scheduler_config = str(workdir / "scheduler.kubeconfig")
+        scheduler_port = free_port()
+        scheduler = _start(
+            "kube-scheduler",
+            [
+                str(bin_dir / "kube-scheduler"),
+                f"--kubeconfig={scheduler_config}",
+                f"--authentication-kubeconfig={scheduler_config}",
+                f"--authorization-kubeconfig={scheduler_config}",
+                f"--bind-address={LOOPBACK}",
+                f"--secure-port={scheduler_port}",
+                f"--cert-dir={workdir / 'scheduler-certs'}",
+                "--leader-elect=false",
+                "--profiling=false",
+            ],
+            workdir,
+        )
+        processes.append(scheduler)
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE  # its self-signed serving cert
+
+        def scheduler_up() -> bool:
+            scheduler.check_running()
+            return _healthy(f"https://{LOOPBACK}:{scheduler_port}/healthz", insecure)
+
+        wait_until("kube-scheduler /healthz", scheduler_up, START_TIMEOUT)
+
+        (workdir / "admin.kubeconfig").write_text(server.kubeconfig)
+        kwok = _start("kwok", kwok_argv(bin_dir / "kwok", workdir / "admin.kubeconfig"), workdir)
+        processes.append(kwok)
+        # What running pods would do that the program relies on: each stand-in says which and why.
+        provisioner, argocd = LocalPathProvisioner(server), ArgoCdStandIn(server)
+        provisioner.start()
+        argocd.start()
+        try:
+            yield server
+        finally:
+            argocd.stop()
+            provisioner.stop()
+        provisioner.check()
+        argocd.check()
         for process in processes:
             process.check_running()
     finally:

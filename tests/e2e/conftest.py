@@ -64,6 +64,7 @@ def bins(report: list[str]) -> Path:
         report.append(f"{what} {version} ({commit[:12]}, ../shared/third_party/{pins[f'{prefix}_ARCHIVE']})")
     report.append(f"etcd {pins['ETCD_VERSION']} ({pins['ETCD_MODULE']})")
     report.append(f"ESC evaluator {pins['ESC_VERSION']} ({pins['ESC_MODULE']}), in esc-project")
+    report.append(f"kwok {pins['KWOK_VERSION']} ({pins['KWOK_MODULE']})")
     return path
 
 
@@ -72,7 +73,9 @@ def apiserver(bins: Path, tmp_path_factory: pytest.TempPathFactory, report: list
     workdir = tmp_path_factory.mktemp("control-plane")
     try:
         with control_plane(bins, workdir) as server:
-            report.append(f"kube-apiserver and kube-controller-manager {server.version} at {server.url}")
+            report.append(
+                f"kube-apiserver, kube-controller-manager and kube-scheduler {server.version} at {server.url}"
+            )
             yield server
     finally:
         # The components' logs stay in pytest's temporary directory for a post-mortem; etcd's data and
@@ -83,9 +86,9 @@ def apiserver(bins: Path, tmp_path_factory: pytest.TempPathFactory, report: list
 
 @pytest.fixture(scope="session")
 def charts(tmp_path_factory: pytest.TempPathFactory, report: list[str]) -> Iterator[ChartRepository]:
-    """The stand-in charts, served as a Helm repository on 127.0.0.1: the stack's `platform.chartMirror`."""
+    """The upstream charts, served as a Helm repository on 127.0.0.1: the stack's `platform.chartMirror`."""
     with chart_repository(tmp_path_factory.mktemp("chart-repository")) as repository:
-        report.append(f"chart mirror: stand-in charts at {repository.url}")
+        report.append(f"chart mirror: the upstream chart packages (sha256-checked) at {repository.url}")
         yield repository
 
 

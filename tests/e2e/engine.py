@@ -38,6 +38,7 @@ BINARIES = (
     "kubectl",
     "etcd",
     "esc-project",
+    "kwok",
 )
 # The engine says which plugin binary it runs, and that its version is not the SDK's (4.34.2).
 PLUGIN_NOTE = re.compile(
@@ -179,13 +180,14 @@ class Engine:
         return run
 
 
-def stack_file(config: StackConfig) -> dict[str, Any]:
-    """The stack's settings file without its ESC import; the ESC keys are set as stack secrets instead.
+def stack_file(config: StackConfig, path: Path | None = None) -> dict[str, Any]:
+    """The stack's settings file (`path`, else the project's) without its ESC import; the ESC keys are
+    set as stack secrets instead.
 
     A file backend cannot open ESC environments. The plain values stay structured YAML, as in
     Pulumi.production.yaml, so the engine hands them to the program exactly as it does in production.
     """
-    data = yaml.safe_load((PROJECT_DIR / f"Pulumi.{config.stack}.yaml").read_text())
+    data = yaml.safe_load((path or PROJECT_DIR / f"Pulumi.{config.stack}.yaml").read_text())
     return {"config": data.get("config") or {}}
 
 
@@ -194,24 +196,26 @@ def open_engine(
     root: Path,
     program: Callable[[], None],
     log: list[str],
-    *,
     stack_name: str = "production",
+    *,
+    stack_path: Path | None = None,
     settings: dict[str, Any] | None = None,
     secrets: dict[str, str] | None = None,
     esc_definitions: Path = ESC_DIR,
 ) -> Engine:
-    """`settings`: the stack file's `config:` to use instead of the project's own; `secrets`: ESC keys
-    (without the project prefix) whose stand-in values the test replaces (a real SSH key, say).
+    """`stack_path`: a settings file of the stack other than the project's (a variant of it);
+    `settings`: the stack file's `config:` to use instead; `secrets`: ESC keys (without the project
+    prefix) whose stand-in values the test replaces (a real SSH key, say).
 
     The secret config comes from the stack's ESC environments as ESC projects them (tests/e2e/esc.py),
     so a definition in esc/ (or `esc_definitions`) that does not evaluate or lacks a key fails here,
     before the engine runs."""
-    config = load_stack(stack_name)
+    config = load_stack(stack_name, stack_file=stack_path)
     project = config.project
     home, backend, work = root / "pulumi-home", root / "backend", root / "work"
     for d in (home, backend, work):
         d.mkdir(parents=True)
-    contents = stack_file(config) if settings is None else {"config": settings}
+    contents = stack_file(config, stack_path) if settings is None else {"config": settings}
     (work / f"Pulumi.{stack_name}.yaml").write_text(yaml.safe_dump(contents))
     env = {
         "PATH": f"{bins}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -3,16 +3,14 @@
 
 One thing differs from `__main__.py`, and only this: the `kubernetes.Provider` gets the test API
 server's kubeconfig instead of the K3s cluster's (no machines, no SSH: the pulumi-command provider is
-not served by the Go module proxy). The charts come from the stand-in repository through the
-program's own `platform.chartMirror` setting, which the e2e sets as an operator would.
+not served by the Go module proxy). The charts are the upstream packages from the e2e's mirror,
+through the program's own `platform.chartMirror` setting, which the e2e sets as an operator would.
 
-And one harness-only transform: the kinds whose readiness the provider awaits from a running pod
-or an ingress controller (Deployments, StatefulSets, Services' endpoints, Ingress addresses) get
-`pulumi.com/skipAwait: "true"`. With no scheduler and no kubelet no pod ever runs, so those awaits
-could only time out. Everything else the provider does (diff, server-side apply, field managers,
-Helm releases, replacement decisions, every other await, deletes) is unchanged; a release is still
-awaited until Helm has installed its CRDs and the API server established them, a Namespace's delete
-until the controller manager has finalized it.
+And one harness-only transform: an Ingress gets `pulumi.com/skipAwait: "true"`, because its address
+is written by a running ingress controller (K3s's Traefik), which this cluster has not. Everything
+else is awaited by the real provider as in production: Deployments, StatefulSets and DaemonSets until
+their pods (placed by the scheduler on kwok's nodes, made Ready by kwok) are ready, Services until
+their endpoints have those pods, Helm releases until Helm's own wait and hooks are done.
 """
 
 from __future__ import annotations
@@ -27,21 +25,14 @@ from components.kubernetes_provider import provider_args
 from components.settings.stack import load_settings, stack_config
 
 SKIP_AWAIT = "pulumi.com/skipAwait"
-# What only a kubelet or an ingress controller could make ready.
-AWAITS_A_NODE = frozenset(
-    {
-        "kubernetes:apps/v1:Deployment",
-        "kubernetes:apps/v1:StatefulSet",
-        "kubernetes:core/v1:Service",
-        "kubernetes:networking.k8s.io/v1:Ingress",
-    }
-)
+# What only a running ingress controller could make ready.
+AWAITS_AN_INGRESS_CONTROLLER = frozenset({"kubernetes:networking.k8s.io/v1:Ingress"})
 CLUSTER_IDENTIFIER = "e2e/sophia"
 
 
 def skip_await(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
-    """Adds the skipAwait annotation to the objects whose readiness only a node could bring."""
-    if not args.custom or args.type_ not in AWAITS_A_NODE:
+    """Adds the skipAwait annotation to the objects whose readiness only an ingress controller could bring."""
+    if not args.custom or args.type_ not in AWAITS_AN_INGRESS_CONTROLLER:
         return None
     props = dict(args.props)
     metadata = props.get("metadata") or {}

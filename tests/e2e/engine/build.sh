@@ -4,7 +4,7 @@
 #   build.sh engine      the Pulumi CLI, the Python language host and the plugins: kubernetes (from the
 #                        module proxy), command and random (from ../shared/third_party/go)
 #                        and esc-project (ESC's evaluator, tests/e2e/engine/esc)
-#   build.sh apiserver   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and etcd
+#   build.sh apiserver   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd and kwok
 #   build.sh --bin-dir   prints the directory the e2e puts first on PATH (builds nothing)
 #   build.sh promtool    Prometheus's promtool, for `make test`'s alert rule unit tests
 #   build.sh --promtool  prints the path of the promtool binary (builds nothing)
@@ -43,7 +43,7 @@ export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=readonly -buildvcs=false"
 export GOTOOLCHAIN=local
 
 # Every component, in the order `make e2e` builds them.
-ALL=(cli python kubernetes command random esc apiserver etcd)
+ALL=(cli python kubernetes command random esc apiserver etcd kwok)
 
 say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -106,7 +106,7 @@ component_dir() { echo "$CACHE/$1-$(key "$1")"; }
 
 bin_dir() {
     local all
-    all=$(for c in cli kubernetes apiserver etcd; do key "$c"; done | sha256sum | cut -c1-16)
+    all=$(for c in cli kubernetes apiserver etcd kwok; do key "$c"; done | sha256sum | cut -c1-16)
     echo "$CACHE/e2e-$all/bin"
 }
 
@@ -262,6 +262,22 @@ build_promtool() {
         "$PROMETHEUS_PACKAGE")
 }
 
+build_kwok() {
+    local module_dir stage
+    requires kwok "$KWOK_MODULE" "$KWOK_VERSION"
+    say "kwok: $KWOK_PACKAGE@$KWOK_VERSION"
+    (cd "$HERE/kwok" && "${NICE[@]}" "$GO" build -o "$1/bin/kwok" "$KWOK_PACKAGE")
+    # kwok exits "no stages found" without stages: the ones its module ships, beside the binary (in the
+    # cache, never in the repository), read by tests/e2e/kwok.py.
+    module_dir=$(download "$KWOK_MODULE@$KWOK_VERSION" Dir)
+    mkdir -p "$1/stages"
+    for stage in $KWOK_STAGES; do
+        [[ -f $module_dir/$stage ]] || { echo "build.sh: $KWOK_MODULE@$KWOK_VERSION has no $stage" >&2; exit 1; }
+        cp "$module_dir/$stage" "$1/stages/"
+    done
+    chmod u+w "$1"/stages/*
+}
+
 case ${1:-} in
 --bin-dir)
     bin_dir
@@ -273,7 +289,7 @@ case ${1:-} in
     ;;
 promtool) components=(promtool) ;;
 engine) components=(cli python kubernetes command random esc) ;;
-apiserver) components=(apiserver etcd) ;;
+apiserver) components=(apiserver etcd kwok) ;;
 all) components=("${ALL[@]}") ;;
 *)
     echo "usage: build.sh engine|apiserver|all|--bin-dir" >&2
