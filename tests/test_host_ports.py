@@ -23,8 +23,8 @@ _PORTS = re.compile(r"(?P<protos>TCP and UDP|TCP|UDP) (?P<numbers>\d+(?:-\d+)?(?
 
 def _readme_ports() -> set[str]:
     """The ports of the README firewall table's rows that are opened to the other machines."""
-    text = (PROJECT_DIR / "README.md").read_text()
-    table = text.split("**Firewall.**", 1)[1].split("\n\n", 2)[1]
+    text = (PROJECT_DIR / "docs" / "operations.md").read_text()
+    table = text.split("\n### Firewall\n", 1)[1].split("\n\n", 2)[1]
     found: set[str] = set()
     for line in table.splitlines()[2:]:
         row = _ROW.match(line)
