@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,9 @@ import yaml
 from pulumi import automation as auto
 
 from tests.e2e.apiserver import ApiServer, wait_until
-from tests.e2e.charts import ChartRepository
 from tests.e2e.engine import name_of
-from tests.e2e.k3s_cluster import K3sMirror, provision
-from tests.e2e.machines import Fleet
-from tests.e2e.whole_program import Cluster, Variant, cluster_on_machines, machine_specs, state
+from tests.e2e.k3s_cluster import provision
+from tests.e2e.whole_program import Cluster, Variant, cluster_fixture, machine_specs, state
 
 pytestmark = pytest.mark.e2e
 
@@ -46,23 +43,7 @@ def steps_of(run_steps: list[tuple[str, str, str]]) -> dict[str, str]:
     return {name_of(urn): op for op, typ, urn in run_steps if typ == COMMAND}
 
 
-@pytest.fixture(scope="module")
-def cluster(
-    *,
-    bins: Path,
-    apiserver: ApiServer,
-    network: Fleet,
-    api_endpoint: str,
-    k3s: K3sMirror,
-    charts: ChartRepository,
-    tmp_path_factory: pytest.TempPathFactory,
-    report: list[str],
-) -> Iterator[Cluster]:
-    with cluster_on_machines(
-        PRODUCTION, bins=bins, apiserver=apiserver, fleet=network, k3s=k3s, chart_mirror=charts.url,
-        root=tmp_path_factory.mktemp("production-cluster"), report=report,
-    ) as made:  # fmt: skip
-        yield made
+cluster = cluster_fixture(PRODUCTION)
 
 
 def test_up_from_nothing_makes_the_cluster_and_everything_on_it(cluster: Cluster, apiserver: ApiServer) -> None:
@@ -82,6 +63,16 @@ def test_up_from_nothing_makes_the_cluster_and_everything_on_it(cluster: Cluster
         machine = cluster.machine(name)
         assert machine.sessions() > 0, name
         assert machine.exec("systemctl is-active k3s k3s-agent 2>/dev/null | grep -c ^active").strip() == "1"
+        # Every file on the machine that holds a token or a key is root's alone (the real file modes, on
+        # a real filesystem, as the steps left them): found by content, not by a list of names.
+        holders = machine.exec(
+            "grep -rlE 'K10[0-9a-f]{64}::|BEGIN (EC |OPENSSH )?PRIVATE KEY|client-key-data' "
+            "/etc/rancher /var/lib/rancher 2>/dev/null || true"
+        ).split()
+        tokens = [f"/etc/rancher/k3s/{f}" for f in ("sophia-join-token", "sophia-agent-token")]
+        for path in sorted({*holders, *(t for t in tokens if machine.exec(f"test -e {t} && echo y || true").strip())}):
+            owner_mode = machine.exec(f"stat -c '%U %a' {path}").strip()
+            assert owner_mode in ("root 600", "root 400"), f"{name}: {path} is {owner_mode}"
     # The provider's kubeconfig is the `kubeconfig` step's output: the first server's address, not the harness's.
     resources = state(cluster.engine)
     provider = next(r for r in resources if r["type"] == "pulumi:providers:kubernetes")

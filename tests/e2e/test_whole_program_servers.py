@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.apiserver import ApiServer
-from tests.e2e.charts import ChartRepository
-from tests.e2e.k3s_cluster import K3sMirror
-from tests.e2e.machines import Fleet
-from tests.e2e.whole_program import Cluster, Variant, cluster_on_machines
+from tests.e2e.whole_program import Cluster, Variant, cluster_fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -30,23 +25,7 @@ UPGRADE_TO = "v1.35.6+k3s1"
 LOG_LINE = re.compile(r"^(?P<time>\S+Z) (?P<message>.*)$")
 
 
-@pytest.fixture(scope="module")
-def cluster(
-    *,
-    bins: Path,
-    apiserver: ApiServer,
-    network: Fleet,
-    api_endpoint: str,
-    k3s: K3sMirror,
-    charts: ChartRepository,
-    tmp_path_factory: pytest.TempPathFactory,
-    report: list[str],
-) -> Iterator[Cluster]:
-    with cluster_on_machines(
-        SERVERS, bins=bins, apiserver=apiserver, fleet=network, k3s=k3s, chart_mirror=charts.url,
-        root=tmp_path_factory.mktemp("servers-cluster"), report=report,
-    ) as made:  # fmt: skip
-        yield made
+cluster = cluster_fixture(SERVERS)
 
 
 def starts_and_stops(cluster: Cluster, name: str) -> list[tuple[datetime, str]]:

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import pytest
 import yaml
 
 from components.settings.cluster import GPU_MODELS
 from render.stack import PROJECT_DIR
 from tests.e2e.apiserver import ApiServer
+from tests.e2e.charts import ChartRepository
 from tests.e2e.engine import Engine, open_engine
 from tests.e2e.k3s_cluster import K3sMirror, provision
 from tests.e2e.machines import Fleet, Machine, MachineSpec
@@ -231,3 +233,27 @@ def cluster_on_machines(
         apiserver.request("DELETE", BOOTSTRAP)
         for node in apiserver.items("/api/v1/nodes"):
             apiserver.request("DELETE", f"/api/v1/nodes/{node['metadata']['name']}")
+
+
+def cluster_fixture(variant: Variant) -> Callable[..., Iterator[Cluster]]:
+    """A module-scoped pytest fixture: the variant's cluster on the session's test network."""
+
+    @pytest.fixture(scope="module")
+    def cluster(
+        *,
+        bins: Path,
+        apiserver: ApiServer,
+        network: Fleet,
+        api_endpoint: str,
+        k3s: K3sMirror,
+        charts: ChartRepository,
+        tmp_path_factory: pytest.TempPathFactory,
+        report: list[str],
+    ) -> Iterator[Cluster]:
+        with cluster_on_machines(
+            variant, bins=bins, apiserver=apiserver, fleet=network, k3s=k3s, chart_mirror=charts.url,
+            root=tmp_path_factory.mktemp("cluster"), report=report,
+        ) as made:  # fmt: skip
+            yield made
+
+    return cluster
