@@ -119,6 +119,118 @@ def fail(text, code=1):
     sys.exit(code)
 
 
+def is_root():
+    # As the shell stub tells it: sudo started this process (it sets SUDO_UID), or the user is root.
+    return "SUDO_UID" in os.environ or flag("root")
+
+
+def bounded_by_timeout():
+    # A start that can hang runs under coreutils `timeout`, which is then this process's parent: its
+    # command line (`timeout 600 ...`), recorded for the tests; None when unbounded.
+    parent = os.getppid()
+    with open(f"/proc/{parent}/comm") as comm:
+        if comm.read().strip() != "timeout":
+            return None
+    with open(f"/proc/{parent}/cmdline", "rb") as cmdline:
+        line = cmdline.read().replace(b"\0", b" ").decode().strip()
+    with open(fake / "bounded.log", "a") as log:
+        log.write(line + "\n")
+    return line
+
+
+def duration(text):
+    # Go's time.ParseDuration, which kubectl's --timeout (a DurationVar) uses: "600s", "10m", "1h30m";
+    # a bare number other than 0 has no unit and is refused. Seconds, or None when not a duration.
+    units = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    if text == "0":
+        return 0.0
+    total, number, i = 0.0, "", 0
+    if not text:
+        return None
+    while i < len(text):
+        if text[i].isdigit() or text[i] == ".":
+            number += text[i]; i += 1
+            continue
+        unit = text[i:i + 2] if text[i:i + 2] in units else text[i]
+        if not number or unit not in units:
+            return None
+        total += float(number) * units[unit]
+        number, i = "", i + len(unit)
+    return None if number else total
+
+
+def request_timeout(text):
+    # client-go clientcmd ParseTimeout: a bare integer is seconds, otherwise a Go duration.
+    return float(text) if text.isdigit() else duration(text)
+
+
+BOOL, VALUE = "bool", "value"
+# The flags of each kubectl subcommand the scripts may use, as kubectl v1.35 defines them (cobra/pflag):
+# k8s.io/kubectl pkg/cmd/<command>/<command>.go; drain's in pkg/cmd/drain/drain.go NewCmdDrain (force,
+# ignore-daemonsets, delete-emptydir-data, grace-period, timeout, pod-selector, disable-eviction,
+# skip-wait-for-delete-timeout, chunk-size, dry-run, selector). `--delete-local-data` is gone since 1.23.
+GLOBAL_FLAGS = {"--kubeconfig": VALUE, "--request-timeout": VALUE, "-n": VALUE, "--namespace": VALUE}
+COMMAND_FLAGS = {
+    "get": {"--ignore-not-found": BOOL, "-o": VALUE, "--output": VALUE, "--raw": VALUE, "-A": BOOL,
+            "--all-namespaces": BOOL, "--field-selector": VALUE, "-l": VALUE, "--selector": VALUE},
+    "annotate": {"--overwrite": BOOL},
+    "label": {"--overwrite": BOOL},
+    "taint": {"--overwrite": BOOL},
+    "uncordon": {},
+    "cordon": {},
+    "drain": {"--force": BOOL, "--ignore-daemonsets": BOOL, "--delete-emptydir-data": BOOL, "--grace-period": VALUE,
+              "--timeout": VALUE, "--pod-selector": VALUE, "--disable-eviction": BOOL,
+              "--skip-wait-for-delete-timeout": VALUE, "--chunk-size": VALUE, "--dry-run": VALUE, "-l": VALUE,
+              "--selector": VALUE},
+    "delete": {"--ignore-not-found": BOOL, "--wait": BOOL, "--timeout": VALUE},
+    "create": {"-f": VALUE, "--filename": VALUE},
+    "replace": {"-f": VALUE, "--filename": VALUE},
+}
+ALIASES = {"--output": "-o", "--namespace": "-n", "--filename": "-f", "--all-namespaces": "-A", "--selector": "-l"}
+
+
+def kubectl_args(argv):
+    # The positional words and the flags (by canonical name) of a kubectl command line, parsed as pflag
+    # does: `--flag=value` or `--flag value`, a bool as `--flag` or `--flag=true|false`. A flag the
+    # subcommand does not define fails as kubectl fails it ("error: unknown flag"), and so does a
+    # --request-timeout or --timeout that is not a duration.
+    command = next((a for i, a in enumerate(argv) if not a.startswith("-")
+                    and not (i and argv[i - 1] in GLOBAL_FLAGS)), None)
+    if command not in COMMAND_FLAGS:
+        fail(f'error: unknown command "{command}" for "kubectl"')
+    known = GLOBAL_FLAGS | COMMAND_FLAGS[command]
+    words, opts, i = [], {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-") or arg == "-":
+            words.append(arg)
+            continue
+        key, has_value, value = arg.partition("=")
+        kind = known.get(key)
+        if kind is None:
+            fail(f"error: unknown flag: {key}\nSee 'kubectl {command} --help' for usage.")
+        if kind == BOOL:
+            if has_value and value not in ("true", "false"):
+                fail(f'error: invalid argument "{value}" for "{key}" flag: strconv.ParseBool: '
+                     f'parsing "{value}": invalid syntax')
+            value = value if has_value else "true"
+        elif not has_value:
+            if i >= len(argv):
+                fail(f"error: flag needs an argument: {key}")
+            value = argv[i]
+            i += 1
+        opts[ALIASES.get(key, key)] = value
+    if "--request-timeout" not in opts:
+        fail("fake kubectl: no --request-timeout: an API server that accepts and never answers "
+             "would hold the step for ever", 64)
+    if request_timeout(opts["--request-timeout"]) is None:
+        fail(f'error: invalid argument "{opts["--request-timeout"]}" for "--request-timeout" flag')
+    if "--timeout" in opts and duration(opts["--timeout"]) is None:
+        fail(f'error: invalid argument "{opts["--timeout"]}" for "--timeout" flag: time: missing unit in duration')
+    return words, opts
+
+
 class Api:
     def __enter__(self):
         cluster.mkdir(parents=True, exist_ok=True)
@@ -157,10 +269,13 @@ if name == "systemctl":
                 "clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n  name: default\n"
                 f"users:\n- name: default\n  user:\n    client-key-data: {os.environ['FAKE_ADMIN_KEY']}\n"
             )
+            # K3s writes the admin kubeconfig with the mode `write-kubeconfig-mode` says, 0600 without it.
+            os.chmod(admin, int(str(config.get("write-kubeconfig-mode", "0600")), 8))
         else:
             kubelet = root / "var/lib/rancher/k3s/agent/kubelet.kubeconfig"
             kubelet.parent.mkdir(parents=True, exist_ok=True)
             kubelet.write_text("server: https://127.0.0.1:6444\n")
+            os.chmod(kubelet, 0o600)
         # K3s registers the nvidia runtime when it finds the NVIDIA container runtime at start.
         containerd = root / "var/lib/rancher/k3s/agent/etc/containerd/config.toml"
         containerd.parent.mkdir(parents=True, exist_ok=True)
@@ -178,8 +293,10 @@ if name == "systemctl":
                 server_dir = root / "var/lib/rancher/k3s/server"
                 server_dir.mkdir(parents=True, exist_ok=True)
                 ca = api.state["ca_hash"]
-                (server_dir / "token").write_text(f"K10{ca}::server:{api.state['server_password']}\n")
-                (server_dir / "agent-token").write_text(f"K10{ca}::node:{api.state['agent_password']}\n")
+                for file, user, password in (("token", "server", "server_password"),
+                                             ("agent-token", "node", "agent_password")):
+                    (server_dir / file).write_text(f"K10{ca}::{user}:{api.state[password]}\n")
+                    os.chmod(server_dir / file, 0o600)  # as K3s keeps them: root's only
             elif "ca_hash" in api.state:
                 token = token_of("token-file")
                 if not token.startswith(f"K10{api.state['ca_hash']}::"):
@@ -198,6 +315,14 @@ if name == "systemctl":
                 api.state["nodes"][node] = {"ip": ip, "labels": labels, "taints": taints,
                                             "unschedulable": False, "annotations": {},
                                             "etcd": service == "k3s"}
+                # What runs on every node of this stack once it is up: a DaemonSet's pod (node-exporter,
+                # from kube-prometheus-stack) and a workload pod with an emptyDir (a Deployment's, through
+                # its ReplicaSet), so that every drain meets both kinds kubectl drain refuses by default.
+                api.state.setdefault("pods", []).extend([
+                    {"namespace": "monitoring", "name": f"node-exporter-{node}", "node": node, "owner": "DaemonSet"},
+                    {"namespace": "sophia", "name": f"scratch-{node}", "node": node, "owner": "ReplicaSet",
+                     "emptyDir": True},
+                ])
             api.state["nodes"][node]["ready"] = not flag("never-ready")
             api.state["restarts"] = api.state.get("restarts", []) + [[node, time.time()]]
         sys.exit(0)
@@ -205,8 +330,18 @@ if name == "systemctl":
 if name == "k3s":
     if args[0] == "--version":
         out(f"k3s version {(fake / 'k3s-version').read_text()} (fake)\ngo version go1.24\n")
+    # `k3s server --cluster-reset ...` (restore.sh), checked against the K3s server flags it may carry:
+    # the reset, the snapshot, and the S3 location (k3s-io/k3s pkg/cli/cmds/server.go, etcd-s3-*). The
+    # keys must come in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), never as flags.
     if args[0] == "server":
-        # `k3s server --cluster-reset ...`: etcd is reset to the snapshot, then K3s exits.
+        known = ("--cluster-reset", "--etcd-s3", "--cluster-reset-restore-path=", "--etcd-s3-endpoint=",
+                 "--etcd-s3-bucket=", "--etcd-s3-region=", "--etcd-s3-folder=")
+        for arg in args[1:]:
+            if not any(arg == k if not k.endswith("=") else arg.startswith(k) for k in known):
+                fail(f"fake k3s server: unexpected argument {arg!r}", 64)
+        if bounded_by_timeout() is None:
+            fail("fake k3s server: a cluster reset not bounded by timeout would wait for ever "
+                 "on an S3 that does not answer", 64)
         if flag("active-k3s"):
             fail("etcd: a K3s server is already running on this machine")
         if flag("reset-fails"):
@@ -216,30 +351,27 @@ if name == "k3s":
         with open(fake / "resets.log", "a") as resets:
             resets.write(json.dumps(args) + "\n")
         out("Managed etcd cluster membership has been reset, restart without --cluster-reset flag now\n")
-    assert args[0] == "kubectl", args
-    rest, namespace, kubeconfig = [], None, None
-    i = 1
-    while i < len(args):
-        if args[i] == "--kubeconfig":
-            kubeconfig = args[i + 1]; i += 2
-        elif args[i] == "-n":
-            namespace = args[i + 1]; i += 2
-        else:
-            rest.append(args[i]); i += 1
+    if args[0] != "kubectl":
+        fail(f"fake k3s: unexpected command {args[0]!r}", 64)
+    words, opts = kubectl_args(args[1:])
+    kubeconfig = opts.get("--kubeconfig")
     if not kubeconfig or not Path(kubeconfig).exists():
         fail(f"error: stat {kubeconfig}: no such file or directory")
-    words = [a for a in rest if not a.startswith("-")]
-    flags = [a for a in rest if a.startswith("-")]
-    jsonpath = next((f for f in rest if f.startswith("jsonpath=")), "")
+    # The kubeconfig is root's (K3s writes it so; write-kubeconfig-mode): without sudo, unreadable.
+    if not is_root() and not os.stat(kubeconfig).st_mode & 0o004:
+        fail(f'error: error loading config file "{kubeconfig}": open {kubeconfig}: permission denied')
+    output = opts.get("-o", "")
+    jsonpath = output if output.startswith("jsonpath=") else ""
+    rest = words
     with Api() as api:
         nodes, leases = api.state["nodes"], api.state["leases"]
-        if words[:1] == ["get"] and "--raw" in rest:
+        if words[:1] == ["get"] and "--raw" in opts:
             out("ok" if any(flag(f"active-{s}") for s in ("k3s", "k3s-agent")) else "")
         if words[:2] == ["get", "node"]:
             node = nodes.get(words[2])
             if node is None:
                 out("")
-            if "name" in rest:
+            if output == "name":
                 out(f"node/{words[2]}\n")
             if "removed-node-name" in jsonpath:
                 out(node.get("annotations", {}).get("etcd.k3s.cattle.io/removed-node-name", ""))
@@ -271,7 +403,9 @@ if name == "k3s":
             out("".join(f"{v['name']}|{v['phase']}|{v['class']}|{v['claim']}|{v['node']}\n"
                         for v in api.state.get("pvs", [])))
         if words[:2] == ["get", "pods"]:
-            out("pod/sophia-api-0\n")
+            # --all-namespaces --field-selector spec.nodeName=<node> -o name: the pods left on a node.
+            on = opts.get("--field-selector", "").removeprefix("spec.nodeName=")
+            out("".join(f"pod/{p['name']}\n" for p in api.state.get("pods", []) if p["node"] == on))
         if words[0] in ("create", "replace"):
             import yaml
 
@@ -318,12 +452,57 @@ if name == "k3s":
             nodes[words[1]]["unschedulable"] = False
             out("")
         if words[0] == "drain":
-            nodes[words[1]]["unschedulable"] = True
-            if (cluster / "drain-fails").exists():
-                fail("error when evicting pods/sophia-api-0: Cannot evict pod: it would violate the disruption budget")
-            out(f"node/{words[1]} drained\n")
+            # kubectl drain as k8s.io/kubectl v1.35 does it (pkg/cmd/drain/drain.go RunDrain, pkg/drain):
+            # cordon first; then each pod on the node is judged (pkg/drain/filters.go): a DaemonSet's pod is
+            # fatal without --ignore-daemonsets (and stays with it), a pod with an emptyDir is fatal without
+            # --delete-emptydir-data, a pod without a controller is fatal without --force; any fatal one
+            # fails the drain before anything is evicted. The rest are evicted through the eviction API,
+            # which refuses a pod whose PodDisruptionBudget allows no disruption (429): kubectl retries
+            # until --timeout, which defaults to 0, for ever (drain.go evictPods). --disable-eviction
+            # deletes them instead, past every budget.
+            name = words[1]
+            node = nodes[name]
+            node["unschedulable"] = True
+            timeout = duration(opts.get("--timeout", "0"))
+            evict = opts.get("--disable-eviction", "false") != "true"
+            api.state.setdefault("drains", []).append(
+                {"node": name, "flags": {k: v for k, v in opts.items() if k not in GLOBAL_FLAGS},
+                 "eviction": evict, "timeout": timeout})
+            here = [p for p in api.state.get("pods", []) if p["node"] == name]
+            fatal = {}
+            for pod in here:
+                ref = f"{pod['namespace']}/{pod['name']}"
+                if pod["owner"] == "DaemonSet":
+                    if opts.get("--ignore-daemonsets") != "true":
+                        fatal.setdefault("DaemonSet-managed Pods (use --ignore-daemonsets to ignore)", []).append(ref)
+                elif pod["owner"] is None and opts.get("--force") != "true":
+                    fatal.setdefault("Pods that declare no controller (use --force to override)", []).append(ref)
+                elif pod.get("emptyDir") and opts.get("--delete-emptydir-data") != "true":
+                    fatal.setdefault("Pods with local storage (use --delete-emptydir-data to override)", []).append(ref)
+            if fatal:
+                errors = ", ".join(f"cannot delete {what}: {', '.join(pods)}" for what, pods in fatal.items())
+                fail(f"node/{name} cordoned\nerror: unable to drain node \"{name}\" due to error: [{errors}], "
+                     f"continuing command...\nThere are pending nodes to be drained:\n {name}\n{errors}")
+            leaving = [p for p in here if p["owner"] != "DaemonSet"]
+            blocked = [p for p in leaving if p.get("pdb") and evict]
+            if blocked and not timeout:
+                fail(f"fake kubectl: drain {name} would retry the eviction of {blocked[0]['namespace']}/"
+                     f"{blocked[0]['name']} for ever: no --timeout (0 means infinite)", 64)
+            if blocked:
+                pod = blocked[0]
+                fail(f"node/{name} cordoned\nerror when evicting pods/\"{pod['name']}\" -n \"{pod['namespace']}\" "
+                     "(will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.\n"
+                     f"error: unable to drain node \"{name}\" due to error: error when evicting pods/\"{pod['name']}\" "
+                     f"-n \"{pod['namespace']}\": global timeout reached: {opts['--timeout']}")
+            api.state["pods"] = [p for p in api.state.get("pods", []) if p not in leaving]
+            api.state.setdefault("evicted" if evict else "deleted", []).extend(leaving)
+            verb = "evicting" if evict else "deleting"
+            out(f"node/{name} cordoned\n" + "".join(f"{verb} pod {p['namespace']}/{p['name']}\n" for p in leaving)
+                + f"node/{name} drained\n")
         if words[:2] == ["delete", "node"]:
             nodes.pop(words[2], None)
+            # The pod garbage collector removes the pods bound to a node that is gone.
+            api.state["pods"] = [p for p in api.state.get("pods", []) if p["node"] != words[2]]
             out("")
     fail(f"fake kubectl does not know: {rest}")
 fail(f"no stub behaviour for {name} {args}")
@@ -353,10 +532,15 @@ cp "$FAKE_K3S_PROGRAM" "$SOPHIA_ROOT/usr/local/bin/k3s"
 chmod +x "$SOPHIA_ROOT/usr/local/bin/k3s"
 printf '%s' "$INSTALL_K3S_VERSION" > "$SOPHIA_ROOT/fake/k3s-version"
 echo "$INSTALL_K3S_VERSION $INSTALL_K3S_EXEC" >> "$SOPHIA_ROOT/fake/installs.log"
+# The unit as K3s's install.sh writes it (create_systemd_service_file): Type=notify, TimeoutStartSec=0.
+mkdir -p "$SOPHIA_ROOT/etc/systemd/system"
+printf '[Service]\nType=notify\nTimeoutStartSec=0\nExecStart=/usr/local/bin/k3s %s\n' "$INSTALL_K3S_EXEC" \
+  > "$SOPHIA_ROOT/etc/systemd/system/$service.service"
 cat > "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh" <<EOF
 #!/bin/sh
 rm -rf "$SOPHIA_ROOT/usr/local/bin/k3s" "$SOPHIA_ROOT/etc/rancher/k3s" "$SOPHIA_ROOT/var/lib/rancher/k3s" \
-  "$SOPHIA_ROOT/fake/active-$service" "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh"
+  "$SOPHIA_ROOT/fake/active-$service" "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh" \
+  "$SOPHIA_ROOT/etc/systemd/system/$service.service"
 echo uninstalled >> "$SOPHIA_ROOT/fake/installs.log"
 EOF
 chmod +x "$SOPHIA_ROOT/usr/local/bin/$service-uninstall.sh"
@@ -382,51 +566,173 @@ show() {
     printf '%s' "$text"
 }
 fail() { echo "$1" >&2; exit "${2:-1}"; }
+# Strict: an argument this fake does not know is one the real tool rejects or does something with
+# that no test has looked at. Either way the step must not pass quietly: exit 64 (EX_USAGE), loudly.
+unknown() { fail "fake $name: unexpected argument(s) '$1' in: $name ${ALL_ARGS[*]}" 64; }
+ALL_ARGS=("$@")
+# Root is what sudo started (sudo(8), ENVIRONMENT: it sets SUDO_UID for the command it runs) or a
+# machine whose SSH user is root.
+is_root() { [[ -n ${SUDO_UID:-} ]] || flag root; }
+# A start that can hang must run under coreutils `timeout`: then that is this process's parent.
+parent_is_timeout() {
+    local parent
+    read -r parent < "/proc/$PPID/comm"
+    [[ $parent == timeout ]] || return 1
+    tr '\0' ' ' < "/proc/$PPID/cmdline" >> "$fake/bounded.log"
+    printf '\n' >> "$fake/bounded.log"
+}
 
 case $name in
 sudo)
     flag no-sudo && fail "sudo: a password is required"
-    while [[ $1 == -n || $1 == -- ]]; do shift; done
-    (($#)) || fail "sudo: no command"
+    # -n (never prompt) and `--` only: -S would read a password from standard input, where the join
+    # tokens arrive, and -E would hand the caller's environment on.
+    while (($#)); do
+        case $1 in
+        -n) shift ;;
+        --) shift; break ;;
+        -*) unknown "$1" ;;
+        *) break ;;
+        esac
+    done
+    (($#)) || fail "usage: sudo -h | -K | -k | -V" 1
+    export SUDO_USER=ubuntu SUDO_UID=1000 SUDO_GID=1000
     exec "$@"
     ;;
 id)
-    for arg; do [[ $arg == -un ]] && { echo ubuntu; exit 0; }; done
-    if flag root; then echo 0; else echo 1000; fi
+    case $* in
+    -u) if is_root; then echo 0; else echo 1000; fi ;;
+    -un) if is_root; then echo root; else echo ubuntu; fi ;;
+    *) unknown "$*" ;;
+    esac
     ;;
-uname) show machine ;;
-ss) if flag listeners; then show listeners; fi ;;
+uname) [[ $* == -m ]] || unknown "$*"; show machine ;;
+ss)
+    for arg; do [[ $arg =~ ^-[Hlntupa]+$ ]] || unknown "$arg"; done
+    if flag listeners; then show listeners; fi
+    ;;
 ip)
+    [[ $* == "-o addr show" ]] || unknown "$*"
     addresses=()
     if flag addresses; then read -r -d '' -a addresses < "$fake/addresses"; fi
     for i in "${!addresses[@]}"; do
         printf '%d: eth%d    inet %s/24 scope global eth%d\n' $((i + 2)) "$i" "${addresses[i]}" "$i"
     done
     ;;
-ufw) if flag ufw-status; then show ufw-status; else echo "Status: inactive"; fi ;;
-modinfo) if flag no-wireguard; then exit 1; fi ;;
-journalctl) echo "fake journal: k3s said why" ;;
+ufw)
+    # ufw 0.36.2 (Ubuntu 22.04/24.04), src/backend.py: "You need to be root to run this script".
+    is_root || fail "ERROR: You need to be root to run this script" 1
+    case $* in
+    status | "status verbose") ;;
+    *) unknown "$*" ;; # anything else changes the firewall; the scripts only read it
+    esac
+    flag ufw-rules || { echo "Status: inactive"; exit 0; }
+    # The table as ufw's get_status (src/backend_iptables.py) prints it: "%-26s %-12s%-26s" per rule,
+    # the action "ACTION DIRECTION", where plain `status` leaves out the IN of incoming rules, and
+    # incoming, outgoing (OUT) and routed (FWD) rules in groups, a blank line between groups.
+    # fake/ufw-rules: one rule a line, `to|ACTION|IN, OUT or FWD|from`.
+    echo "Status: active"
+    if [[ $2 == verbose ]]; then
+        printf 'Logging: on (low)\nDefault: deny (incoming), allow (outgoing), disabled (routed)\nNew profiles: skip\n'
+    fi
+    printf '\n'
+    printf '%-26s %-12s%s\n' To Action From -- ------ ----
+    first=true
+    for group in IN OUT FWD; do
+        lines=""
+        while IFS='|' read -r to action direction from; do
+            [[ $direction == "$group" ]] || continue
+            shown=$direction
+            [[ $direction == IN && $2 != verbose ]] && shown=""
+            lines+=$(printf '%-26s %-12s%-26s' "$to" "$action $shown" "$from")$'\n'
+        done < "$fake/ufw-rules"
+        [[ -n $lines ]] || continue
+        [[ $first == true ]] || printf '\n'
+        first=false
+        printf '%s' "$lines"
+    done
+    ;;
+modinfo) [[ $# == 1 && $1 != -* ]] || unknown "$*"; if flag no-wireguard; then exit 1; fi ;;
+journalctl)
+    while (($#)); do
+        case $1 in
+        -u | -n) (($# >= 2)) || unknown "$1"; shift 2 ;;
+        --no-pager) shift ;;
+        *) unknown "$1" ;;
+        esac
+    done
+    echo "fake journal: k3s said why"
+    ;;
 nvidia-smi)
+    # The query fields nvidia-smi --help-query-gpu lists that a script could want; a misspelt one
+    # fails as nvidia-smi fails it.
+    for arg; do
+        case $arg in
+        --query-gpu=*)
+            IFS=, read -r -a wanted <<<"${arg#*=}"
+            for field in "${wanted[@]}"; do
+                case $field in name | count | uuid | memory.total | driver_version | pci.bus_id) ;;
+                *) fail "Field \"$field\" is not a valid field to query." 2 ;;
+                esac
+            done
+            ;;
+        --format=csv | --format=csv,noheader | --format=csv,noheader,nounits) ;;
+        *) unknown "$arg" ;;
+        esac
+    done
     flag gpus || fail "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver" 9
     show gpus
     ;;
 curl)
     flag curl-fails && fail "curl: (22) The requested URL returned error: 404" 22
-    args=("$@")
-    for i in "${!args[@]}"; do
-        if [[ ${args[i]} == -o ]]; then printf '%s' "$FAKE_INSTALLER" > "${args[i + 1]}"; exit 0; fi
+    output="" url="" bounded=false
+    while (($#)); do
+        case $1 in
+        -[sfLkS]*) [[ $1 =~ ^-[sfLkS]+$ ]] || unknown "$1"; shift ;;
+        --connect-timeout | --retry | --retry-delay) [[ ${2:-} =~ ^[0-9]+$ ]] || unknown "$1 ${2:-}"; shift 2 ;;
+        --max-time | -m) [[ ${2:-} =~ ^[0-9]+$ ]] || unknown "$1 ${2:-}"; bounded=true; shift 2 ;;
+        -o) output=${2:?}; shift 2 ;;
+        -*) unknown "$1" ;;
+        *) [[ -z $url ]] || unknown "$1"; url=$1; shift ;;
+        esac
     done
-    [[ ${args[-1]} == */ping ]] && ! flag server-unreachable && { printf pong; exit 0; }
+    # curl has no time limit of its own: a stalled connection would hold the step for ever.
+    [[ $bounded == true ]] || fail "fake curl: no --max-time for $url: a stalled download would never end" 64
+    if [[ -n $output ]]; then printf '%s' "$FAKE_INSTALLER" > "$output"; exit 0; fi
+    [[ $url == */ping ]] && ! flag server-unreachable && { printf pong; exit 0; }
     fail "curl: (28) Connection timed out" 28
     ;;
 systemctl)
     command=()
-    for arg; do [[ $arg == -* ]] || command+=("$arg"); done
-    verb=${command[0]} service=${command[-1]}
+    for arg; do
+        case $arg in
+        --quiet | -q) ;;
+        -*) unknown "$arg" ;;
+        *) command+=("$arg") ;;
+        esac
+    done
+    ((${#command[@]} == 2)) || unknown "$*"
+    verb=${command[0]} service=${command[1]}
     case $verb in
     is-active) flag "active-$service" || exit 3 ;;
-    stop) rm -f "$fake/active-$service" ;;
-    restart | start) exec @PYTHON_PROGRAM@ --logged "$name" "$@" ;;
+    enable | stop | start | restart)
+        # As systemctl answers a user without root and without a polkit agent to ask.
+        is_root || fail "Failed to $verb $service.service: Interactive authentication required." 1
+        [[ -e $SOPHIA_ROOT/etc/systemd/system/$service.service ]] ||
+            fail "Failed to $verb $service.service: Unit $service.service not found." 5
+        case $verb in
+        enable) : > "$fake/enabled-$service" ;;
+        stop) rm -f "$fake/active-$service" ;;
+        *)
+            # The K3s units are Type=notify with TimeoutStartSec=0 (the installer writes them so): a
+            # start that never reports ready (a join that cannot complete) is waited for, for ever.
+            parent_is_timeout ||
+                fail "fake systemctl: '$verb $service' not bounded by timeout: TimeoutStartSec=0 waits for ever" 64
+            exec @PYTHON_PROGRAM@ --logged "$name" "$@"
+            ;;
+        esac
+        ;;
+    *) unknown "$verb" ;;
     esac
     ;;
 *) fail "no stub behaviour for $name $*" ;;
@@ -565,6 +871,12 @@ class Machine:
         """Every stub call as a JSON line {"cmd": [...], "env": {...}}, for a search of the whole text."""
         return "".join(json.dumps({"cmd": command, "env": env}) + "\n" for command, env in self.logged_calls())
 
+    def bounded(self) -> list[list[str]]:
+        """The `timeout ...` command line above each start that must be bounded (systemctl start and
+        restart, K3s's cluster reset), in order."""
+        path = self.fake / "bounded.log"
+        return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
     def restarts(self, service: str) -> int:
         path = self.fake / f"restarts-{service}"
         return int(path.read_text()) if path.exists() else 0
@@ -613,4 +925,22 @@ def add_snapshot(cluster: Path, name: str, created: str, *, ready: str = "true")
     """An S3 etcd snapshot K3s recorded (an ETCDSnapshotFile of node `s3`)."""
     state = cluster_state(cluster)
     state.setdefault("snapshots", []).append({"name": name, "created": created, "ready": ready})
+    set_cluster_state(cluster, state)
+
+
+def add_pod(
+    cluster: Path,
+    node: str,
+    name: str,
+    *,
+    namespace: str = "sophia",
+    owner: str | None = "ReplicaSet",
+    empty_dir: bool = False,
+    pdb: bool = False,
+) -> None:
+    """A pod on `node`: owned by `owner` (None: a bare pod), with an emptyDir, or under a
+    PodDisruptionBudget that allows no disruption now (`pdb`: its eviction is refused)."""
+    state = cluster_state(cluster)
+    pod = {"namespace": namespace, "name": name, "node": node, "owner": owner, "emptyDir": empty_dir, "pdb": pdb}
+    state.setdefault("pods", []).append(pod)
     set_cluster_state(cluster, state)

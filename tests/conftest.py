@@ -1,4 +1,4 @@
-"""The whole production stack rendered once per test session, for tests of every invariant."""
+"""Each stack rendered once per test session, for tests of every invariant."""
 
 from __future__ import annotations
 
@@ -27,3 +27,14 @@ def production(production_render: tuple[Rendered, list[CheckResult]]) -> Rendere
 @pytest.fixture(scope="session")
 def production_checks(production_render: tuple[Rendered, list[CheckResult]]) -> list[CheckResult]:
     return production_render[1]
+
+
+@pytest.fixture(scope="session")
+def development_render(tmp_path_factory: pytest.TempPathFactory) -> tuple[Rendered, list[CheckResult]]:
+    return render(load_stack("development"), tmp_path_factory.mktemp("render") / "development")
+
+
+@pytest.fixture(scope="session")
+def development(development_render: tuple[Rendered, list[CheckResult]]) -> Rendered:
+    """The rendered development stack (one machine)."""
+    return development_render[0]

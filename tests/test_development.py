@@ -14,18 +14,12 @@ import pytest
 import yaml
 
 from components.settings.secrets import SECRET_SPECS
-from render.__main__ import render
 from render.context import CheckResult
 from render.model import Rendered
-from render.stack import PROJECT_DIR, esc_config_keys, load_stack
+from render.stack import PROJECT_DIR, esc_config_keys
 from tests.support import settings_from
 
 STACK_FILES = sorted(PROJECT_DIR.glob("Pulumi.*.yaml"))
-
-
-@pytest.fixture(scope="module")
-def development_render(tmp_path_factory: pytest.TempPathFactory) -> tuple[Rendered, list[CheckResult]]:
-    return render(load_stack("development"), tmp_path_factory.mktemp("render") / "development")
 
 
 def test_there_are_two_stacks_of_one_program() -> None:
