@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ def _registry_password(text: str) -> list[str]:
     return [a["password"] for a in auths] + [base64.b64decode(a["auth"]).decode().split(":", 1)[1] for a in auths]
 
 
-SECRET_FILES = {
+SECRET_FILES: dict[tuple[str, str], tuple[SecretKey, Callable[[str], list[str]]]] = {
     ("redis-config", "redis.conf"): (SecretKey.REDIS_PASSWORD, REDIS_CONF.findall),
     ("registry-pull", ".dockerconfigjson"): (SecretKey.DOCKER_HUB_TOKEN, _registry_password),
 }
