@@ -1125,3 +1125,23 @@ def test_stack_policies_judge_objects_as_the_api_server_returns_them(
     judge = STACK_BY_NAME[rule].judge
     assert judge(_as_outputs(_stack(production)), DEFAULT_CONFIG) == []
     assert judge(_as_outputs(breaker(_stack(production))), DEFAULT_CONFIG) != []
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"data": rules.UNKNOWN},  # computed from another resource: unknown at preview, not empty
+        {"data": {"password": SECRET}},  # data alone
+        {"data": rules.UNKNOWN, "stringData": {"password": SECRET}},
+        {"stringData": rules.UNKNOWN, "data": {"password": SECRET}},
+    ],
+)
+def test_a_secret_whose_values_are_unknown_or_only_in_data_is_not_empty(
+    production: Rendered, values: dict[str, Any]
+) -> None:
+    """mutmut: a whole data field unknown at preview, or data without stringData, passed only by chance."""
+    secret = _real(production, "Secret")
+    secret["inputs"].pop("stringData", None)
+    secret["inputs"].pop("data", None)
+    secret["inputs"].update(values)
+    assert _judge("secrets-are-never-empty", secret) == []
