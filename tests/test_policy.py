@@ -1145,3 +1145,11 @@ def test_a_secret_whose_values_are_unknown_or_only_in_data_is_not_empty(
     secret["inputs"].pop("data", None)
     secret["inputs"].update(values)
     assert _judge("secrets-are-never-empty", secret) == []
+
+
+def test_a_placeholder_after_a_secret_value_is_still_found(production: Rendered) -> None:
+    """mutmut: a redacted or unknown value ended the look at the rest of the Secret's keys."""
+    secret = _real(production, "Secret")
+    secret["inputs"].pop("data", None)
+    secret["inputs"]["stringData"] = {"a-token": SECRET, "b-unknown": rules.UNKNOWN, "c-password": "changeme"}
+    assert _judge("secrets-are-never-empty", secret) == ["stringData.c-password: is empty or a placeholder"]
