@@ -156,6 +156,8 @@ def test_make_help_lists_every_target_from_its_comment_and_plain_make_shows_it()
         "  make lint      ruff, ruff format and mypy (strict on components/, render/ and policy/)",
         "  make bench     time `make render`, and render production and stacks with 10x and 50x its "
         "machines and services",
+        "  make mutate    mutation testing (mutmut) of the settings, policies and alerts; slow, in neither CI nor make "
+        "test",
         "  make clean     remove build/ and the tools' caches",
     ]
     for argv in (["make", "help"], ["make"]):
