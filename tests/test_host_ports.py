@@ -22,11 +22,14 @@ _PORTS = re.compile(r"(?P<protos>TCP and UDP|TCP|UDP) (?P<numbers>\d+(?:-\d+)?(?
 
 
 def _readme_ports() -> set[str]:
-    """The ports of the README firewall table's rows that are opened to the other machines."""
-    text = (PROJECT_DIR / "README.md").read_text()
-    table = text.split("**Firewall.**", 1)[1].split("\n\n", 2)[1]
+    """The ports of the firewall table's rows (docs/operations.md, `### Firewall`, where the README's
+    moved) that are opened to the other machines."""
+    text = (PROJECT_DIR / "docs" / "operations.md").read_text()
+    section = text.split("\n### Firewall\n", 1)[1].split("\n#", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(table) > 2, "no firewall table under ### Firewall in docs/operations.md"
     found: set[str] = set()
-    for line in table.splitlines()[2:]:
+    for line in table[2:]:
         row = _ROW.match(line)
         assert row, line
         if not any(who in row["source"] for who in ("every machine", "the servers")):

@@ -197,7 +197,7 @@ def test_the_comment_marks_exactly_the_components_the_preview_changes(
         "| K3sNode sophia-old (not in this render: removed) | 3 to delete |",
     ]
     assert "succeeded" in text.splitlines()[0]
-    assert "Resources: 3 delete, 1 replace, 139 same, 1 update." in text
+    assert "Resources: 3 delete, 1 replace, 140 same, 1 update." in text
 
 
 def test_a_preview_with_nothing_changed_marks_nothing(production: Rendered, tmp_path: Path) -> None:
