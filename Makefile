@@ -6,8 +6,12 @@ STACK  ?= production
 OUT    ?= build/$(STACK)
 ENGINE := tests/e2e/engine/build.sh
 RUNBOOKS := docs/operations.md
+# make mutate: at most this long (mutmut keeps what it measured in mutants/, and a second run goes on
+# from there); MUTANTS narrows it to names like 'policy.rules*' or 'components.settings*'.
+MUTATE_SECONDS ?= 3600
+MUTANTS ?=
 
-.PHONY: help render test lint bench clean engine apiserver e2e promtool
+.PHONY: help render test lint bench clean engine apiserver e2e promtool mutate
 # Plain `make` explains itself instead of quietly building the venv.
 .DEFAULT_GOAL := help
 
@@ -62,6 +66,11 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python -m render.bench --write docs/benchmarks.md
 
+## mutate: mutation testing (mutmut) of the settings, policies and alerts; slow, in neither CI nor make test
+mutate: $(VENV)/.installed
+	timeout $(MUTATE_SECONDS) nice $(BIN)/mutmut run --max-children 2 $(MUTANTS) || test $$? -eq 124
+	$(BIN)/mutmut results
+
 ## clean: remove build/ and the tools' caches
 clean:
-	rm -rf build .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf build mutants .mypy_cache .ruff_cache .pytest_cache .hypothesis

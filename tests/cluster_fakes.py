@@ -2,7 +2,8 @@
 
 A `Machine` is a scratch directory used as SOPHIA_ROOT (every system path in the scripts is prefixed
 with it) plus stub programs on PATH: sudo, id, uname, ss, ip, ufw, nvidia-smi, modinfo, curl,
-systemctl, journalctl, umount. The curl stub serves a K3s release as GitHub (or a mirror laid out
+systemctl, journalctl, and for the uninstall umount, iptables-save/-restore, pgrep and ps, each checking
+its arguments against the real tool's. The curl stub serves a K3s release as GitHub (or a mirror laid out
 like it) does: `<base>/<version>/k3s|k3s-arm64` is a fake K3s binary that knows its version and
 asset, `<base>/<version>/sha256sum-<arch>.txt` the sha256 of the binary it serves there; the install
 step puts that binary at /usr/local/bin/k3s itself. The simple stubs are one bash script (sudo alone
@@ -124,6 +125,118 @@ def fail(text, code=1):
     sys.exit(code)
 
 
+def is_root():
+    # As the shell stub tells it: sudo started this process (it sets SUDO_UID), or the user is root.
+    return "SUDO_UID" in os.environ or flag("root")
+
+
+def bounded_by_timeout():
+    # A start that can hang runs under coreutils `timeout`, which is then this process's parent: its
+    # command line (`timeout 600 ...`), recorded for the tests; None when unbounded.
+    parent = os.getppid()
+    with open(f"/proc/{parent}/comm") as comm:
+        if comm.read().strip() != "timeout":
+            return None
+    with open(f"/proc/{parent}/cmdline", "rb") as cmdline:
+        line = cmdline.read().replace(b"\0", b" ").decode().strip()
+    with open(fake / "bounded.log", "a") as log:
+        log.write(line + "\n")
+    return line
+
+
+def duration(text):
+    # Go's time.ParseDuration, which kubectl's --timeout (a DurationVar) uses: "600s", "10m", "1h30m";
+    # a bare number other than 0 has no unit and is refused. Seconds, or None when not a duration.
+    units = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    if text == "0":
+        return 0.0
+    total, number, i = 0.0, "", 0
+    if not text:
+        return None
+    while i < len(text):
+        if text[i].isdigit() or text[i] == ".":
+            number += text[i]; i += 1
+            continue
+        unit = text[i:i + 2] if text[i:i + 2] in units else text[i]
+        if not number or unit not in units:
+            return None
+        total += float(number) * units[unit]
+        number, i = "", i + len(unit)
+    return None if number else total
+
+
+def request_timeout(text):
+    # client-go clientcmd ParseTimeout: a bare integer is seconds, otherwise a Go duration.
+    return float(text) if text.isdigit() else duration(text)
+
+
+BOOL, VALUE = "bool", "value"
+# The flags of each kubectl subcommand the scripts may use, as kubectl v1.35 defines them (cobra/pflag):
+# k8s.io/kubectl pkg/cmd/<command>/<command>.go; drain's in pkg/cmd/drain/drain.go NewCmdDrain (force,
+# ignore-daemonsets, delete-emptydir-data, grace-period, timeout, pod-selector, disable-eviction,
+# skip-wait-for-delete-timeout, chunk-size, dry-run, selector). `--delete-local-data` is gone since 1.23.
+GLOBAL_FLAGS = {"--kubeconfig": VALUE, "--request-timeout": VALUE, "-n": VALUE, "--namespace": VALUE}
+COMMAND_FLAGS = {
+    "get": {"--ignore-not-found": BOOL, "-o": VALUE, "--output": VALUE, "--raw": VALUE, "-A": BOOL,
+            "--all-namespaces": BOOL, "--field-selector": VALUE, "-l": VALUE, "--selector": VALUE},
+    "annotate": {"--overwrite": BOOL},
+    "label": {"--overwrite": BOOL},
+    "taint": {"--overwrite": BOOL},
+    "uncordon": {},
+    "cordon": {},
+    "drain": {"--force": BOOL, "--ignore-daemonsets": BOOL, "--delete-emptydir-data": BOOL, "--grace-period": VALUE,
+              "--timeout": VALUE, "--pod-selector": VALUE, "--disable-eviction": BOOL,
+              "--skip-wait-for-delete-timeout": VALUE, "--chunk-size": VALUE, "--dry-run": VALUE, "-l": VALUE,
+              "--selector": VALUE},
+    "delete": {"--ignore-not-found": BOOL, "--wait": BOOL, "--timeout": VALUE},
+    "create": {"-f": VALUE, "--filename": VALUE},
+    "replace": {"-f": VALUE, "--filename": VALUE},
+}
+ALIASES = {"--output": "-o", "--namespace": "-n", "--filename": "-f", "--all-namespaces": "-A", "--selector": "-l"}
+
+
+def kubectl_args(argv):
+    # The positional words and the flags (by canonical name) of a kubectl command line, parsed as pflag
+    # does: `--flag=value` or `--flag value`, a bool as `--flag` or `--flag=true|false`. A flag the
+    # subcommand does not define fails as kubectl fails it ("error: unknown flag"), and so does a
+    # --request-timeout or --timeout that is not a duration.
+    command = next((a for i, a in enumerate(argv) if not a.startswith("-")
+                    and not (i and argv[i - 1] in GLOBAL_FLAGS)), None)
+    if command not in COMMAND_FLAGS:
+        fail(f'error: unknown command "{command}" for "kubectl"')
+    known = GLOBAL_FLAGS | COMMAND_FLAGS[command]
+    words, opts, i = [], {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-") or arg == "-":
+            words.append(arg)
+            continue
+        key, has_value, value = arg.partition("=")
+        kind = known.get(key)
+        if kind is None:
+            fail(f"error: unknown flag: {key}\nSee 'kubectl {command} --help' for usage.")
+        if kind == BOOL:
+            if has_value and value not in ("true", "false"):
+                fail(f'error: invalid argument "{value}" for "{key}" flag: strconv.ParseBool: '
+                     f'parsing "{value}": invalid syntax')
+            value = value if has_value else "true"
+        elif not has_value:
+            if i >= len(argv):
+                fail(f"error: flag needs an argument: {key}")
+            value = argv[i]
+            i += 1
+        opts[ALIASES.get(key, key)] = value
+    if "--request-timeout" not in opts:
+        fail("fake kubectl: no --request-timeout: an API server that accepts and never answers "
+             "would hold the step for ever", 64)
+    if request_timeout(opts["--request-timeout"]) is None:
+        fail(f'error: invalid argument "{opts["--request-timeout"]}" for "--request-timeout" flag')
+    if "--timeout" in opts and duration(opts["--timeout"]) is None:
+        fail(f'error: invalid argument "{opts["--timeout"]}" for "--timeout" flag: time: missing unit in duration')
+    return words, opts
+
+
 class Api:
     def __enter__(self):
         cluster.mkdir(parents=True, exist_ok=True)
@@ -201,10 +314,13 @@ if name == "systemctl":
                 "clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n  name: default\n"
                 f"users:\n- name: default\n  user:\n    client-key-data: {os.environ['FAKE_ADMIN_KEY']}\n"
             )
+            # K3s writes the admin kubeconfig with the mode `write-kubeconfig-mode` says, 0600 without it.
+            os.chmod(admin, int(str(config.get("write-kubeconfig-mode", "0600")), 8))
         else:
             kubelet = root / "var/lib/rancher/k3s/agent/kubelet.kubeconfig"
             kubelet.parent.mkdir(parents=True, exist_ok=True)
             kubelet.write_text("server: https://127.0.0.1:6444\n")
+            os.chmod(kubelet, 0o600)
         # K3s registers the nvidia runtime when it finds the NVIDIA container runtime at start.
         containerd = root / "var/lib/rancher/k3s/agent/etc/containerd/config.toml"
         containerd.parent.mkdir(parents=True, exist_ok=True)
@@ -222,8 +338,10 @@ if name == "systemctl":
                 server_dir = root / "var/lib/rancher/k3s/server"
                 server_dir.mkdir(parents=True, exist_ok=True)
                 ca = api.state["ca_hash"]
-                (server_dir / "token").write_text(f"K10{ca}::server:{api.state['server_password']}\n")
-                (server_dir / "agent-token").write_text(f"K10{ca}::node:{api.state['agent_password']}\n")
+                for file, user, password in (("token", "server", "server_password"),
+                                             ("agent-token", "node", "agent_password")):
+                    (server_dir / file).write_text(f"K10{ca}::{user}:{api.state[password]}\n")
+                    os.chmod(server_dir / file, 0o600)  # as K3s keeps them: root's only
             elif "ca_hash" in api.state:
                 token = token_of("token-file")
                 if not token.startswith(f"K10{api.state['ca_hash']}::"):
@@ -242,6 +360,14 @@ if name == "systemctl":
                 api.state["nodes"][node] = {"ip": ip, "labels": labels, "taints": taints,
                                             "unschedulable": False, "annotations": {},
                                             "etcd": service == "k3s"}
+                # What runs on every node of this stack once it is up: a DaemonSet's pod (node-exporter,
+                # from kube-prometheus-stack) and a workload pod with an emptyDir (a Deployment's, through
+                # its ReplicaSet), so that every drain meets both kinds kubectl drain refuses by default.
+                api.state.setdefault("pods", []).extend([
+                    {"namespace": "monitoring", "name": f"node-exporter-{node}", "node": node, "owner": "DaemonSet"},
+                    {"namespace": "sophia", "name": f"scratch-{node}", "node": node, "owner": "ReplicaSet",
+                     "emptyDir": True},
+                ])
             api.state["nodes"][node]["ready"] = not flag("never-ready")
             api.state["restarts"] = api.state.get("restarts", []) + [[node, time.time()]]
         sys.exit(0)
@@ -251,8 +377,18 @@ if name == "k3s":
         # The binary the curl stub served says which release it is (FAKE_K3S_RELEASE, set before this code).
         version, asset = globals()["FAKE_K3S_RELEASE"]
         out(f"k3s version {version} (fake {asset})\ngo version go1.24\n")
+    # `k3s server --cluster-reset ...` (restore.sh), checked against the K3s server flags it may carry:
+    # the reset, the snapshot, and the S3 location (k3s-io/k3s pkg/cli/cmds/server.go, etcd-s3-*). The
+    # keys must come in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), never as flags.
     if args[0] == "server":
-        # `k3s server --cluster-reset ...`: etcd is reset to the snapshot, then K3s exits.
+        known = ("--cluster-reset", "--etcd-s3", "--cluster-reset-restore-path=", "--etcd-s3-endpoint=",
+                 "--etcd-s3-bucket=", "--etcd-s3-region=", "--etcd-s3-folder=")
+        for arg in args[1:]:
+            if not any(arg == k if not k.endswith("=") else arg.startswith(k) for k in known):
+                fail(f"fake k3s server: unexpected argument {arg!r}", 64)
+        if bounded_by_timeout() is None:
+            fail("fake k3s server: a cluster reset not bounded by timeout would wait for ever "
+                 "on an S3 that does not answer", 64)
         if flag("active-k3s"):
             fail("etcd: a K3s server is already running on this machine")
         if flag("reset-fails"):
@@ -262,30 +398,27 @@ if name == "k3s":
         with open(fake / "resets.log", "a") as resets:
             resets.write(json.dumps(args) + "\n")
         out("Managed etcd cluster membership has been reset, restart without --cluster-reset flag now\n")
-    assert args[0] == "kubectl", args
-    rest, namespace, kubeconfig = [], None, None
-    i = 1
-    while i < len(args):
-        if args[i] == "--kubeconfig":
-            kubeconfig = args[i + 1]; i += 2
-        elif args[i] == "-n":
-            namespace = args[i + 1]; i += 2
-        else:
-            rest.append(args[i]); i += 1
+    if args[0] != "kubectl":
+        fail(f"fake k3s: unexpected command {args[0]!r}", 64)
+    words, opts = kubectl_args(args[1:])
+    kubeconfig = opts.get("--kubeconfig")
     if not kubeconfig or not Path(kubeconfig).exists():
         fail(f"error: stat {kubeconfig}: no such file or directory")
-    words = [a for a in rest if not a.startswith("-")]
-    flags = [a for a in rest if a.startswith("-")]
-    jsonpath = next((f for f in rest if f.startswith("jsonpath=")), "")
+    # The kubeconfig is root's (K3s writes it so; write-kubeconfig-mode): without sudo, unreadable.
+    if not is_root() and not os.stat(kubeconfig).st_mode & 0o004:
+        fail(f'error: error loading config file "{kubeconfig}": open {kubeconfig}: permission denied')
+    output = opts.get("-o", "")
+    jsonpath = output if output.startswith("jsonpath=") else ""
+    rest = words
     with Api() as api:
         nodes, leases = api.state["nodes"], api.state["leases"]
-        if words[:1] == ["get"] and "--raw" in rest:
+        if words[:1] == ["get"] and "--raw" in opts:
             out("ok" if any(flag(f"active-{s}") for s in ("k3s", "k3s-agent")) else "")
         if words[:2] == ["get", "node"]:
             node = nodes.get(words[2])
             if node is None:
                 out("")
-            if "name" in rest:
+            if output == "name":
                 out(f"node/{words[2]}\n")
             if "removed-node-name" in jsonpath:
                 out(node.get("annotations", {}).get("etcd.k3s.cattle.io/removed-node-name", ""))
@@ -317,7 +450,9 @@ if name == "k3s":
             out("".join(f"{v['name']}|{v['phase']}|{v['class']}|{v['claim']}|{v['node']}\n"
                         for v in api.state.get("pvs", [])))
         if words[:2] == ["get", "pods"]:
-            out("pod/sophia-api-0\n")
+            # --all-namespaces --field-selector spec.nodeName=<node> -o name: the pods left on a node.
+            on = opts.get("--field-selector", "").removeprefix("spec.nodeName=")
+            out("".join(f"pod/{p['name']}\n" for p in api.state.get("pods", []) if p["node"] == on))
         if words[0] in ("create", "replace"):
             import yaml
 
@@ -364,12 +499,57 @@ if name == "k3s":
             nodes[words[1]]["unschedulable"] = False
             out("")
         if words[0] == "drain":
-            nodes[words[1]]["unschedulable"] = True
-            if (cluster / "drain-fails").exists():
-                fail("error when evicting pods/sophia-api-0: Cannot evict pod: it would violate the disruption budget")
-            out(f"node/{words[1]} drained\n")
+            # kubectl drain as k8s.io/kubectl v1.35 does it (pkg/cmd/drain/drain.go RunDrain, pkg/drain):
+            # cordon first; then each pod on the node is judged (pkg/drain/filters.go): a DaemonSet's pod is
+            # fatal without --ignore-daemonsets (and stays with it), a pod with an emptyDir is fatal without
+            # --delete-emptydir-data, a pod without a controller is fatal without --force; any fatal one
+            # fails the drain before anything is evicted. The rest are evicted through the eviction API,
+            # which refuses a pod whose PodDisruptionBudget allows no disruption (429): kubectl retries
+            # until --timeout, which defaults to 0, for ever (drain.go evictPods). --disable-eviction
+            # deletes them instead, past every budget.
+            name = words[1]
+            node = nodes[name]
+            node["unschedulable"] = True
+            timeout = duration(opts.get("--timeout", "0"))
+            evict = opts.get("--disable-eviction", "false") != "true"
+            api.state.setdefault("drains", []).append(
+                {"node": name, "flags": {k: v for k, v in opts.items() if k not in GLOBAL_FLAGS},
+                 "eviction": evict, "timeout": timeout})
+            here = [p for p in api.state.get("pods", []) if p["node"] == name]
+            fatal = {}
+            for pod in here:
+                ref = f"{pod['namespace']}/{pod['name']}"
+                if pod["owner"] == "DaemonSet":
+                    if opts.get("--ignore-daemonsets") != "true":
+                        fatal.setdefault("DaemonSet-managed Pods (use --ignore-daemonsets to ignore)", []).append(ref)
+                elif pod["owner"] is None and opts.get("--force") != "true":
+                    fatal.setdefault("Pods that declare no controller (use --force to override)", []).append(ref)
+                elif pod.get("emptyDir") and opts.get("--delete-emptydir-data") != "true":
+                    fatal.setdefault("Pods with local storage (use --delete-emptydir-data to override)", []).append(ref)
+            if fatal:
+                errors = ", ".join(f"cannot delete {what}: {', '.join(pods)}" for what, pods in fatal.items())
+                fail(f"node/{name} cordoned\nerror: unable to drain node \"{name}\" due to error: [{errors}], "
+                     f"continuing command...\nThere are pending nodes to be drained:\n {name}\n{errors}")
+            leaving = [p for p in here if p["owner"] != "DaemonSet"]
+            blocked = [p for p in leaving if p.get("pdb") and evict]
+            if blocked and not timeout:
+                fail(f"fake kubectl: drain {name} would retry the eviction of {blocked[0]['namespace']}/"
+                     f"{blocked[0]['name']} for ever: no --timeout (0 means infinite)", 64)
+            if blocked:
+                pod = blocked[0]
+                fail(f"node/{name} cordoned\nerror when evicting pods/\"{pod['name']}\" -n \"{pod['namespace']}\" "
+                     "(will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.\n"
+                     f"error: unable to drain node \"{name}\" due to error: error when evicting pods/\"{pod['name']}\" "
+                     f"-n \"{pod['namespace']}\": global timeout reached: {opts['--timeout']}")
+            api.state["pods"] = [p for p in api.state.get("pods", []) if p not in leaving]
+            api.state.setdefault("evicted" if evict else "deleted", []).extend(leaving)
+            verb = "evicting" if evict else "deleting"
+            out(f"node/{name} cordoned\n" + "".join(f"{verb} pod {p['namespace']}/{p['name']}\n" for p in leaving)
+                + f"node/{name} drained\n")
         if words[:2] == ["delete", "node"]:
             nodes.pop(words[2], None)
+            # The pod garbage collector removes the pods bound to a node that is gone.
+            api.state["pods"] = [p for p in api.state.get("pods", []) if p["node"] != words[2]]
             out("")
     fail(f"fake kubectl does not know: {rest}")
 fail(f"no stub behaviour for {name} {args}")
@@ -396,6 +576,13 @@ def k3s_release_binary(version: str, asset: str) -> bytes:
     """The fake K3s binary the curl stub serves as a release's asset (the stub's fake_k3s writes the same)."""
     first, rest = _PROGRAM.split("\n", 1)
     return f"{first}\nFAKE_K3S_RELEASE = ('{version}', '{asset}')\n{rest}".encode()
+
+
+def _real(tool: str) -> str:
+    """The host's own `tool`, which a checking stub hands a call on to (pgrep and ps see real processes)."""
+    found = shutil.which(tool)
+    assert found, f"{tool} is not installed on this machine"
+    return found
 
 
 def _stub_code() -> bytes:
@@ -432,51 +619,162 @@ show() {
     printf '%s' "$text"
 }
 fail() { echo "$1" >&2; exit "${2:-1}"; }
+# Strict: an argument this fake does not know is one the real tool rejects or does something with
+# that no test has looked at. Either way the step must not pass quietly: exit 64 (EX_USAGE), loudly.
+unknown() { fail "fake $name: unexpected argument(s) '$1' in: $name ${ALL_ARGS[*]}" 64; }
+ALL_ARGS=("$@")
+# Root is what sudo started (sudo(8), ENVIRONMENT: it sets SUDO_UID for the command it runs) or a
+# machine whose SSH user is root.
+is_root() { [[ -n ${SUDO_UID:-} ]] || flag root; }
+# A start that can hang must run under coreutils `timeout`: then that is this process's parent.
+parent_is_timeout() {
+    local parent
+    read -r parent < "/proc/$PPID/comm"
+    [[ $parent == timeout ]] || return 1
+    tr '\0' ' ' < "/proc/$PPID/cmdline" >> "$fake/bounded.log"
+    printf '\n' >> "$fake/bounded.log"
+}
 
 case $name in
 sudo)
     flag no-sudo && fail "sudo: a password is required"
-    while [[ $1 == -n || $1 == -- ]]; do shift; done
-    (($#)) || fail "sudo: no command"
+    # -n (never prompt) and `--` only: -S would read a password from standard input, where the join
+    # tokens arrive, and -E would hand the caller's environment on.
+    while (($#)); do
+        case $1 in
+        -n) shift ;;
+        --) shift; break ;;
+        -*) unknown "$1" ;;
+        *) break ;;
+        esac
+    done
+    (($#)) || fail "usage: sudo -h | -K | -k | -V" 1
+    export SUDO_USER=ubuntu SUDO_UID=1000 SUDO_GID=1000
     exec "$@"
     ;;
 id)
-    for arg; do [[ $arg == -un ]] && { echo ubuntu; exit 0; }; done
-    if flag root; then echo 0; else echo 1000; fi
+    case $* in
+    -u) if is_root; then echo 0; else echo 1000; fi ;;
+    -un) if is_root; then echo root; else echo ubuntu; fi ;;
+    *) unknown "$*" ;;
+    esac
     ;;
-uname) show machine ;;
-ss) if flag listeners; then show listeners; fi ;;
+uname) [[ $* == -m ]] || unknown "$*"; show machine ;;
+ss)
+    for arg; do [[ $arg =~ ^-[Hlntupa]+$ ]] || unknown "$arg"; done
+    if flag listeners; then show listeners; fi
+    ;;
 ip)
-    if [[ $* == "-o link show" ]]; then
+    # Only the forms the scripts use (iproute2 ip(8)): the addresses (preflight), the links and the
+    # network namespaces (uninstall, as k3s-killall.sh removes them).
+    case $* in
+    "-o link show")
         if flag links; then show links; fi
         exit 0
-    fi
-    if [[ $1 == link && $2 == delete ]]; then
+        ;;
+    "link delete "*)
+        (($# == 3)) || unknown "$*"
+        is_root || fail "RTNETLINK answers: Operation not permitted" 2
         grep -q "^[0-9]*: $3[:@]" "$fake/links" 2>/dev/null || fail "Cannot find device \"$3\"" 1
         grep -v "^[0-9]*: $3[:@]" "$fake/links" > "$fake/links.new" || true
         mv "$fake/links.new" "$fake/links"
         exit 0
-    fi
-    [[ $* == "netns list" ]] && exit 0
+        ;;
+    "netns list") exit 0 ;;
+    "netns delete "*)
+        (($# == 3)) || unknown "$*"
+        is_root || fail "mount --make-rshared /run/netns failed: Operation not permitted" 1
+        fail "Cannot remove namespace file \"/run/netns/$3\": No such file or directory" 1
+        ;;
+    "-o addr show") ;;
+    *) unknown "$*" ;;
+    esac
     addresses=()
     if flag addresses; then read -r -d '' -a addresses < "$fake/addresses"; fi
     for i in "${!addresses[@]}"; do
         printf '%d: eth%d    inet %s/24 scope global eth%d\n' $((i + 2)) "$i" "${addresses[i]}" "$i"
     done
     ;;
-ufw) if flag ufw-status; then show ufw-status; else echo "Status: inactive"; fi ;;
-modinfo) if flag no-wireguard; then exit 1; fi ;;
-journalctl) echo "fake journal: k3s said why" ;;
+ufw)
+    # ufw 0.36.2 (Ubuntu 22.04/24.04), src/backend.py: "You need to be root to run this script".
+    is_root || fail "ERROR: You need to be root to run this script" 1
+    case $* in
+    status | "status verbose") ;;
+    *) unknown "$*" ;; # anything else changes the firewall; the scripts only read it
+    esac
+    flag ufw-rules || { echo "Status: inactive"; exit 0; }
+    # The table as ufw's get_status (src/backend_iptables.py) prints it: "%-26s %-12s%-26s" per rule,
+    # the action "ACTION DIRECTION", where plain `status` leaves out the IN of incoming rules, and
+    # incoming, outgoing (OUT) and routed (FWD) rules in groups, a blank line between groups.
+    # fake/ufw-rules: one rule a line, `to|ACTION|IN, OUT or FWD|from`.
+    echo "Status: active"
+    if [[ $2 == verbose ]]; then
+        printf 'Logging: on (low)\nDefault: deny (incoming), allow (outgoing), disabled (routed)\nNew profiles: skip\n'
+    fi
+    printf '\n'
+    printf '%-26s %-12s%s\n' To Action From -- ------ ----
+    first=true
+    for group in IN OUT FWD; do
+        lines=""
+        while IFS='|' read -r to action direction from; do
+            [[ $direction == "$group" ]] || continue
+            shown=$direction
+            [[ $direction == IN && $2 != verbose ]] && shown=""
+            lines+=$(printf '%-26s %-12s%-26s' "$to" "$action $shown" "$from")$'\n'
+        done < "$fake/ufw-rules"
+        [[ -n $lines ]] || continue
+        [[ $first == true ]] || printf '\n'
+        first=false
+        printf '%s' "$lines"
+    done
+    ;;
+modinfo) [[ $# == 1 && $1 != -* ]] || unknown "$*"; if flag no-wireguard; then exit 1; fi ;;
+journalctl)
+    while (($#)); do
+        case $1 in
+        -u | -n) (($# >= 2)) || unknown "$1"; shift 2 ;;
+        --no-pager) shift ;;
+        *) unknown "$1" ;;
+        esac
+    done
+    echo "fake journal: k3s said why"
+    ;;
 nvidia-smi)
+    # The query fields nvidia-smi --help-query-gpu lists that a script could want; a misspelt one
+    # fails as nvidia-smi fails it.
+    for arg; do
+        case $arg in
+        --query-gpu=*)
+            IFS=, read -r -a wanted <<<"${arg#*=}"
+            for field in "${wanted[@]}"; do
+                case $field in name | count | uuid | memory.total | driver_version | pci.bus_id) ;;
+                *) fail "Field \"$field\" is not a valid field to query." 2 ;;
+                esac
+            done
+            ;;
+        --format=csv | --format=csv,noheader | --format=csv,noheader,nounits) ;;
+        *) unknown "$arg" ;;
+        esac
+    done
     flag gpus || fail "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver" 9
     show gpus
     ;;
 curl)
     flag curl-fails && fail "curl: (22) The requested URL returned error: 404" 22
-    args=("$@")
-    url=${args[-1]}
-    for i in "${!args[@]}"; do
-        [[ ${args[i]} == -o ]] || continue
+    output="" url="" bounded=false
+    while (($#)); do
+        case $1 in
+        -[sfLkS]*) [[ $1 =~ ^-[sfLkS]+$ ]] || unknown "$1"; shift ;;
+        --connect-timeout | --retry | --retry-delay) [[ ${2:-} =~ ^[0-9]+$ ]] || unknown "$1 ${2:-}"; shift 2 ;;
+        --max-time | -m) [[ ${2:-} =~ ^[0-9]+$ ]] || unknown "$1 ${2:-}"; bounded=true; shift 2 ;;
+        -o) output=${2:?}; shift 2 ;;
+        -*) unknown "$1" ;;
+        *) [[ -z $url ]] || unknown "$1"; url=$1; shift ;;
+        esac
+    done
+    # curl has no time limit of its own: a stalled connection would hold the step for ever.
+    [[ $bounded == true ]] || fail "fake curl: no --max-time for $url: a stalled download would never end" 64
+    if [[ -n $output ]]; then
         # A K3s release: <base>/<version, + as %2B>/<asset>.
         asset=${url##*/} version=${url%/*}
         version=${version##*/}
@@ -484,8 +782,8 @@ curl)
         version=${version//%2B/+}
         case $asset in
         k3s | k3s-arm64)
-            fake_k3s "$version" "$asset" > "${args[i + 1]}"
-            if flag tampered-binary; then echo "# tampered in transit" >> "${args[i + 1]}"; fi
+            fake_k3s "$version" "$asset" > "$output"
+            if flag tampered-binary; then echo "# tampered in transit" >> "$output"; fi
             ;;
         sha256sum-amd64.txt | sha256sum-arm64.txt)
             arch=${asset#sha256sum-} && arch=${arch%.txt}
@@ -493,41 +791,94 @@ curl)
             sum=$(fake_k3s "$version" "$binary" | sha256sum)
             # As the release's file: a line per asset of the architecture, the binary's among them.
             other=$(printf '%s' "$version images" | sha256sum)
-            printf '%s  %s\n' "${other%% *}" "k3s-airgap-images-$arch.tar.zst" "${sum%% *}" "$binary" \
-                > "${args[i + 1]}"
+            printf '%s  %s\n' "${other%% *}" "k3s-airgap-images-$arch.tar.zst" "${sum%% *}" "$binary" > "$output"
             ;;
         *) fail "curl: (22) The requested URL returned error: 404" 22 ;;
         esac
         exit 0
-    done
+    fi
     [[ $url == */ping ]] && ! flag server-unreachable && { printf pong; exit 0; }
     fail "curl: (28) Connection timed out" 28
     ;;
-iptables-save | ip6tables-save) if flag "$name"; then show "$name"; fi ;;
-iptables-restore | ip6tables-restore) cat > "$fake/${name%-restore}-save" ;;
+iptables-save | ip6tables-save | iptables-restore | ip6tables-restore)
+    # Without arguments (all tables; restore flushes each table it is given and loads it whole).
+    (($# == 0)) || unknown "$*"
+    is_root ||
+        fail "$name v1.8.7 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)" 4
+    case $name in
+    *-save) if flag "$name"; then show "$name"; fi ;;
+    *) cat > "$fake/${name%-restore}-save" ;;
+    esac
+    ;;
 umount)
+    # `umount -f PATH` or `umount -l PATH` (util-linux umount(8)): force, or lazy for a busy one.
+    (($# == 2)) && [[ $1 == -f || $1 == -l ]] && [[ $2 != -* ]] || unknown "$*"
+    is_root || fail "umount: $2: must be superuser to unmount." 32
     mounts=$SOPHIA_ROOT/proc/self/mounts
-    path=${*: -1}
+    path=$2
     grep -q " $path " "$mounts" 2>/dev/null || fail "umount: $path: not mounted." 32
     if flag busy-mount && [[ $path == "$(show busy-mount)" ]]; then fail "umount: $path: target is busy." 32; fi
     grep -v " $path " "$mounts" > "$mounts.new" || true
     mv "$mounts.new" "$mounts"
     ;;
+pgrep)
+    # `pgrep -f PATTERN` (procps pgrep(1)): the shims by their command line, as k3s-killall.sh finds them.
+    (($# == 2)) && [[ $1 == -f && $2 != -* ]] || unknown "$*"
+    exec @REAL_PGREP@ "$@"
+    ;;
+ps)
+    # The process table as uninstall.sh reads it: every process, its parent's PID and its own.
+    [[ $* == "-e -o ppid= -o pid=" ]] || unknown "$*"
+    exec @REAL_PS@ "$@"
+    ;;
 systemctl)
     command=()
-    for arg; do [[ $arg == -* ]] || command+=("$arg"); done
-    verb=${command[0]} service=${command[-1]}
+    for arg; do
+        case $arg in
+        --quiet | -q) ;;
+        --signal=SIGKILL) [[ ${command[0]:-} == kill ]] || unknown "$arg" ;;
+        -*) unknown "$arg" ;;
+        *) command+=("$arg") ;;
+        esac
+    done
+    # `systemctl VERB UNIT`, or daemon-reload alone.
+    if [[ ${command[0]:-} == daemon-reload ]]; then ((${#command[@]} == 1)); else ((${#command[@]} == 2)); fi ||
+        unknown "$*"
+    verb=${command[0]} service=${command[1]:-}
     case $verb in
     is-active) flag "active-$service" || exit 3 ;;
-    stop) rm -f "$fake/active-$service" ;;
     daemon-reload)
+        is_root || fail "Failed to reload daemon: Interactive authentication required." 1
         # What systemd loaded: the unit files as they are now.
         rm -rf "$fake/loaded-units" && mkdir "$fake/loaded-units"
         for unit in "$SOPHIA_ROOT"/etc/systemd/system/*.service; do
             if [[ -e $unit ]]; then cp "$unit" "$fake/loaded-units/"; fi
         done
         ;;
-    restart | start) exec @PYTHON_PROGRAM@ --logged "$name" "$@" ;;
+    reset-failed)
+        # After the unit file is gone (uninstall): systemd forgets the unit's failed state, if any.
+        is_root || fail "Failed to reset failed state of unit $service.service: Interactive authentication required." 1
+        ;;
+    enable | disable | stop | start | restart | kill)
+        # As systemctl answers a user without root and without a polkit agent to ask.
+        is_root || fail "Failed to $verb $service.service: Interactive authentication required." 1
+        [[ -e $SOPHIA_ROOT/etc/systemd/system/$service.service ]] ||
+            fail "Failed to $verb $service.service: Unit $service.service not found." 5
+        case $verb in
+        enable) : > "$fake/enabled-$service" ;;
+        disable) rm -f "$fake/enabled-$service" ;;
+        stop | kill) rm -f "$fake/active-$service" ;;
+        *)
+            # The K3s units are Type=notify with TimeoutStartSec=0 (main.py's unit sets it so, as K3s's
+            # installer does): a start that never reports ready (a join that cannot complete) is waited
+            # for, for ever.
+            parent_is_timeout ||
+                fail "fake systemctl: '$verb $service' not bounded by timeout: TimeoutStartSec=0 waits for ever" 64
+            exec @PYTHON_PROGRAM@ --logged "$name" "$@"
+            ;;
+        esac
+        ;;
+    *) unknown "$verb" ;;
     esac
     ;;
 *) fail "no stub behaviour for $name $*" ;;
@@ -536,7 +887,7 @@ exit 0
 """
 SHELL_STUBS = ("sudo", "id", "uname", "ss", "ip", "ufw", "modinfo", "journalctl", "nvidia-smi", "curl", "systemctl")
 # What the uninstall step runs besides: what it unmounts and the packet filter rules it rewrites.
-UNINSTALL_STUBS = ("umount", "iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore")
+UNINSTALL_STUBS = ("umount", "iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore", "pgrep", "ps")
 # The private key K3s writes into the admin kubeconfig (`client-key-data`): a secret every server holds.
 ADMIN_CLIENT_KEY = "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCmZha2UtYWRtaW4ta2V5"
 
@@ -583,7 +934,11 @@ class Machine:
         program.write_text(_PROGRAM)
         program.chmod(0o755)
         shell = self.bin / "fake-shell"
-        shell.write_text(SHELL_STUB.replace("@PYTHON_PROGRAM@", shlex.quote(str(program))))
+        shell.write_text(
+            SHELL_STUB.replace("@PYTHON_PROGRAM@", shlex.quote(str(program)))
+            .replace("@REAL_PGREP@", shlex.quote(_real("pgrep")))
+            .replace("@REAL_PS@", shlex.quote(_real("ps")))
+        )
         shell.chmod(0o755)
         for stub in (*SHELL_STUBS, *UNINSTALL_STUBS):
             (self.bin / stub).symlink_to(shell)
@@ -663,6 +1018,12 @@ class Machine:
         """Every stub call as a JSON line {"cmd": [...], "env": {...}}, for a search of the whole text."""
         return "".join(json.dumps({"cmd": command, "env": env}) + "\n" for command, env in self.logged_calls())
 
+    def bounded(self) -> list[list[str]]:
+        """The `timeout ...` command line above each start that must be bounded (systemctl start and
+        restart, K3s's cluster reset), in order."""
+        path = self.fake / "bounded.log"
+        return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
     def restarts(self, service: str) -> int:
         path = self.fake / f"restarts-{service}"
         return int(path.read_text()) if path.exists() else 0
@@ -728,4 +1089,22 @@ def add_snapshot(cluster: Path, name: str, created: str, *, ready: str = "true")
     """An S3 etcd snapshot K3s recorded (an ETCDSnapshotFile of node `s3`)."""
     state = cluster_state(cluster)
     state.setdefault("snapshots", []).append({"name": name, "created": created, "ready": ready})
+    set_cluster_state(cluster, state)
+
+
+def add_pod(
+    cluster: Path,
+    node: str,
+    name: str,
+    *,
+    namespace: str = "sophia",
+    owner: str | None = "ReplicaSet",
+    empty_dir: bool = False,
+    pdb: bool = False,
+) -> None:
+    """A pod on `node`: owned by `owner` (None: a bare pod), with an emptyDir, or under a
+    PodDisruptionBudget that allows no disruption now (`pdb`: its eviction is refused)."""
+    state = cluster_state(cluster)
+    pod = {"namespace": namespace, "name": name, "node": node, "owner": owner, "emptyDir": empty_dir, "pdb": pdb}
+    state.setdefault("pods", []).append(pod)
     set_cluster_state(cluster, state)

@@ -58,3 +58,9 @@ def fifty_machines(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
 
     stack = stack_of(scaled_document(50), tmp_path_factory.mktemp("fifty"))
     return build(stack.stack, run_program(stack))
+
+
+@pytest.fixture(scope="session")
+def development(development_render: tuple[Rendered, list[CheckResult]]) -> Rendered:
+    """The rendered development stack (one machine)."""
+    return development_render[0]

@@ -10,6 +10,7 @@ import pytest
 
 from components.settings.catalogue import CATALOGUE, MCP_SERVERS, catalogue_problems
 from components.settings.cluster import Arch
+from components.settings.secrets import SecretKey
 from tests.support import problems_of, production_document, settings_from
 
 Doc = dict[str, Any]
@@ -300,3 +301,73 @@ def test_an_unreadable_postgres_memory_limit_is_one_problem_not_a_crash(tmp_path
     _set(APPS, "services.postgres.resources.limits.memory", "lots")(doc)
     problems = problems_of(tmp_path, doc)
     assert [p.split(":")[1] for p in problems] == ["apps.services.postgres.resources.limits.memory"]
+
+
+def _catalogue_with(monkeypatch: pytest.MonkeyPatch, *services: Any) -> None:
+    """The catalogue with `services` in place of the entries of the same name (or added)."""
+    from components.settings import catalogue
+
+    names = {s.name for s in services}
+    changed = (*(s for s in CATALOGUE if s.name not in names), *services)
+    monkeypatch.setattr(catalogue, "CATALOGUE", changed)
+    monkeypatch.setattr(catalogue, "BY_NAME", {s.name: s for s in changed})
+
+
+def _edit(name: str, **fields: Any) -> Any:
+    import dataclasses
+
+    from components.settings.catalogue import BY_NAME
+
+    return dataclasses.replace(BY_NAME[name], **fields)
+
+
+def _edit_exporter(name: str, **fields: Any) -> Any:
+    import dataclasses
+
+    from components.settings.catalogue import BY_NAME
+
+    exporter = BY_NAME[name].exporter
+    assert exporter is not None
+    return dataclasses.replace(BY_NAME[name], exporter=dataclasses.replace(exporter, **fields))
+
+
+# Each check of catalogue_problems, on a catalogue broken in that one place (the catalogue is a
+# platform engineer's everyday edit: a service added, a secret given, an exporter attached).
+@pytest.mark.parametrize(
+    ("broken", "problem"),
+    [
+        (lambda: [_edit("redis"), _edit("redis", port=1)], "duplicate service 'redis'"),
+        (lambda: [_edit("sophia-backend", talks_to=("sophia-cache",))], "talks to unknown service 'sophia-cache'"),
+        (lambda: [_edit("redis", public_path="/redis")], "redis is stateful and public"),
+        (lambda: [_edit("sophia-backend", env={"PORT": "9000"})], "sets PORT itself"),
+        (lambda: [_edit("ai-memory", secrets=(SecretKey.OPENAI_API_KEY,))], "ai-memory calls Qdrant without its key"),
+        (lambda: [_edit("redis", secrets=())], "redis.conf holds redisPassword, which redis does not read"),
+        (
+            lambda: [_edit("sophia-backend", args=("--redis-password=$(REDIS_PASSWORD)",))],
+            "passes the secret REDIS_PASSWORD in its arguments",
+        ),
+        (
+            lambda: [_edit_exporter("redis", args=("--redis.password=$(REDIS_PASSWORD)",))],
+            "passes the secret REDIS_PASSWORD in its arguments",
+        ),
+        (
+            lambda: [_edit_exporter("redis", secrets={"REDIS_PASSWORD": SecretKey.POSTGRES_PASSWORD})],
+            "redis's exporter reads postgresPassword, which redis does not",
+        ),
+        (lambda: [_edit_exporter("redis", port=6379)], "redis's exporter listens on the service's own port"),
+        (lambda: [_edit("redis", metrics_path="/metrics")], "redis has metrics of its own and an exporter"),
+        (
+            lambda: [_edit("sophia-frontend", public_path="/api")],
+            "public path '/api' is served twice",
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_each_check_of_the_catalogue_catches_its_mistake(
+    monkeypatch: pytest.MonkeyPatch, broken: Any, problem: str
+) -> None:
+    from components.settings.catalogue import catalogue_problems as problems_now
+
+    _catalogue_with(monkeypatch, *broken())
+    found = problems_now()
+    assert any(problem in p for p in found), found

@@ -30,6 +30,7 @@ from tests.cluster_fakes import (
     ADMIN_CLIENT_KEY,
     Machine,
     StepRun,
+    add_pod,
     add_volume,
     cluster_state,
     k3s_release_binary,
@@ -530,7 +531,7 @@ def test_a_drain_that_cannot_finish_leaves_the_node_schedulable_and_fails(
     scripts = scripts_for(cluster, AGENT_A10)
     bring_up(agent, scripts)
     assert scripts.drain is not None
-    (api / "drain-fails").touch()
+    add_pod(api, AGENT_A10, "sophia-api-0", pdb=True)  # its PodDisruptionBudget allows no eviction now
 
     result = server.run(scripts.drain)
 
@@ -922,18 +923,11 @@ def test_preflight_fails_when_the_private_address_is_not_the_machines(tmp_path: 
     assert f"privateIp {scripts.node.private_ip} is not an address of this machine" in result.stderr
 
 
-UFW_ACTIVE = """Status: active
-
-To                         Action      From
---                         ------      ----
-22/tcp                     ALLOW       Anywhere
-"""
-
-
 def test_preflight_says_what_an_active_ufw_must_allow(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
     server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
     scripts = scripts_for(cluster, SERVER)
-    server.set("ufw-status", UFW_ACTIVE + "6443/tcp                   ALLOW       203.0.113.0/24\n")
+    ssh = "22/tcp|ALLOW|IN|Anywhere\n"
+    server.set("ufw-rules", ssh + "6443/tcp|ALLOW|IN|203.0.113.0/24\n")
 
     result = server.run(scripts.preflight)
 
@@ -946,8 +940,7 @@ def test_preflight_says_what_an_active_ufw_must_allow(tmp_path: Path, api: Path,
     # re-run) whenever a machine is added; the line says where the addresses are.
     assert "from the address of every other machine (its privateIp, or its host)" in line
     ports = [p.split("/") for p in firewall_ports(cluster, scripts.node)]
-    allowed = "".join(f"{number}/{proto}   ALLOW   192.0.2.0/24\n" for proto, number in ports)
-    server.set("ufw-status", UFW_ACTIVE + allowed)
+    server.set("ufw-rules", ssh + "".join(f"{number}/{proto}|ALLOW|IN|192.0.2.0/24\n" for proto, number in ports))
     assert server.run(scripts.preflight).returncode == 0
 
 
@@ -1267,3 +1260,12 @@ def test_every_uninstall_command_that_could_hang_is_bounded(
     bounded = [c[2:] for c in privileged if c[0] == "timeout"]
     assert ["systemctl", "stop", "k3s-agent"] in bounded
     assert sum(c[0] == "umount" for c in bounded) == 3
+
+
+def test_preflight_reads_ufw_as_root(tmp_path: Path, api: Path, cluster: ClusterSettings) -> None:
+    """ufw refuses a user that is not root; a preflight that asked without sudo would see no firewall."""
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    server.set("ufw-rules", "22/tcp|ALLOW|IN|Anywhere\n")
+    assert server.run(scripts_for(cluster, SERVER).preflight).returncode != 0
+    ufw = [c for c in server.calls() if "ufw" in c]
+    assert ufw == [["sudo", "-n", "--", "ufw", "status"], ["ufw", "status"]]

@@ -171,6 +171,8 @@ def test_make_help_lists_every_target_from_its_comment_and_the_runbooks_and_plai
         "  make lint      ruff, ruff format and mypy (strict on components/, render/ and policy/)",
         "  make bench     time `make render`, render production and stacks with 10x and 50x its machines and services, "
         "and (e2e binaries built) time `up` through the real engine; write docs/benchmarks.md",
+        "  make mutate    mutation testing (mutmut) of the settings, policies and alerts; slow, in neither CI nor make "
+        "test",
         "  make clean     remove build/ and the tools' caches",
         "runbooks, in docs/operations.md (each a heading with numbered steps):",
         # Every `###` under `## Runbooks` (tests/test_docs.py holds each to numbered steps).

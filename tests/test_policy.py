@@ -442,6 +442,314 @@ def test_each_policy_fires_on_a_real_resource_broken_in_one_place(
     assert _judge(rule, broken) != []
 
 
+# -- each condition a policy checks, broken alone ----------------------------------------------------
+#
+# A rule that checks several fields fires on each of them by itself: one case per condition, read off
+# each rule in policy/rules.py, and the message names the field (so the case fires for its own reason,
+# not for another condition it happens to break too). The cases above cover some conditions; these
+# are the others.
+
+
+def _container(r: Resource) -> dict[str, Any]:
+    container: dict[str, Any] = _pod(r)["containers"][0]
+    return container
+
+
+def _set(
+    path: list[str], value: Any, kind: str = "Deployment", where: Callable[[Resource], bool] = _in_app_namespace
+) -> Callable[[Rendered], Resource]:
+    """A breaker that sets one field of the first container (`[]`: the pod spec) of a real `kind`."""
+
+    def breaker(p: Rendered) -> Resource:
+        r = _real(p, kind, where)
+        target = _container(r) if path and path[0] != "pod" else _pod(r)
+        keys = path[1:] if path and path[0] == "pod" else path
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+        target[keys[-1]] = value
+        return r
+
+    breaker.__name__ = f"_{kind.lower()}_{'_'.join(path)}_{value}".replace(".", "_").replace("/", "_")
+    return breaker
+
+
+def _drop_amount(kind: str, amount: str) -> Callable[[Rendered], Resource]:
+    def breaker(p: Rendered) -> Resource:
+        r = _real(p, "Deployment")
+        del _container(r)["resources"][kind][amount]
+        return r
+
+    breaker.__name__ = f"_no_{amount}_{kind}"
+    return breaker
+
+
+def _untagged_image(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    _container(r)["image"] = _container(r)["image"].rsplit(":", 1)[0]
+    return r
+
+
+def _init_container_from_elsewhere(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    init = copy.deepcopy(_container(r))
+    init.update(name="migrate", image="docker.io/library/alpine:3.20")
+    _pod(r)["initContainers"] = [init]
+    return r
+
+
+def _init_container_without_resources(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    init = copy.deepcopy(_container(r))
+    init["name"] = "migrate"
+    del init["resources"]
+    _pod(r)["initContainers"] = [init]
+    return r
+
+
+def _no_readiness_probe(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    del _container(r)["readinessProbe"]
+    return r
+
+
+def _liveness_probe_runs_a_command(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    _container(r)["livenessProbe"] = {"exec": {"command": ["true"]}, "periodSeconds": 10}
+    return r
+
+
+def _liveness_probe_on_undeclared_port(p: Rendered) -> Resource:
+    r = _real(p, "StatefulSet")
+    probe = _container(r)["livenessProbe"]
+    handler = next(h for h in ("httpGet", "tcpSocket", "grpc") if h in probe)
+    probe[handler]["port"] = 65001
+    return r
+
+
+def _startup_probe_on_undeclared_port(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    _container(r)["startupProbe"] = {"tcpSocket": {"port": 65002}}
+    return r
+
+
+def _service_target_port_zero(p: Rendered) -> Resource:
+    r = _real(p, "Service", lambda s: bool(s["inputs"]["spec"].get("selector")))
+    r["inputs"]["spec"]["ports"][0]["targetPort"] = 0
+    return r
+
+
+def _gpu_requested_not_limited(p: Rendered) -> Resource:
+    r = _real(p, "Deployment", _uses_gpu)
+    resources = _container(r)["resources"]
+    resources["requests"][GPU_RESOURCE] = resources["limits"].pop(GPU_RESOURCE)
+    # Still a GPU pod by another container's limit, so that only the limit is missing.
+    other = copy.deepcopy(_container(r))
+    other["name"] = "gpu-sidecar"
+    other["resources"]["limits"][GPU_RESOURCE] = 1
+    _pod(r)["containers"].append(other)
+    return r
+
+
+def _gpu_node_selector_beside_a_limit(p: Rendered) -> Resource:
+    r = _real(p, "Deployment", _uses_gpu)
+    _pod(r)["nodeSelector"] = {GPU_RESOURCE: "true"}
+    return r
+
+
+def _gpu_tolerates_another_taint(p: Rendered) -> Resource:
+    r = _real(p, "Deployment", _uses_gpu)
+    _pod(r)["tolerations"] = [{"key": "sophia.ai/dedicated", "operator": "Exists", "effect": "NoSchedule"}]
+    return r
+
+
+def _secret_without_values(p: Rendered) -> Resource:
+    r = _real(p, "Secret")
+    r["inputs"].pop("stringData", None)
+    r["inputs"].pop("data", None)
+    return r
+
+
+def _secret_data_not_a_mapping(p: Rendered) -> Resource:
+    r = _real(p, "Secret")
+    r["inputs"]["data"] = {"kept": SECRET}
+    r["inputs"]["stringData"] = ["not", "a", "mapping"]
+    return r
+
+
+def _app_namespace_without_enforce(p: Rendered) -> Resource:
+    r = _real(p, "Namespace", lambda n: n["inputs"]["metadata"]["name"] in DEFAULT_CONFIG.app_namespaces)
+    del r["inputs"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+    return r
+
+
+def _app_pod_keeps_capabilities_added(p: Rendered) -> Resource:
+    r = _real(p, "Deployment", _in_app_namespace)
+    _container(r)["securityContext"]["capabilities"] = {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+    return r
+
+
+def _rollout_recreates(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    r["inputs"]["spec"]["strategy"] = {"type": "Recreate"}
+    return r
+
+
+def _deployment_spread_across_zones_only(p: Rendered) -> Resource:
+    r = _real(p, "Deployment")
+    for constraint in _pod(r)["topologySpreadConstraints"]:
+        constraint["topologyKey"] = "topology.kubernetes.io/zone"
+    return r
+
+
+def _pdb_without_a_bound(p: Rendered) -> Resource:
+    r = _real(p, "PodDisruptionBudget")
+    r["inputs"]["spec"].pop("maxUnavailable", None)
+    r["inputs"]["spec"].pop("minAvailable", None)
+    return r
+
+
+def _pdb_absolute_min_available(p: Rendered) -> Resource:
+    r = _real(p, "PodDisruptionBudget")
+    r["inputs"]["spec"].pop("maxUnavailable", None)
+    r["inputs"]["spec"]["minAvailable"] = 1
+    return r
+
+
+def _claim_on_another_storage_class(p: Rendered) -> Resource:
+    # A standalone claim, as a workload with its own PVC would make it (production's live in templates).
+    r = _real(p, "StatefulSet")
+    template = r["inputs"]["spec"]["volumeClaimTemplates"][0]
+    metadata = {"name": "data-extra", "namespace": r["inputs"]["metadata"]["namespace"]}
+    spec = {**template["spec"], "storageClassName": "standard"}
+    r["type"] = "kubernetes:core/v1:PersistentVolumeClaim"
+    r["inputs"] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
+    return r
+
+
+def _statefulset_deletes_claims_on_scale_down(p: Rendered) -> Resource:
+    r = _real(p, "StatefulSet")
+    r["inputs"]["spec"]["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Retain", "whenScaled": "Delete"}
+    return r
+
+
+def _statefulset_updates_on_delete(p: Rendered) -> Resource:
+    r = _real(p, "StatefulSet")
+    r["inputs"]["spec"]["updateStrategy"] = {"type": "OnDelete"}
+    return r
+
+
+def _ingress_tls_without_secret(p: Rendered) -> Resource:
+    r = _real(p, "Ingress")
+    del r["inputs"]["spec"]["tls"][0]["secretName"]
+    return r
+
+
+def _ingress_rule_without_host(p: Rendered) -> Resource:
+    r = _real(p, "Ingress")
+    del r["inputs"]["spec"]["rules"][0]["host"]
+    return r
+
+
+def _load_balancer_ip_beside_the_annotation(p: Rendered) -> Resource:
+    r = _load_balancer_without_annotation(p)
+    r["inputs"]["metadata"].setdefault("annotations", {})[rules.METALLB_IPS] = "192.0.2.50"
+    r["inputs"]["spec"]["loadBalancerIP"] = "192.0.2.50"
+    return r
+
+
+def _load_balancer_without_annotation(p: Rendered) -> Resource:
+    r = _real(p, "Service", lambda s: bool(s["inputs"]["spec"].get("selector")))
+    r["inputs"]["spec"]["type"] = "LoadBalancer"
+    return r
+
+
+def _application_without_path(p: Rendered) -> Resource:
+    r = _real(p, "Application")
+    del r["inputs"]["spec"]["source"]["path"]
+    return r
+
+
+def _application_without_source(p: Rendered) -> Resource:
+    r = _real(p, "Application")
+    del r["inputs"]["spec"]["source"]
+    return r
+
+
+def _application_source_of_several_on_a_branch(p: Rendered) -> Resource:
+    r = _real(p, "Application")
+    source = r["inputs"]["spec"].pop("source")
+    r["inputs"]["spec"]["sources"] = [source, {**source, "targetRevision": "develop"}]
+    return r
+
+
+def _release_from_plain_http(p: Rendered) -> Resource:
+    r = copy.deepcopy(p.by_type("kubernetes:helm.sh/v3:Release")[0])
+    r["inputs"]["repositoryOpts"]["repo"] = "http://charts.example.com"
+    return r
+
+
+CONDITIONS: list[tuple[str, Callable[[Rendered], Resource], str]] = [
+    ("images-from-the-configured-registry", _untagged_image, "is not <docker.io/scoobyjava15>/<name>:<tag>"),
+    ("images-from-the-configured-registry", _init_container_from_elsewhere, "initContainers[0].image"),
+    ("containers-have-requests-and-limits", _drop_amount("requests", "cpu"), "resources.requests: no cpu"),
+    ("containers-have-requests-and-limits", _drop_amount("requests", "memory"), "resources.requests: no memory"),
+    ("containers-have-requests-and-limits", _drop_amount("limits", "cpu"), "resources.limits: no cpu"),
+    ("containers-have-requests-and-limits", _init_container_without_resources, "initContainers[0].resources"),
+    ("probes-on-a-declared-port", _no_readiness_probe, "readinessProbe: missing"),
+    ("probes-on-a-declared-port", _liveness_probe_runs_a_command, "livenessProbe: probes a command"),
+    ("probes-on-a-declared-port", _liveness_probe_on_undeclared_port, "livenessProbe: port 65001"),
+    ("probes-on-a-declared-port", _startup_probe_on_undeclared_port, "startupProbe: port 65002"),
+    ("services-name-their-target-port", _service_target_port_zero, "targetPort: not set"),
+    ("gpu-pods-land-on-gpu-nodes", _gpu_requested_not_limited, "is requested but not limited"),
+    ("gpu-pods-land-on-gpu-nodes", _gpu_node_selector_beside_a_limit, "nodeSelector"),
+    ("gpu-pods-land-on-gpu-nodes", _gpu_tolerates_another_taint, "tolerations"),
+    ("secrets-are-never-empty", _secret_without_values, "the Secret holds no value"),
+    ("secrets-are-never-empty", _secret_data_not_a_mapping, "stringData: must be a mapping"),
+    ("app-namespaces-enforce-restricted", _app_namespace_without_enforce, "None, must be 'restricted'"),
+    ("app-pods-are-restricted", _set(["pod", "hostNetwork"], True), "hostNetwork: must not be true"),
+    ("app-pods-are-restricted", _set(["pod", "hostPID"], True), "hostPID: must not be true"),
+    ("app-pods-are-restricted", _set(["pod", "hostIPC"], True), "hostIPC: must not be true"),
+    ("app-pods-are-restricted", _set(["securityContext", "runAsUser"], 0), "runAsUser: must not be 0"),
+    (
+        "app-pods-are-restricted",
+        _set(["securityContext", "seccompProfile"], {"type": "Unconfined"}),
+        "seccompProfile.type: 'Unconfined'",
+    ),
+    ("app-pods-are-restricted", _set(["securityContext", "privileged"], True), "privileged: must not be true"),
+    ("app-pods-are-restricted", _app_pod_keeps_capabilities_added, "capabilities.add: ['SYS_ADMIN']"),
+    ("rollouts-keep-capacity-and-spread", _rollout_recreates, "spec.strategy.type: 'Recreate'"),
+    ("rollouts-keep-capacity-and-spread", _deployment_spread_across_zones_only, "topologySpreadConstraints"),
+    ("disruption-budgets-allow-drains", _pdb_without_a_bound, "sets neither maxUnavailable nor minAvailable"),
+    ("disruption-budgets-allow-drains", _pdb_absolute_min_available, "spec.minAvailable: 1 blocks drains"),
+    ("stateful-data-on-local-path", _claim_on_another_storage_class, "spec.storageClassName: 'standard'"),
+    ("stateful-data-on-local-path", _statefulset_deletes_claims_on_scale_down, "whenScaled: Delete"),
+    ("stateful-data-on-local-path", _statefulset_updates_on_delete, "updateStrategy.type: 'OnDelete'"),
+    ("ingress-only-with-cert-manager-tls", _ingress_tls_without_secret, "spec.tls[0].secretName: missing"),
+    ("ingress-only-with-cert-manager-tls", _ingress_rule_without_host, "spec.rules[0].host: a rule without a host"),
+    ("load-balancers-only-through-metallb", _load_balancer_ip_beside_the_annotation, "spec.loadBalancerIP"),
+    ("load-balancers-only-through-metallb", _load_balancer_without_annotation, f"annotations.{rules.METALLB_IPS}"),
+    ("argocd-applications-follow-main", _application_without_path, "spec.source.path: missing"),
+    ("argocd-applications-follow-main", _application_without_source, "spec.source: missing"),
+    ("argocd-applications-follow-main", _application_source_of_several_on_a_branch, "spec.sources[1].targetRevision"),
+    ("helm-releases-are-pinned", _release_from_plain_http, "repositoryOpts.repo: 'http://charts.example.com'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "breaker", "says"), CONDITIONS, ids=[f"{r}:{b.__name__.strip('_')}" for r, b, _ in CONDITIONS]
+)
+def test_each_condition_of_each_policy_fires_alone_and_names_its_field(
+    production: Rendered, with_application: Rendered, rule: str, breaker: Callable[[Rendered], Resource], says: str
+) -> None:
+    source = with_application if rule.startswith("argocd-applications-") else production
+    broken = breaker(source)
+    original = next(r for r in source.resources if r["urn"] == broken["urn"])
+    assert _judge(rule, original) == []
+    fired = _judge(rule, broken)
+    assert fired
+    assert all(says in message for message in fired), fired
+
+
 # -- the pack as the Pulumi CLI runs it ------------------------------------------------------------
 
 
@@ -625,6 +933,54 @@ def test_each_stack_policy_fires_on_the_production_stack_broken_in_one_place(
     assert judge(breaker(_stack(production)), DEFAULT_CONFIG) != []
 
 
+def _default_deny_that_allows_egress(stack: Stack) -> Stack:
+    _find(stack, "NetworkPolicy", "default-deny", "sophia-data")["spec"]["egress"] = [{}]
+    return stack
+
+
+def _default_deny_of_ingress_only(stack: Stack) -> Stack:
+    _find(stack, "NetworkPolicy", "default-deny", "sophia-apps")["spec"]["policyTypes"] = ["Ingress"]
+    return stack
+
+
+def _default_deny_of_some_pods(stack: Stack) -> Stack:
+    selector = {"matchLabels": {"app.kubernetes.io/name": "redis"}}
+    _find(stack, "NetworkPolicy", "default-deny", "sophia-data")["spec"]["podSelector"] = selector
+    return stack
+
+
+def _replicas_without_autoscaler(stack: Stack) -> Stack:
+    stack = _without(stack, "HorizontalPodAutoscaler", "sophia-frontend", "sophia-apps")
+    _find(stack, "Deployment", "sophia-frontend", "sophia-apps")["spec"]["replicas"] = 2
+    return stack
+
+
+STACK_CONDITIONS: list[tuple[str, Callable[[Stack], Stack], str]] = [
+    ("app-namespaces-deny-by-default", _default_deny_that_allows_egress, "Namespace sophia-data: no default-deny"),
+    ("app-namespaces-deny-by-default", _default_deny_of_ingress_only, "Namespace sophia-apps: no default-deny"),
+    ("app-namespaces-deny-by-default", _default_deny_of_some_pods, "Namespace sophia-data: no default-deny"),
+    ("replicated-services-have-budgets-and-autoscalers", _replicas_without_autoscaler, "2 replicas and no HPA"),
+    ("replicated-services-have-budgets-and-autoscalers", _no_autoscaler, "leaves spec.replicas to an autoscaler"),
+    ("replicated-services-have-budgets-and-autoscalers", _no_budget, "no PodDisruptionBudget selects its pods"),
+    ("replicated-services-have-budgets-and-autoscalers", _budget_demands_every_replica, "blocks every drain"),
+    ("services-reach-the-port-they-name", _service_selects_nothing, "matches no workload of the stack"),
+    ("services-reach-the-port-they-name", _service_port_without_a_name, "no name; name it after the port"),
+    ("services-reach-the-port-they-name", _service_port_named_after_no_port, "'web' is no port"),
+    ("services-reach-the-port-they-name", _service_targets_another_port, "targetPort 8081 is not"),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "breaker", "says"), STACK_CONDITIONS, ids=[f"{r}:{b.__name__.strip('_')}" for r, b, _ in STACK_CONDITIONS]
+)
+def test_each_condition_of_each_stack_policy_fires_alone_and_names_it(
+    production: Rendered, rule: str, breaker: Callable[[Stack], Stack], says: str
+) -> None:
+    fired = STACK_BY_NAME[rule].judge(breaker(_stack(production)), DEFAULT_CONFIG)
+    assert fired
+    assert all(says in message for message in fired), fired
+
+
 def test_the_render_fails_a_service_that_targets_another_port_of_its_pod(production: Rendered) -> None:
     broken = Rendered(production.stack, production.registrations, production.component_outputs)
     broken.resources = copy.deepcopy(production.resources)
@@ -769,3 +1125,31 @@ def test_stack_policies_judge_objects_as_the_api_server_returns_them(
     judge = STACK_BY_NAME[rule].judge
     assert judge(_as_outputs(_stack(production)), DEFAULT_CONFIG) == []
     assert judge(_as_outputs(breaker(_stack(production))), DEFAULT_CONFIG) != []
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"data": rules.UNKNOWN},  # computed from another resource: unknown at preview, not empty
+        {"data": {"password": SECRET}},  # data alone
+        {"data": rules.UNKNOWN, "stringData": {"password": SECRET}},
+        {"stringData": rules.UNKNOWN, "data": {"password": SECRET}},
+    ],
+)
+def test_a_secret_whose_values_are_unknown_or_only_in_data_is_not_empty(
+    production: Rendered, values: dict[str, Any]
+) -> None:
+    """mutmut: a whole data field unknown at preview, or data without stringData, passed only by chance."""
+    secret = _real(production, "Secret")
+    secret["inputs"].pop("stringData", None)
+    secret["inputs"].pop("data", None)
+    secret["inputs"].update(values)
+    assert _judge("secrets-are-never-empty", secret) == []
+
+
+def test_a_placeholder_after_a_secret_value_is_still_found(production: Rendered) -> None:
+    """mutmut: a redacted or unknown value ended the look at the rest of the Secret's keys."""
+    secret = _real(production, "Secret")
+    secret["inputs"].pop("data", None)
+    secret["inputs"]["stringData"] = {"a-token": SECRET, "b-unknown": rules.UNKNOWN, "c-password": "changeme"}
+    assert _judge("secrets-are-never-empty", secret) == ["stringData.c-password: is empty or a placeholder"]

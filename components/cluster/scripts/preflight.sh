@@ -101,7 +101,11 @@ if [[ $ufw_status == *"Status: active"* ]]; then
   for port in ${FIREWALL_PORTS:-}; do
     proto=${port%%/*}
     number=${port#*/}
-    if ! grep -Eq "^${number}(/${proto})?[[:space:]]+ALLOW" <<<"$ufw_status"; then
+    # A rule of ufw's table (ufw 0.36 src/backend_iptables.py get_status: "%-26s %-12s%-26s", To, Action,
+    # From): the action is "ALLOW" for an incoming rule ("ALLOW IN" in `status verbose`), "ALLOW OUT"
+    # and "ALLOW FWD" for outgoing and routed ones, which let no peer in; DENY, REJECT and LIMIT (which
+    # refuses a peer after six connections in 30 s, ufw(8)) neither. So ALLOW, then the column's padding.
+    if ! grep -Eq "^${number}(/${proto})?[[:space:]]+ALLOW( IN)?[[:space:]]{2,}" <<<"$ufw_status"; then
       missing+=("$proto $number")
     fi
   done
