@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_command as command
 from pulumi_command import local
 
 from components import namespaces
@@ -58,11 +59,13 @@ def admin_password_mtime(bcrypt_hash: pulumi.Output[str], parent: pulumi.Resourc
     digest: pulumi.Output[str] = pulumi.Output.secret(
         bcrypt_hash.apply(lambda value: hashlib.sha256(value.encode()).hexdigest())
     )
+    # An explicit provider, as for every resource of the program: nothing depends on a default one.
+    runner = command.Provider("argocd-local", opts=pulumi.ResourceOptions(parent=parent))
     stamp = local.Command(
         "argocd-admin-password-mtime",
         create=PASSWORD_MTIME_COMMAND,
         triggers=[digest],
-        opts=pulumi.ResourceOptions(parent=parent),
+        opts=pulumi.ResourceOptions(parent=parent, provider=runner),
     )
     return stamp.stdout.apply(lambda out: out.strip())
 

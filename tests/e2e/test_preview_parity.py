@@ -35,14 +35,22 @@ def render(stack: str, out: Path) -> list[dict[str, Any]]:
     return resources
 
 
+def comparable(urn: str) -> str:
+    """A URN as both engines spell it: the mock engine qualifies a top-level resource's type with the
+    stack's (`pulumi:pulumi:Stack$...`), the real engine does not; and it qualifies a grandchild's with
+    its parent's only (short_urn)."""
+    head, qualified, name = urn.rsplit("::", 2)
+    return short_urn("::".join((head, qualified.removeprefix("pulumi:pulumi:Stack$"), name)))
+
+
 @pytest.mark.parametrize("stack_name", stack_names())
 def test_a_first_preview_plans_exactly_the_rendered_resources(
     stack_name: str, bins: Path, tmp_path: Path, report: list[str]
 ) -> None:
-    expected = {r["urn"] for r in render(stack_name, tmp_path / "render")}
+    expected = {comparable(r["urn"]) for r in render(stack_name, tmp_path / "render")}
     engine = open_engine(bins, tmp_path / "engine", whole_program(), report, stack_name=stack_name)
     preview = engine.run("preview")
-    planned = {short_urn(urn) for op, _, urn in preview.steps if op == "create"}
+    planned = {comparable(urn) for op, _, urn in preview.steps if op == "create"}
     assert planned == expected, (sorted(expected - planned)[:10], sorted(planned - expected)[:10])
     assert {op for op, _, _ in preview.steps} == {"create"}, preview.describe()
     report.append(f"preview parity, {stack_name}: {len(planned)} creates, one for one the render's resources")

@@ -28,6 +28,7 @@ from pulumi import automation as auto
 from tests.e2e.apiserver import ApiServer, wait_until
 from tests.e2e.engine import name_of
 from tests.e2e.k3s_cluster import provision
+from tests.e2e.test_kubernetes_layer import warnings_of
 from tests.e2e.whole_program import Cluster, Variant, cluster_fixture, machine_specs, state
 
 pytestmark = pytest.mark.e2e
@@ -49,7 +50,7 @@ cluster = cluster_fixture(PRODUCTION)
 def test_up_from_nothing_makes_the_cluster_and_everything_on_it(cluster: Cluster, apiserver: ApiServer) -> None:
     run = cluster.engine.run("up")
     assert set(run.changes) == {"create"}, run.describe()
-    assert run.warnings == [], "\n".join(run.warnings)
+    assert warnings_of(run) == [], "\n".join(warnings_of(run))
     names = [n["name"] for n in cluster.nodes]
     # Every machine joined, under its own name, and is Ready with the labels K3s and the program gave it.
     for name in names:
@@ -85,7 +86,7 @@ def test_up_from_nothing_makes_the_cluster_and_everything_on_it(cluster: Cluster
 
 def test_second_up_and_refresh_change_nothing(cluster: Cluster) -> None:
     preview = cluster.engine.run("preview")
-    assert set(preview.changes) == {"same"}, preview.describe()
+    assert set(preview.changes) == {"same"}, f"{preview.describe()}\n{preview.detailed}"
     up = cluster.engine.run("up")
     assert set(up.changes) == {"same"}, up.describe()
     refresh = cluster.engine.run("refresh")
