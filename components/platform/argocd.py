@@ -14,8 +14,8 @@ import hashlib
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_kubernetes as k8s
 import pulumi_command as command
+import pulumi_kubernetes as k8s
 from pulumi_command import local
 
 from components import namespaces
