@@ -557,5 +557,6 @@ def test_joins_pin_the_cluster_ca_and_agents_never_hold_the_server_token(
 
 
 def test_every_step_uses_the_clusters_own_ssh_provider(production: Rendered) -> None:
-    (ssh,) = production.by_type("pulumi:providers:command")
+    # The cluster's own command provider (Argo CD's password-mtime command has one of its own, locally).
+    (ssh,) = [p for p in production.by_type("pulumi:providers:command") if p["name"] == "sophia-ssh"]
     assert all(c["provider"] == ssh["urn"] for c in commands(production))
