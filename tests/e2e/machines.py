@@ -32,6 +32,7 @@ namespaces, links and bridge it made, also when starting fails.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shlex
 import signal
@@ -56,6 +57,11 @@ USER_ID: Final = 2000
 START_TIMEOUT: Final = 30.0
 STOP_TIMEOUT: Final = 10.0
 STAND_IN_DIR: Final = "/opt/sophia-k3s-stand-in"
+# One test network per host: the bridge, its addresses and the gateway's ports are fixed, and a run
+# that starts clears what an earlier one left behind. A second run (another checkout, CI beside a
+# developer) waits its turn on this lock instead of tearing down the first one's machines.
+NETWORK_LOCK: Final = Path("/run/lock/sophia-e2e-network.lock")
+NETWORK_LOCK_TIMEOUT: Final = 3600.0
 # The directories a machine sees through an overlay: its writes land in its own upper layer.
 OVERLAYS: Final = ("etc", "usr-bin", "usr-local", "var", "opt", "root")
 
@@ -565,6 +571,37 @@ class Fleet:
 @contextlib.contextmanager
 def test_network(root: Path, *, python: str, ca_bundle: str) -> Iterator[Fleet]:
     """The test network, and an SSH key for its machines; every machine added to it is torn down after."""
+    with _network_lock():
+        yield from _test_network(root, python=python, ca_bundle=ca_bundle)
+
+
+@contextlib.contextmanager
+def _network_lock() -> Iterator[None]:
+    NETWORK_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with NETWORK_LOCK.open("a+") as lock:
+        deadline = time.monotonic() + NETWORK_LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    lock.seek(0)
+                    raise MachineError(
+                        f"the test network is held by another e2e run (pid {lock.read().strip() or '?'}) "
+                        f"for over {NETWORK_LOCK_TIMEOUT:.0f} s; see {NETWORK_LOCK}"
+                    ) from None
+                time.sleep(2.0)
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _test_network(root: Path, *, python: str, ca_bundle: str) -> Iterator[Fleet]:
     clean_leftovers()
     root.mkdir(parents=True, exist_ok=True)
     key_path = root / "id_ed25519"
