@@ -1,9 +1,16 @@
 """How long `pulumi up` takes at best: the longest chain of waits in the real dependency graph.
 
 The engine starts a resource as soon as everything it waits on (`dependencies` in resources.json:
-depends_on, property dependencies and the provider) is done, and runs independent resources in
-parallel (`pulumi up` is unbounded by default). So the wall time of an `up` from nothing is at least
-the heaviest path through that graph, each resource weighted by how long its operation takes.
+depends_on, property dependencies and the provider) is done and a slot is free, and runs
+independent resources in parallel. So the wall time of an `up` from nothing is at least the
+heaviest path through that graph, each resource weighted by how long its operation takes.
+
+The slots are not unbounded: `pulumi up` runs at most `--parallel` (or `PULUMI_PARALLEL`) resource
+operations at once, and by default four per CPU of the machine running the CLI (pulumi/pulumi
+pkg/v3 cmd/pulumi/operations/up.go, `defaultParallel`: `runtime.GOMAXPROCS(0) * 4`; before
+pulumi/pulumi#14989 it was unbounded). `width` is how many operations that take time run at once
+when each starts as soon as its waits are done: with fewer slots than that, joins queue behind each
+other and the path above is no longer the bound.
 
 The durations below are estimates for a fresh machine on Lambda Cloud and a fresh cluster; they
 are what the bench and docs/architecture.md quote (render/figures.py), and what makes "joins run
@@ -62,6 +69,10 @@ class CriticalPath:
     steps: tuple[tuple[str, str, float], ...]
     """(type, name, seconds) of each resource on the path that takes time, first to last."""
 
+    width: int = 0
+    """The most resources that take time running at once, each started as soon as its waits are
+    done: the `--parallel` an `up` from nothing needs so that nothing waits for a slot."""
+
     def shape(self) -> tuple[tuple[str, float], ...]:
         """The path without names: what stays the same when only the number of machines changes."""
         return tuple((type_, s) for type_, _, s in self.steps)
@@ -103,4 +114,19 @@ def critical_path(resources: Sequence[Mapping[str, Any]]) -> CriticalPath:
         if seconds(resource):
             chain.append((str(resource["type"]), str(resource["name"]), seconds(resource)))
         end = previous[end]
-    return CriticalPath(max(finish.values()), tuple(reversed(chain)))
+    return CriticalPath(max(finish.values()), tuple(reversed(chain)), width(by_urn, finish))
+
+
+def width(by_urn: Mapping[str, Mapping[str, Any]], finish: Mapping[str, float]) -> int:
+    """The peak number of timed operations running at once in the as-soon-as-possible schedule."""
+    edges: list[tuple[float, int]] = []
+    for urn, end in finish.items():
+        duration = seconds(by_urn[urn])
+        if duration:
+            # An operation that ends at t frees its slot before one that starts at t takes it.
+            edges += [(end - duration, 1), (end, -1)]
+    running = peak = 0
+    for _, delta in sorted(edges):
+        running += delta
+        peak = max(peak, running)
+    return peak

@@ -48,12 +48,13 @@ def block(renders: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
         BEGIN,
         "",
         "| stack | resources (`make render`, the stack included) | of them the Kubernetes layer (`make e2e`) "
-        "| critical path of a first `pulumi up` (estimate) |",
-        "| --- | ---: | ---: | ---: |",
+        "| critical path of a first `pulumi up` (estimate) | width: operations at once (`PULUMI_PARALLEL` at least) |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     for stack, resources in renders.items():
         path = critical_path(resources)
-        lines.append(f"| {stack} | {len(resources)} | {kubernetes_layer_count(resources)} | {path.seconds:.0f} s |")
+        counts = f"{len(resources)} | {kubernetes_layer_count(resources)}"
+        lines.append(f"| {stack} | {counts} | {path.seconds:.0f} s | {path.width} |")
     lines += [
         "",
         "The estimate weights each resource by its type (`render/critical_path.py`):",

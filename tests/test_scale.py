@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components.settings import catalogue
 from render.bench import extra_mcp_servers, scaled_document, stack_of
 from render.critical_path import HELM_RELEASE_SECONDS, NODE_STEP_SECONDS, critical_path, seconds
 from render.engine import run_program
 from render.model import Rendered, build
+from render.stack import PROJECT_DIR
 from tests.support import problems_of
 
 
@@ -30,6 +33,34 @@ def test_adding_machines_does_not_lengthen_the_critical_path(production: Rendere
     # The path crosses the machines once: one server install and one join, never a chain of joins.
     installs = [name for type_, name, _ in large.steps if name.endswith("-install")]
     assert len(installs) <= 2
+
+
+def workflow_parallel() -> int:
+    workflow = yaml.safe_load((PROJECT_DIR / ".github" / "workflows" / "pulumi.yml").read_text())
+    return int(workflow["env"]["PULUMI_PARALLEL"])
+
+
+def test_every_join_of_fifty_machines_gets_a_slot_of_its_own(production: Rendered, fifty_machines: Rendered) -> None:
+    """The engine runs at most PULUMI_PARALLEL operations at once (by default four per CPU): CI's value
+    and the README's must exceed what a 50-machine stack starts together, or joins queue in turns."""
+    small, large = critical_path(production.resources), critical_path(fifty_machines.resources)
+    # Each added machine adds width (its own join), never length: the 49 joining machines' steps
+    # run at the same moment.
+    assert large.width >= 49 > small.width
+    assert workflow_parallel() >= large.width
+    readme = (PROJECT_DIR / "README.md").read_text()
+    assert re.findall(r"export PULUMI_PARALLEL=(\d+)", readme) == [str(workflow_parallel())]
+
+
+def test_the_width_is_the_most_operations_running_at_once() -> None:
+    chain = [_resource(f"n{i}-install", COMMAND, *([f"n{i - 1}-install"] if i else [])) for i in range(3)]
+    fan = [_resource("first-install", COMMAND)] + [
+        _resource(f"a{i}-install", COMMAND, "first-install") for i in range(4)
+    ]
+    # An operation that ends frees its slot for the one that starts at that moment.
+    assert critical_path(chain).width == 1
+    assert critical_path(fan).width == 4
+    assert critical_path([_resource("component", "sophia:cluster:K3sNode")]).width == 0
 
 
 def test_adding_services_renders_each_and_keeps_the_critical_path(production: Rendered, tmp_path: Path) -> None:

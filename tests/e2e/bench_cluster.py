@@ -5,6 +5,12 @@ The program is the cluster alone (settings, then `K3sCluster`, as `__main__.py` 
 figure is the SSH steps' and not the Helm releases'. Joins run in parallel, so the 9-machine `up`
 should take about as long as the 3-machine one; the ratio is printed with both times.
 
+A ratio alone cannot tell a program that serializes its joins from a host that has run out of CPU
+(every test machine's sshd, bash, sudo, kubectl and K3s stand-in share this host's cores with the
+engine). So each size also reports, from the engine's own events, when the first server's chain
+ended, how many agents' `install` steps ran at once (all of them, if the joins are parallel), and how
+busy the host's CPUs were during the `up`.
+
 Run as `python -m tests.e2e.bench_cluster` (needs root, the e2e's binaries and Debian's sshd, as
 `make e2e` does); prints one line per size and the ratio, and `--markdown` rows for docs/benchmarks.md.
 """
@@ -19,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
@@ -28,7 +35,7 @@ from components.settings.secrets import SecretKey
 from components.settings.stack import load_settings, stack_config
 from tests.e2e.apiserver import ApiServer, control_plane
 from tests.e2e.charts import chart_repository
-from tests.e2e.engine import bin_dir, open_engine
+from tests.e2e.engine import Run, bin_dir, name_of, open_engine
 from tests.e2e.k3s_cluster import K3sMirror, api_forwarder, k3s_mirror, provision
 from tests.e2e.machines import Fleet, test_network
 from tests.e2e.whole_program import Variant, cluster_settings, k3s_version, machine_specs, variant_nodes
@@ -43,10 +50,75 @@ def cluster_only() -> None:
     )
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of every CPU of the host, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+@dataclass(frozen=True)
+class Up:
+    """One first `up`: its wall time, and what the engine's events and /proc/stat say about it."""
+
+    variant: Variant
+    seconds: float
+    first_server_done: float
+    """When the first server's last step ended (the others' joins need its token), from the start."""
+    agents: int
+    concurrent_installs: int
+    """The most agents' `install` steps running at one moment."""
+    agents_phase: float
+    """From the first agent step's start to the last one's end."""
+    cpu_busy: float
+    """Fraction of the host's CPU time that was busy during the `up`."""
+
+    def line(self) -> str:
+        return (
+            f"{self.variant.name}: first up {self.seconds:.1f} s; first server's steps done at "
+            f"{self.first_server_done:.1f} s; {self.agents} agents' steps over {self.agents_phase:.1f} s, "
+            f"their installs {self.concurrent_installs} at once; CPUs {self.cpu_busy:.0%} busy "
+            f"({os.cpu_count()} cores)"
+        )
+
+
+def timeline(variant: Variant, run: Run, started: float, seconds: float, cpu_busy: float) -> Up:
+    """The `up`'s shape from the remote commands' spans (`<node>-<step>`)."""
+    nodes = [str(n["name"]) for n in variant_nodes(variant)]
+    first, agents = nodes[0], nodes[1:]
+    spans = {name_of(urn): span for urn, span in run.spans.items() if urn.split("::")[-2].endswith("remote:Command")}
+
+    def ends(prefix: str) -> list[float]:
+        return [end for name, (_, end) in spans.items() if name.startswith(prefix) and end is not None]
+
+    def node_of(name: str) -> str | None:
+        # Longest first: `gpu-1-2-install` is the agent `gpu-1-2`'s, not `gpu-1`'s.
+        return next((n for n in sorted(nodes, key=len, reverse=True) if name.startswith(f"{n}-")), None)
+
+    agent_spans = [span for name, span in spans.items() if node_of(name) in agents]
+    installs = [span for name, span in spans.items() if node_of(name) in agents and name.endswith("-install")]
+    points = sorted([(s, 1) for s, _ in installs] + [(e if e is not None else s, -1) for s, e in installs])
+    running = peak = 0
+    for _, delta in points:
+        running += delta
+        peak = max(peak, running)
+    agent_start = min((s for s, _ in agent_spans), default=started)
+    agent_end = max((e for _, e in agent_spans if e is not None), default=agent_start)
+    return Up(
+        variant=variant,
+        seconds=seconds,
+        first_server_done=max(ends(f"{first}-"), default=started) - started,
+        agents=len(agents),
+        concurrent_installs=peak,
+        agents_phase=agent_end - agent_start,
+        cpu_busy=cpu_busy,
+    )
+
+
 def first_up(
     variant: Variant, *, bins: Path, server: ApiServer, fleet: Fleet, mirror: K3sMirror, chart_mirror: str, root: Path
-) -> float:
-    """Seconds of the first `up` of the variant's cluster; its machines and stack are gone afterwards."""
+) -> Up:
+    """The first `up` of the variant's cluster; its machines and stack are gone afterwards."""
     program: Callable[[], None] = cluster_only
     added = []
     try:
@@ -67,11 +139,13 @@ def first_up(
             bins, root, program, log, stack_name=variant.stack, settings=settings,
             secrets={"sshPrivateKey": fleet.private_key},
         )  # fmt: skip
+        busy_before, total_before = cpu_ticks()
         started = time.monotonic()
-        engine.run("up")
+        run = engine.run("up")
         elapsed = time.monotonic() - started
+        busy_after, total_after = cpu_ticks()
         engine.run("destroy")
-        return elapsed
+        return timeline(variant, run, started, elapsed, (busy_after - busy_before) / (total_after - total_before))
     finally:
         for name in added:
             fleet.remove(name)
@@ -103,24 +177,33 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="sophia-bench-cluster-"))
     try:
         with harness(root) as (bins, server, fleet, mirror, chart_mirror):
-            times = {}
-            for variant in SIZES:
-                times[variant.name] = first_up(
-                    variant, bins=bins, server=server, fleet=fleet, mirror=mirror, chart_mirror=chart_mirror,
+            ups = [
+                first_up(
+                    variant,
+                    bins=bins,
+                    server=server,
+                    fleet=fleet,
+                    mirror=mirror,
+                    chart_mirror=chart_mirror,
                     root=root / variant.name.replace(" ", "-"),
-                )  # fmt: skip
+                )
+                for variant in SIZES
+            ]
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    small, large = (times[v.name] for v in SIZES)
-    ratio = large / small
+    small, large = ups
+    ratio = large.seconds / small.seconds
     if args.markdown:
-        for variant in SIZES:
-            print(f"| first `up` of the K3s cluster, {variant.name} (real engine, SSH) | {times[variant.name]:.1f} s |")
+        for up in ups:
+            print(f"| first `up` of the K3s cluster, {up.variant.name} (real engine, SSH) | {up.seconds:.1f} s |")
         print(f"| ratio 9 / 3 machines (joins in parallel: goal <= 1.25) | {ratio:.2f} |")
     else:
-        for variant in SIZES:
-            print(f"first up of the cluster on {variant.name}: {times[variant.name]:.1f} s")
-        print(f"ratio 9 / 3 machines: {ratio:.2f} (goal <= 1.25)")
+        for up in ups:
+            print(up.line())
+        print(
+            f"ratio 9 / 3 machines: {ratio:.2f} (goal <= 1.25); the agents' phase alone: "
+            f"{large.agents_phase / small.agents_phase:.2f}"
+        )
     return 0
 
 

@@ -12,6 +12,7 @@ import enum
 import os
 import re
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ class Run:
     """Events this record could not read: the SDK only warns about a failing callback, so they are kept."""
     events: list[str] = field(default_factory=list)
     """Every engine event, whole, as text: what a log of the run would hold (the secret checks read it)."""
+    spans: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    """URN -> (start, end) of each step, in `time.monotonic()` seconds as its events arrived (end None
+    while it runs): how the steps overlapped (`make bench`)."""
 
     def on_event(self, event: auto.EngineEvent) -> None:
         try:
@@ -104,8 +108,12 @@ class Run:
         if pre is not None:
             meta = pre.metadata
             self.steps.append((_text(meta.op), meta.type, meta.urn))
+            self.spans[meta.urn] = (time.monotonic(), None)
             if meta.diffs or meta.detailed_diff:
                 self.detailed[meta.urn] = sorted(set(meta.diffs or []) | set((meta.detailed_diff or {}).keys()))
+        for ended in (event.res_outputs_event, event.res_op_failed_event):
+            if ended is not None and ended.metadata.urn in self.spans:
+                self.spans[ended.metadata.urn] = (self.spans[ended.metadata.urn][0], time.monotonic())
         diagnostic = event.diagnostic_event
         if diagnostic is not None and diagnostic.severity in ("warning", "error"):
             message = diagnostic.message.strip()
@@ -180,6 +188,12 @@ class Engine:
         return run
 
 
+def ci_parallel() -> str:
+    """`PULUMI_PARALLEL` as the workflow sets it for `pulumi preview` and `up`."""
+    workflow = yaml.safe_load((PROJECT_DIR / ".github" / "workflows" / "pulumi.yml").read_text())
+    return str(workflow["env"]["PULUMI_PARALLEL"])
+
+
 def stack_file(config: StackConfig, path: Path | None = None) -> dict[str, Any]:
     """The stack's settings file (`path`, else the project's) without its ESC import; the ESC keys are
     set as stack secrets instead.
@@ -223,6 +237,8 @@ def open_engine(
         "PULUMI_BACKEND_URL": backend.as_uri(),
         "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
         "PULUMI_SKIP_UPDATE_CHECK": "true",
+        # As CI runs `up`: every join at once, not four operations per CPU of this host.
+        "PULUMI_PARALLEL": ci_parallel(),
         # A plugin the engine does not find on PATH fails the run; nothing is ever downloaded.
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         "PULUMI_DIY_BACKEND_NO_LEGACY_WARNING": "true",
