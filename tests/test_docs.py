@@ -139,3 +139,21 @@ def test_no_dated_measurement_outside_benchmarks(path: Path) -> None:
     months = "January|February|March|April|May|June|July|August|September|October|November|December"
     assert not re.search(rf"\b(measured|took)\b[^.]*\b\d{{1,2}} ({months}) 20\d\d", text), path.name
     assert not re.search(r"\bload average\b[^.]*\d", text), path.name
+
+
+E2E_SECTION = "The e2e: the whole program, for real"
+VERSIONS_ENV = PROJECT_DIR / "tests" / "e2e" / "engine" / "versions.env"
+
+
+def test_the_readme_names_exactly_the_versions_and_commits_the_e2e_builds() -> None:
+    """versions.env is what build.sh builds; the README's table must name each version and commit it pins."""
+    pins = dict(re.findall(r"(?m)^([A-Z_]+)=(\S+)$", VERSIONS_ENV.read_text()))
+    section = _sections(README, "##")[E2E_SECTION]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    versions = [k for k in pins if k.endswith("_VERSION") and not k.endswith("_STAGING_VERSION")]
+    commits = [k for k in pins if k.endswith("_COMMIT")]
+    assert {"PULUMI_CLI_VERSION", "COMMAND_VERSION", "RANDOM_VERSION", "PYTHON_HOST_VERSION"} <= set(versions)
+    for key in versions + ["PROMETHEUS_RELEASE"]:
+        assert pins[key].removeprefix("v") in table, f"README's e2e table lacks {key}={pins[key]}"
+    for key in commits:
+        assert pins[key][:8] in table, f"README's e2e table lacks {key} {pins[key][:8]}"

@@ -72,17 +72,19 @@ class Up:
     """From the first agent step's start to the last one's end."""
     cpu_busy: float
     """Fraction of the host's CPU time that was busy during the `up`."""
+    cpu_seconds: float
+    """CPU time the host spent during the `up` (every process: the engine, sshd, the machines' steps)."""
 
     def line(self) -> str:
         return (
             f"{self.variant.name}: first up {self.seconds:.1f} s; first server's steps done at "
             f"{self.first_server_done:.1f} s; {self.agents} agents' steps over {self.agents_phase:.1f} s, "
             f"their installs {self.concurrent_installs} at once; CPUs {self.cpu_busy:.0%} busy "
-            f"({os.cpu_count()} cores)"
+            f"({os.cpu_count()} cores), {self.cpu_seconds:.0f} CPU-seconds"
         )
 
 
-def timeline(variant: Variant, run: Run, started: float, seconds: float, cpu_busy: float) -> Up:
+def timeline(variant: Variant, run: Run, started: float, seconds: float, *, busy: int, total: int) -> Up:
     """The `up`'s shape from the remote commands' spans (`<node>-<step>`)."""
     nodes = [str(n["name"]) for n in variant_nodes(variant)]
     first, agents = nodes[0], nodes[1:]
@@ -111,7 +113,8 @@ def timeline(variant: Variant, run: Run, started: float, seconds: float, cpu_bus
         agents=len(agents),
         concurrent_installs=peak,
         agents_phase=agent_end - agent_start,
-        cpu_busy=cpu_busy,
+        cpu_busy=busy / total,
+        cpu_seconds=busy / os.sysconf("SC_CLK_TCK"),
     )
 
 
@@ -145,7 +148,7 @@ def first_up(
         elapsed = time.monotonic() - started
         busy_after, total_after = cpu_ticks()
         engine.run("destroy")
-        return timeline(variant, run, started, elapsed, (busy_after - busy_before) / (total_after - total_before))
+        return timeline(variant, run, started, elapsed, busy=busy_after - busy_before, total=total_after - total_before)
     finally:
         for name in added:
             fleet.remove(name)
@@ -197,6 +200,10 @@ def main() -> int:
         for up in ups:
             print(f"| first `up` of the K3s cluster, {up.variant.name} (real engine, SSH) | {up.seconds:.1f} s |")
         print(f"| ratio 9 / 3 machines (joins in parallel: goal <= 1.25) | {ratio:.2f} |")
+        for up in ups:
+            print(f"| {up.variant.name}: agents' installs running at once | {up.concurrent_installs} of {up.agents} |")
+            cpu = f"{up.cpu_busy:.0%} ({up.cpu_seconds:.0f} CPU-s)"
+            print(f"| {up.variant.name}: host CPUs busy during the `up` | {cpu} |")
     else:
         for up in ups:
             print(up.line())
