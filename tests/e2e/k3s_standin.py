@@ -26,7 +26,9 @@ Where the program depends on K3s, the stand-in behaves like it:
   `node-label` with the ones K3s and the kubelet add (kubernetes.io/arch, os, hostname, node roles),
   the taints of `node-taint` (registered with the node, as `--register-with-taints`), its addresses
   (`node-ip` or the interface's, `node-external-ip`), and `nvidia.com/gpu` capacity for every GPU
-  nvidia-smi lists (what the device plugin would advertise). It keeps the Node Ready (status and a
+  nvidia-smi lists (what the device plugin advertises without time-slicing; with
+  `platform.gpuSharing` the real plugin advertises `replicas` per GPU, which the e2e's kwok nodes
+  model, tests/e2e/instances.py, and this stand-in does not). It keeps the Node Ready (status and a
   Lease in kube-node-lease) while it runs; a pod bound to the node is marked Running and Ready (a
   Job's pod Succeeded), and a pod being deleted (a drain's eviction) is removed, as the kubelet
   confirms it.
