@@ -85,31 +85,34 @@ class Up:
 
 
 def timeline(variant: Variant, run: Run, started: float, seconds: float, *, busy: int, total: int) -> Up:
-    """The `up`'s shape from the remote commands' spans (`<node>-<step>`)."""
+    """The `up`'s shape from the remote commands' steps (`<node>-<step>`), `started` in time.time()."""
     nodes = [str(n["name"]) for n in variant_nodes(variant)]
-    first, agents = nodes[0], nodes[1:]
-    spans = {name_of(urn): span for urn, span in run.spans.items() if urn.split("::")[-2].endswith("remote:Command")}
-
-    def ends(prefix: str) -> list[float]:
-        return [end for name, (_, end) in spans.items() if name.startswith(prefix) and end is not None]
+    first, agents = nodes[0], set(nodes[1:])
 
     def node_of(name: str) -> str | None:
         # Longest first: `gpu-1-2-install` is the agent `gpu-1-2`'s, not `gpu-1`'s.
         return next((n for n in sorted(nodes, key=len, reverse=True) if name.startswith(f"{n}-")), None)
 
+    spans = {
+        name_of(urn): (start, run.finished.get(urn, start))
+        for urn, start in run.started.items()
+        if urn.split("::")[-2].endswith("remote:Command")
+    }
+    first_steps = [end for name, (_, end) in spans.items() if node_of(name) == first]
     agent_spans = [span for name, span in spans.items() if node_of(name) in agents]
     installs = [span for name, span in spans.items() if node_of(name) in agents and name.endswith("-install")]
-    points = sorted([(s, 1) for s, _ in installs] + [(e if e is not None else s, -1) for s, e in installs])
+    # An install that ends frees its place before one that starts at that moment.
+    points = sorted([(s, 1) for s, _ in installs] + [(e, -1) for _, e in installs])
     running = peak = 0
     for _, delta in points:
         running += delta
         peak = max(peak, running)
     agent_start = min((s for s, _ in agent_spans), default=started)
-    agent_end = max((e for _, e in agent_spans if e is not None), default=agent_start)
+    agent_end = max((e for _, e in agent_spans), default=agent_start)
     return Up(
         variant=variant,
         seconds=seconds,
-        first_server_done=max(ends(f"{first}-"), default=started) - started,
+        first_server_done=max(first_steps, default=started) - started,
         agents=len(agents),
         concurrent_installs=peak,
         agents_phase=agent_end - agent_start,
@@ -143,9 +146,9 @@ def first_up(
             secrets={"sshPrivateKey": fleet.private_key},
         )  # fmt: skip
         busy_before, total_before = cpu_ticks()
-        started = time.monotonic()
+        started = time.time()
         run = engine.run("up")
-        elapsed = time.monotonic() - started
+        elapsed = time.time() - started
         busy_after, total_after = cpu_ticks()
         engine.run("destroy")
         return timeline(variant, run, started, elapsed, busy=busy_after - busy_before, total=total_after - total_before)
