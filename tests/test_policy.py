@@ -31,10 +31,10 @@ from policy import rules
 from policy.pack import PACK_NAME, config_from, plain, policies
 from policy.rules import DEFAULT_CONFIG, RULES, SECRET, STACK_RULES, PolicyConfig
 from render.context import Context
-from render.engine import run_program
 from render.model import Rendered, build
 from render.policy_check import policies_pass, stack_policy_config
 from render.stack import PROJECT_DIR, load_stack
+from tests import mutation
 from tests.support import production_document, stack_from
 
 Resource = dict[str, Any]
@@ -75,7 +75,8 @@ def with_application(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
         {"name": "sophia-main", "path": "k8s/base", "namespace": "sophia-gitops"}
     ]
     stack = stack_from(tmp_path_factory.mktemp("gitops"), document)
-    return build(stack.stack, run_program(stack))
+    with mutation.render_fixture("with_application"):
+        return build(stack.stack, mutation.program(stack))
 
 
 # -- the production stack complies ------------------------------------------------------------------
@@ -576,6 +577,19 @@ def _secret_data_not_a_mapping(p: Rendered) -> Resource:
     return r
 
 
+def _service_target_port_empty(p: Rendered) -> Resource:
+    r = _real(p, "Service", lambda s: bool(s["inputs"]["spec"].get("selector")))
+    r["inputs"]["spec"]["ports"][0]["targetPort"] = ""
+    return r
+
+
+def _app_namespace_unlabelled_baseline(p: Rendered) -> Resource:
+    """An app namespace (by the policy's configuration) that lost the Sophia label is still one."""
+    r = _app_namespace_baseline(p)
+    del r["inputs"]["metadata"]["labels"][rules.PART_OF[0]]
+    return r
+
+
 def _app_namespace_without_enforce(p: Rendered) -> Resource:
     r = _real(p, "Namespace", lambda n: n["inputs"]["metadata"]["name"] in DEFAULT_CONFIG.app_namespaces)
     del r["inputs"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
@@ -700,12 +714,15 @@ CONDITIONS: list[tuple[str, Callable[[Rendered], Resource], str]] = [
     ("probes-on-a-declared-port", _liveness_probe_on_undeclared_port, "livenessProbe: port 65001"),
     ("probes-on-a-declared-port", _startup_probe_on_undeclared_port, "startupProbe: port 65002"),
     ("services-name-their-target-port", _service_target_port_zero, "targetPort: not set"),
+    ("services-name-their-target-port", _service_target_port_empty, "targetPort: not set"),
     ("gpu-pods-land-on-gpu-nodes", _gpu_requested_not_limited, "is requested but not limited"),
     ("gpu-pods-land-on-gpu-nodes", _gpu_node_selector_beside_a_limit, "nodeSelector"),
     ("gpu-pods-land-on-gpu-nodes", _gpu_tolerates_another_taint, "tolerations"),
     ("secrets-are-never-empty", _secret_without_values, "the Secret holds no value"),
     ("secrets-are-never-empty", _secret_data_not_a_mapping, "stringData: must be a mapping"),
     ("app-namespaces-enforce-restricted", _app_namespace_without_enforce, "None, must be 'restricted'"),
+    ("app-namespaces-enforce-restricted", _app_namespace_baseline, "'baseline', must be 'restricted'"),
+    ("app-namespaces-enforce-restricted", _app_namespace_unlabelled_baseline, "'baseline', must be 'restricted'"),
     ("app-pods-are-restricted", _set(["pod", "hostNetwork"], True), "hostNetwork: must not be true"),
     ("app-pods-are-restricted", _set(["pod", "hostPID"], True), "hostPID: must not be true"),
     ("app-pods-are-restricted", _set(["pod", "hostIPC"], True), "hostIPC: must not be true"),
@@ -748,6 +765,47 @@ def test_each_condition_of_each_policy_fires_alone_and_names_its_field(
     fired = _judge(rule, broken)
     assert fired
     assert all(says in message for message in fired), fired
+
+
+def _service_without_selector(p: Rendered) -> Resource:
+    """A Service whose endpoints something else manages: no pods, so no target port to name."""
+    r = _service_without_target_port(p)
+    del r["inputs"]["spec"]["selector"]
+    return r
+
+
+def _external_name_service(p: Rendered) -> Resource:
+    """An ExternalName Service is a DNS alias: Kubernetes ignores a selector and ports left on it."""
+    r = _service_without_target_port(p)
+    r["inputs"]["spec"].update(type="ExternalName", externalName="db.example.com")
+    return r
+
+
+def _release_from(repository: str) -> Callable[[Rendered], Resource]:
+    def release(p: Rendered) -> Resource:
+        r = copy.deepcopy(p.by_type("kubernetes:helm.sh/v3:Release")[0])
+        r["inputs"]["repositoryOpts"] = {"repo": repository}
+        return r
+
+    release.__name__ = f"release_from_{repository.split(':', maxsplit=1)[0]}"
+    return release
+
+
+ALLOWED: list[tuple[str, Callable[[Rendered], Resource]]] = [
+    ("services-name-their-target-port", _service_without_selector),
+    ("services-name-their-target-port", _external_name_service),
+    ("helm-releases-are-pinned", _release_from("https://charts.example.com")),
+    ("helm-releases-are-pinned", _release_from("oci://registry.example.com/charts")),
+    ("helm-releases-are-pinned", _release_from("http://127.0.0.1:8879/charts")),
+]
+
+
+@pytest.mark.parametrize(("rule", "change"), ALLOWED, ids=[f"{r}:{c.__name__.strip('_')}" for r, c in ALLOWED])
+def test_a_policy_lets_through_what_it_does_not_forbid(
+    production: Rendered, rule: str, change: Callable[[Rendered], Resource]
+) -> None:
+    """A policy that fires on a sound object blocks a deploy for nothing: each one it must allow passes."""
+    assert _judge(rule, change(production)) == []
 
 
 # -- the pack as the Pulumi CLI runs it ------------------------------------------------------------

@@ -303,6 +303,29 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
         f" 0-9a-f, as in the release's sha256sum-arm64.txt), got 'sha256:{PIN_ARM64}'",
     ),
     (
+        "chart mirror that is no http(s) URL",
+        _set("sophia-infra:platform.chartMirror", "ftp://charts.internal.example/helm"),
+        "sophia-infra:platform.chartMirror: must be an https:// URL of a Helm repository (http:// only on"
+        " 127.0.0.0/8, localhost or [::1]), got 'ftp://charts.internal.example/helm'",
+    ),
+    *(
+        (
+            f"chart mirror on port {port}, which no server listens on",
+            _set("sophia-infra:platform.chartMirror", f"https://charts.internal.example:{port}/helm"),
+            "sophia-infra:platform.chartMirror: must be an https:// URL of a Helm repository (http:// only on"
+            f" 127.0.0.0/8, localhost or [::1]), got 'https://charts.internal.example:{port}/helm'",
+        )
+        for port in (0, 65536)
+    ),
+    (
+        "Argo CD application path that is not a relative path in the repository",
+        _set(
+            "sophia-infra:gitops.applications",
+            [{"name": "sophia-main", "path": "/etc/kubernetes", "namespace": "sophia-gitops"}],
+        ),
+        "sophia-infra:gitops.applications[0].path: must be a relative path in the repository, got '/etc/kubernetes'",
+    ),
+    (
         "K3s pin for an architecture K3s has no binary for here",
         _set("sophia-infra:cluster.k3sSha256", {"arm": PIN_AMD64}),
         "sophia-infra:cluster.k3sSha256.arm: unknown key",
@@ -379,7 +402,17 @@ def test_a_malformed_k3s_pin_is_one_problem_even_with_a_mirror(tmp_path: Path) -
     assert [p.split(":", 2)[1] for p in problems_of(tmp_path, doc)] == ["cluster.k3sSha256.arm64"]
 
 
-@pytest.mark.parametrize("mirror", ["https://mirror.internal.example/k3s/", "http://127.0.0.2:8080", "http://[::1]/r"])
+@pytest.mark.parametrize(
+    "mirror",
+    [
+        "https://mirror.internal.example/k3s/",
+        "http://127.0.0.2:8080",
+        "http://[::1]/r",
+        "http://localhost:5000/k3s",
+        "https://mirror.internal.example:1/k3s",
+        "https://mirror.internal.example:65535/k3s",
+    ],
+)
 def test_a_k3s_mirror_with_every_used_architecture_pinned_is_accepted(tmp_path: Path, mirror: str) -> None:
     doc = production_document()
     cluster(doc)["k3sMirror"] = mirror
