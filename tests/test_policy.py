@@ -139,6 +139,16 @@ def test_the_default_registry_is_the_production_registry() -> None:
     assert document["config"]["sophia-infra:images"]["registry"] == rules.DEFAULT_REGISTRY
 
 
+def test_a_policy_configuration_without_app_namespaces_judges_every_sophia_tier(production: Rendered) -> None:
+    """The pack's default (no policy config given): the namespaces the apps layer puts the tiers in.
+
+    Built here, not only read from DEFAULT_CONFIG, which is built once when the module is imported.
+    """
+    tiers = {n["metadata"]["name"] for n in production.objects("Namespace") if rules._is_sophia(n)}
+    assert tiers
+    assert PolicyConfig().app_namespaces == tiers
+
+
 # -- each policy fires on a broken resource --------------------------------------------------------
 
 
@@ -749,6 +759,7 @@ CONDITIONS: list[tuple[str, Callable[[Rendered], Resource], str]] = [
     ("argocd-applications-follow-main", _application_without_source, "spec.source: missing"),
     ("argocd-applications-follow-main", _application_source_of_several_on_a_branch, "spec.sources[1].targetRevision"),
     ("helm-releases-are-pinned", _release_from_plain_http, "repositoryOpts.repo: 'http://charts.example.com'"),
+    ("helm-releases-are-pinned", _release_with_a_version_range, "version: '0.16.x' is not an exact chart version"),
 ]
 
 

@@ -364,6 +364,16 @@ def test_a_config_error_is_a_clean_pulumi_run_error(tmp_path: Path) -> None:
     assert str(caught.value) == "sophia-infra:cluster.k3sVersion: is required"
 
 
+def test_what_pulumi_prints_for_a_config_error_is_each_problem_on_a_line_of_its_own(tmp_path: Path) -> None:
+    doc = production_document()
+    del cluster(doc)["k3sVersion"]
+    doc["config"]["sophia-infra:network"]["acmeEmail"] = "nobody"
+    with pytest.raises(ConfigError) as caught:
+        settings_from(tmp_path, doc)
+    assert str(caught.value).splitlines() == [str(p) for p in caught.value.problems]
+    assert len(caught.value.problems) == 2
+
+
 def test_three_servers_keep_quorum(tmp_path: Path) -> None:
     doc = production_document()
     for i in range(5):
