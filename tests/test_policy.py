@@ -587,6 +587,29 @@ def _secret_data_not_a_mapping(p: Rendered) -> Resource:
     return r
 
 
+def _sophia_container_elsewhere_without_port_env(p: Rendered) -> Resource:
+    """A Sophia workload (by its label) outside the app namespaces is still held to PORT."""
+    r = _real(p, "Deployment", lambda d: _in_app_namespace(d) and rules._is_sophia(d["inputs"]))
+    r["inputs"]["metadata"]["namespace"] = "default"
+    _container(r)["env"] = [e for e in _container(r).get("env", []) if e.get("name") != "PORT"]
+    return r
+
+
+def _probe_on_a_port_by_its_name(p: Rendered) -> Resource:
+    """Kubernetes lets a probe name the containerPort it probes."""
+    r = _real(p, "Deployment", lambda d: any("name" in port for port in _container(d).get("ports", [])))
+    named = next(port["name"] for port in _container(r)["ports"] if "name" in port)
+    _container(r)["readinessProbe"] = {"tcpSocket": {"port": named}}
+    return r
+
+
+def _deployment_without_startup_probe(p: Rendered) -> Resource:
+    """A startup probe is for slow starters only: a container without one is not held to it."""
+    r = _real(p, "Deployment")
+    _container(r).pop("startupProbe", None)
+    return r
+
+
 def _service_target_port_empty(p: Rendered) -> Resource:
     r = _real(p, "Service", lambda s: bool(s["inputs"]["spec"].get("selector")))
     r["inputs"]["spec"]["ports"][0]["targetPort"] = ""
@@ -718,11 +741,13 @@ CONDITIONS: list[tuple[str, Callable[[Rendered], Resource], str]] = [
     ("containers-have-requests-and-limits", _drop_amount("requests", "cpu"), "resources.requests: no cpu"),
     ("containers-have-requests-and-limits", _drop_amount("requests", "memory"), "resources.requests: no memory"),
     ("containers-have-requests-and-limits", _drop_amount("limits", "cpu"), "resources.limits: no cpu"),
+    ("containers-have-requests-and-limits", _set(["resources", "requests", "cpu"], 0), "resources.requests: no cpu"),
     ("containers-have-requests-and-limits", _init_container_without_resources, "initContainers[0].resources"),
     ("probes-on-a-declared-port", _no_readiness_probe, "readinessProbe: missing"),
     ("probes-on-a-declared-port", _liveness_probe_runs_a_command, "livenessProbe: probes a command"),
     ("probes-on-a-declared-port", _liveness_probe_on_undeclared_port, "livenessProbe: port 65001"),
     ("probes-on-a-declared-port", _startup_probe_on_undeclared_port, "startupProbe: port 65002"),
+    ("probes-on-a-declared-port", _sophia_container_elsewhere_without_port_env, "env: no PORT"),
     ("services-name-their-target-port", _service_target_port_zero, "targetPort: not set"),
     ("services-name-their-target-port", _service_target_port_empty, "targetPort: not set"),
     ("gpu-pods-land-on-gpu-nodes", _gpu_requested_not_limited, "is requested but not limited"),
@@ -757,7 +782,12 @@ CONDITIONS: list[tuple[str, Callable[[Rendered], Resource], str]] = [
     ("load-balancers-only-through-metallb", _load_balancer_without_annotation, f"annotations.{rules.METALLB_IPS}"),
     ("argocd-applications-follow-main", _application_without_path, "spec.source.path: missing"),
     ("argocd-applications-follow-main", _application_without_source, "spec.source: missing"),
-    ("argocd-applications-follow-main", _application_source_of_several_on_a_branch, "spec.sources[1].targetRevision"),
+    (
+        "argocd-applications-follow-main",
+        _application_source_of_several_on_a_branch,
+        "spec.sources[1].targetRevision: 'develop'",
+    ),
+    ("ingress-only-with-cert-manager-tls", _ingress_without_issuer, f"no {rules.CERT_MANAGER_ANNOTATIONS[0]}"),
     ("helm-releases-are-pinned", _release_from_plain_http, "repositoryOpts.repo: 'http://charts.example.com'"),
     ("helm-releases-are-pinned", _release_with_a_version_range, "version: '0.16.x' is not an exact chart version"),
 ]
@@ -803,6 +833,8 @@ def _release_from(repository: str) -> Callable[[Rendered], Resource]:
 
 
 ALLOWED: list[tuple[str, Callable[[Rendered], Resource]]] = [
+    ("probes-on-a-declared-port", _deployment_without_startup_probe),
+    ("probes-on-a-declared-port", _probe_on_a_port_by_its_name),
     ("services-name-their-target-port", _service_without_selector),
     ("services-name-their-target-port", _external_name_service),
     ("helm-releases-are-pinned", _release_from("https://charts.example.com")),
