@@ -81,7 +81,15 @@ def test_the_snapshot_alert_allows_two_schedule_periods(production: Rendered) ->
 
 @pytest.mark.parametrize(
     ("cron", "hours"),
-    [("0 */6 * * *", 6), ("30 3 * * *", 24), ("*/15 * * * *", 1), ("0 2 * * 0", 168), ("0 1,13 * * *", 12)],
+    [
+        ("0 */6 * * *", 6),
+        ("30 3 * * *", 24),
+        ("*/15 * * * *", 1),
+        ("0 2 * * 0", 168),
+        ("0 2 * * 7", 168),  # 7 is Sunday too
+        ("0 1,13 * * *", 12),
+        ("0 3 1 * *", 31 * 24),  # a day of the month: taken as monthly
+    ],
 )
 def test_the_longest_gap_of_a_schedule(cron: str, hours: int) -> None:
     assert longest_gap_hours(cron) == hours
