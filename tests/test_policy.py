@@ -1050,6 +1050,13 @@ def _default_deny_of_some_pods(stack: Stack) -> Stack:
     return stack
 
 
+def _two_replica_statefulset_without_budget(stack: Stack) -> Stack:
+    """Two replicas are already replicated: a drain may take both unless a budget says otherwise."""
+    stack = _without(stack, "PodDisruptionBudget", "redis", "sophia-data")
+    _find(stack, "StatefulSet", "redis", "sophia-data")["spec"]["replicas"] = 2
+    return stack
+
+
 def _replicas_without_autoscaler(stack: Stack) -> Stack:
     stack = _without(stack, "HorizontalPodAutoscaler", "sophia-frontend", "sophia-apps")
     _find(stack, "Deployment", "sophia-frontend", "sophia-apps")["spec"]["replicas"] = 2
@@ -1063,6 +1070,11 @@ STACK_CONDITIONS: list[tuple[str, Callable[[Stack], Stack], str]] = [
     ("replicated-services-have-budgets-and-autoscalers", _replicas_without_autoscaler, "2 replicas and no HPA"),
     ("replicated-services-have-budgets-and-autoscalers", _no_autoscaler, "leaves spec.replicas to an autoscaler"),
     ("replicated-services-have-budgets-and-autoscalers", _no_budget, "no PodDisruptionBudget selects its pods"),
+    (
+        "replicated-services-have-budgets-and-autoscalers",
+        _two_replica_statefulset_without_budget,
+        "redis: replicated, but no PodDisruptionBudget selects its pods",
+    ),
     ("replicated-services-have-budgets-and-autoscalers", _budget_demands_every_replica, "blocks every drain"),
     ("services-reach-the-port-they-name", _service_selects_nothing, "matches no workload of the stack"),
     ("services-reach-the-port-they-name", _service_port_without_a_name, "no name; name it after the port"),
