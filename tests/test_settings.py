@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from components.settings.cluster import Arch, Role
+from components.settings.cluster import SUPPORTED_KUBERNETES_MINORS, Arch, Role
 from components.settings.stack import ConfigError
 from tests.support import problems_of, production_document, settings_from
 
@@ -372,6 +372,58 @@ def test_what_pulumi_prints_for_a_config_error_is_each_problem_on_a_line_of_its_
         settings_from(tmp_path, doc)
     assert str(caught.value).splitlines() == [str(p) for p in caught.value.problems]
     assert len(caught.value.problems) == 2
+
+
+def test_a_node_without_its_own_ssh_user_uses_the_clusters(tmp_path: Path) -> None:
+    doc = production_document()
+    cluster(doc)["sshUser"] = "deploy"
+    for entry in cluster(doc)["nodes"]:
+        entry.pop("sshUser", None)
+    assert {n.ssh_user for n in settings_from(tmp_path, doc).cluster.nodes} == {"deploy"}
+
+
+def test_what_a_stack_leaves_out_takes_its_documented_default(tmp_path: Path) -> None:
+    """etcd snapshots every 6 hours, 28 kept (docs/architecture.md); no Argo CD application."""
+    doc = production_document()
+    del cluster(doc)["etcdSnapshots"]
+    del doc["config"]["sophia-infra:gitops"]["applications"]
+    settings = settings_from(tmp_path, doc)
+    assert (settings.cluster.etcd_snapshots.schedule, settings.cluster.etcd_snapshots.retention) == ("0 */6 * * *", 28)
+    assert settings.gitops.applications == ()
+
+
+def test_the_oldest_supported_kubernetes_minor_is_accepted(tmp_path: Path) -> None:
+    doc = production_document()
+    cluster(doc)["k3sVersion"] = f"v1.{SUPPORTED_KUBERNETES_MINORS[0]}.0+k3s1"
+    assert settings_from(tmp_path, doc).cluster.k3s_version == cluster(doc)["k3sVersion"]
+
+
+def test_a_machine_that_repeats_another_ones_address_or_host_key_is_named(tmp_path: Path) -> None:
+    doc = production_document()
+    node(doc, 0)["privateIp"] = node(doc, 1)["privateIp"] = "10.19.0.2"
+    node(doc, 1)["hostKey"] = node(doc, 0)["hostKey"]
+    keys = {p.split(": ", 1)[0] for p in problems_of(tmp_path, doc)}
+    assert {"sophia-infra:cluster.nodes[1].privateIp", "sophia-infra:cluster.nodes[1].hostKey"} <= keys
+
+
+def test_a_node_label_in_k8s_io_is_refused_like_one_in_kubernetes_io(tmp_path: Path) -> None:
+    doc = production_document()
+    node(doc, 1)["labels"] = {"node-role.k8s.io/worker": "true"}
+    (problem,) = problems_of(tmp_path, doc)
+    assert problem.startswith(
+        "sophia-infra:cluster.nodes[1].labels.node-role.k8s.io/worker: is in the kubernetes.io/k8s.io namespace"
+    )
+
+
+def test_every_bad_key_of_a_mapping_is_reported(tmp_path: Path) -> None:
+    doc = production_document()
+    tags = doc["config"]["sophia-infra:images"]["tags"]
+    tags["Bad Name"] = tags["Other Bad"] = "v1"
+    bad_keys = [p for p in problems_of(tmp_path, doc) if "key must be" in p]
+    assert [p.split(": ", 1)[0] for p in bad_keys] == [
+        "sophia-infra:images.tags.Bad Name",
+        "sophia-infra:images.tags.Other Bad",
+    ]
 
 
 def test_three_servers_keep_quorum(tmp_path: Path) -> None:
