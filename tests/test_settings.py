@@ -245,6 +245,12 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
         " sophia-production-instance",
     ),
     (
+        "load-balancer range that starts at a node's address",
+        _set("sophia-infra:network.loadBalancerAddresses", ["192.0.2.10-192.0.2.12"]),
+        "sophia-infra:network.loadBalancerAddresses[0]: 192.0.2.10-192.0.2.12 includes 192.0.2.10, the address of"
+        " node sophia-production-instance",
+    ),
+    (
         "image tag latest",
         _set("sophia-infra:images.tags", {"sophia-backend": "latest"}),
         "sophia-infra:images.tags.sophia-backend: must be a pinned tag, not 'latest'",
