@@ -332,6 +332,15 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
         "sophia-infra:gitops.applications[0].path: must be a relative path in the repository, got '/etc/kubernetes'",
     ),
     (
+        "Argo CD application into a namespace Pulumi manages",
+        _set(
+            "sophia-infra:gitops.applications",
+            [{"name": "sophia-main", "path": "k8s/base", "namespace": "sophia-apps"}],
+        ),
+        "sophia-infra:gitops.applications[0].namespace: 'sophia-apps' is managed by Pulumi; an Argo CD Application"
+        " needs a namespace of its own",
+    ),
+    (
         "K3s pin for an architecture K3s has no binary for here",
         _set("sophia-infra:cluster.k3sSha256", {"arm": PIN_AMD64}),
         "sophia-infra:cluster.k3sSha256.arm: unknown key",
