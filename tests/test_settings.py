@@ -245,6 +245,11 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
         " sophia-production-instance",
     ),
     (
+        "load-balancer blocks that overlap",
+        _set("sophia-infra:network.loadBalancerAddresses", ["198.51.100.0/30", "198.51.100.2-198.51.100.9"]),
+        "sophia-infra:network.loadBalancerAddresses: blocks 198.51.100.0/30 and 198.51.100.2-198.51.100.9 overlap",
+    ),
+    (
         "load-balancer range that starts at a node's address",
         _set("sophia-infra:network.loadBalancerAddresses", ["192.0.2.10-192.0.2.12"]),
         "sophia-infra:network.loadBalancerAddresses[0]: 192.0.2.10-192.0.2.12 includes 192.0.2.10, the address of"
@@ -387,6 +392,15 @@ def test_what_pulumi_prints_for_a_config_error_is_each_problem_on_a_line_of_its_
         settings_from(tmp_path, doc)
     assert str(caught.value).splitlines() == [str(p) for p in caught.value.problems]
     assert len(caught.value.problems) == 2
+
+
+def test_an_ipv4_and_an_ipv6_load_balancer_block_do_not_overlap(tmp_path: Path) -> None:
+    doc = production_document()
+    doc["config"]["sophia-infra:network"]["loadBalancerAddresses"] = ["198.51.100.0/30", "2001:db8::/126"]
+    assert [b.text for b in settings_from(tmp_path, doc).network.load_balancer_pool] == [
+        "198.51.100.0/30",
+        "2001:db8::/126",
+    ]
 
 
 def test_a_node_without_its_own_ssh_user_uses_the_clusters(tmp_path: Path) -> None:
