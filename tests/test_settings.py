@@ -394,13 +394,11 @@ def test_what_pulumi_prints_for_a_config_error_is_each_problem_on_a_line_of_its_
     assert len(caught.value.problems) == 2
 
 
-def test_an_ipv4_and_an_ipv6_load_balancer_block_do_not_overlap(tmp_path: Path) -> None:
+def test_load_balancer_blocks_side_by_side_or_of_both_ip_versions_do_not_overlap(tmp_path: Path) -> None:
+    blocks = ["198.51.100.0/30", "198.51.100.4-198.51.100.9", "2001:db8::/126"]
     doc = production_document()
-    doc["config"]["sophia-infra:network"]["loadBalancerAddresses"] = ["198.51.100.0/30", "2001:db8::/126"]
-    assert [b.text for b in settings_from(tmp_path, doc).network.load_balancer_pool] == [
-        "198.51.100.0/30",
-        "2001:db8::/126",
-    ]
+    doc["config"]["sophia-infra:network"]["loadBalancerAddresses"] = blocks
+    assert [b.text for b in settings_from(tmp_path, doc).network.load_balancer_pool] == blocks
 
 
 def test_a_node_without_its_own_ssh_user_uses_the_clusters(tmp_path: Path) -> None:
