@@ -337,6 +337,11 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
         "sophia-infra:gitops.applications[0].path: must be a relative path in the repository, got '/etc/kubernetes'",
     ),
     (
+        "an LLM model name with spaces",
+        _set("sophia-infra:llmGateway.models", ["gpt-4o", "GPT 4o"]),
+        "sophia-infra:llmGateway.models[1]: must be a model name, got 'GPT 4o'",
+    ),
+    (
         "Argo CD application into a namespace Pulumi manages",
         _set(
             "sophia-infra:gitops.applications",
