@@ -67,8 +67,12 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m render.bench --write docs/benchmarks.md
 
 ## mutate: mutation testing (mutmut) of the settings, policies and alerts; slow, in neither CI nor make test
-mutate: $(VENV)/.installed
-	timeout $(MUTATE_SECONDS) nice $(BIN)/mutmut run --max-children 2 $(MUTANTS) || test $$? -eq 124
+# SOPHIA_MUTATION_MEMO: the renders' memos a mutant cannot change (tests/mutation.py), kept with the results;
+# the tests run in mutants/, from where ../shared is not the charts' folder.
+mutate: $(VENV)/.installed promtool
+	SOPHIA_PROMTOOL="$$($(ENGINE) --promtool)" SOPHIA_MUTATION_MEMO="$(CURDIR)/mutants/.memo" \
+		SOPHIA_CHART_PACKAGES="$(abspath $(CURDIR)/../shared/third_party/charts)" \
+		timeout $(MUTATE_SECONDS) nice $(BIN)/mutmut run --max-children 2 $(MUTANTS) || test $$? -eq 124
 	$(BIN)/mutmut results
 
 ## clean: remove build/ and the tools' caches

@@ -23,6 +23,7 @@ import yaml
 
 from render.model import Rendered
 from render.stack import PROJECT_DIR
+from tests import mutation
 
 BUILD = PROJECT_DIR / "tests" / "e2e" / "engine" / "build.sh"
 
@@ -292,14 +293,12 @@ def test_every_alert_behaves_under_promtool(production: Rendered, promtool: Path
     ]
     spec = tmp_path / "tests.yaml"
     spec.write_text(yaml.safe_dump({"rule_files": [rules.name], "evaluation_interval": "1m", "tests": tests}))
-    run = subprocess.run(
-        [str(promtool), "test", "rules", spec.name], cwd=tmp_path, capture_output=True, text=True, check=False
-    )
+    run = mutation.run_tool([str(promtool), "test", "rules", spec.name], tmp_path, [spec, rules])
     assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_the_rules_pass_promtools_own_checks(production: Rendered, promtool: Path, tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": _rule_groups(production)}, sort_keys=False))
-    run = subprocess.run([str(promtool), "check", "rules", str(rules)], capture_output=True, text=True, check=False)
+    run = mutation.run_tool([str(promtool), "check", "rules", rules.name], tmp_path, [rules])
     assert run.returncode == 0, run.stdout + run.stderr

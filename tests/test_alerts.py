@@ -13,6 +13,7 @@ from components.platform.alerts import (
     EXPORTED_METRICS,
     RULE_NAME,
     STORAGE_MOUNTPOINTS,
+    _ancestors,
     longest_gap_hours,
     metric_names,
 )
@@ -80,7 +81,15 @@ def test_the_snapshot_alert_allows_two_schedule_periods(production: Rendered) ->
 
 @pytest.mark.parametrize(
     ("cron", "hours"),
-    [("0 */6 * * *", 6), ("30 3 * * *", 24), ("*/15 * * * *", 1), ("0 2 * * 0", 168), ("0 1,13 * * *", 12)],
+    [
+        ("0 */6 * * *", 6),
+        ("30 3 * * *", 24),
+        ("*/15 * * * *", 1),
+        ("0 2 * * 0", 168),
+        ("0 2 * * 7", 168),  # 7 is Sunday too
+        ("0 1,13 * * *", 12),
+        ("0 3 1 * *", 31 * 24),  # a day of the month: taken as monthly
+    ],
 )
 def test_the_longest_gap_of_a_schedule(cron: str, hours: int) -> None:
     assert longest_gap_hours(cron) == hours
@@ -163,6 +172,27 @@ PUBLISHED: dict[str, Callable[[Rendered], bool]] = {
     ),
     "barman_cloud_": lambda production: bool(production.objects("PodMonitor")),
 }
+
+
+@pytest.mark.parametrize(
+    ("path", "mount_points"),
+    [
+        (
+            "/var/lib/rancher/k3s/storage",
+            ("/", "/var", "/var/lib", "/var/lib/rancher", "/var/lib/rancher/k3s", "/var/lib/rancher/k3s/storage"),
+        ),
+        ("/data/", ("/", "/data")),
+    ],
+)
+def test_the_volume_alert_watches_every_mount_point_that_could_hold_the_volumes(
+    path: str, mount_points: tuple[str, ...]
+) -> None:
+    """The volumes' filesystem is the innermost mounted one of these: the alert must read each of them.
+
+    Called here, not only read from STORAGE_MOUNTPOINTS: that is computed once, when the module is
+    imported, before a mutation run makes any change to the function (tests/mutation.py).
+    """
+    assert _ancestors(path) == mount_points
 
 
 def test_every_alert_metric_is_published_for_the_objects_the_render_creates(production: Rendered) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from components.settings.apps import Restore
 from components.settings.catalogue import CATALOGUE, MCP_SERVERS, catalogue_problems
 from components.settings.cluster import Arch
 from components.settings.secrets import SecretKey
@@ -371,3 +372,21 @@ def test_each_check_of_the_catalogue_catches_its_mistake(
     _catalogue_with(monkeypatch, *broken())
     found = problems_now()
     assert any(problem in p for p in found), found
+
+
+def test_a_restore_names_a_new_cluster_the_one_it_restores_from_and_the_time(tmp_path: Path) -> None:
+    """docs/operations.md, "Restore PostgreSQL": `cluster: postgres-2`, `restoreFrom: {cluster: postgres}`."""
+    doc = production_document()
+    postgres = doc["config"][APPS]["services"]["postgres"]
+    postgres["cluster"] = "postgres-2"
+    postgres["restoreFrom"] = {"cluster": "postgres", "targetTime": "2026-11-28T12:00:00Z"}
+    database = settings_from(tmp_path, doc).apps.services["postgres"].database
+    assert database is not None
+    assert (database.cluster, database.restore) == ("postgres-2", Restore("postgres", "2026-11-28T12:00:00Z"))
+
+
+def test_a_restore_into_the_cluster_it_restores_from_is_refused(tmp_path: Path) -> None:
+    doc = production_document()
+    doc["config"][APPS]["services"]["postgres"]["restoreFrom"] = {"cluster": "postgres"}
+    (problem,) = problems_of(tmp_path, doc)
+    assert problem.startswith(f"{APPS}.services.postgres.restoreFrom.cluster: must differ from the cluster's own name")

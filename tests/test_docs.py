@@ -134,8 +134,12 @@ def test_no_dated_measurement_outside_benchmarks(path: Path) -> None:
     e2e = _sections(PROJECT_DIR / "docs" / "testing.md", "##").get(
         "The e2e: the real engine against a real API server", ""
     )
+    # The mutation score is a figure of the tests at one commit, not of a machine's speed: issue 21
+    # asks for it in testing.md with the command, the commit, the day and how long the run took.
+    mutation = _sections(PROJECT_DIR / "docs" / "testing.md", "###").get("The score and how it was measured", "")
     if path.name == "testing.md":
         text = text.replace(e2e, "")  # as the e2e's owner wrote it; moved unchanged
+        text = text.replace(mutation, "")
     months = "January|February|March|April|May|June|July|August|September|October|November|December"
     assert not re.search(rf"\b(measured|took)\b[^.]*\b\d{{1,2}} ({months}) 20\d\d", text), path.name
     assert not re.search(r"\bload average\b[^.]*\d", text), path.name

@@ -31,10 +31,10 @@ from policy import rules
 from policy.pack import PACK_NAME, config_from, plain, policies
 from policy.rules import DEFAULT_CONFIG, RULES, SECRET, STACK_RULES, PolicyConfig
 from render.context import Context
-from render.engine import run_program
 from render.model import Rendered, build
 from render.policy_check import policies_pass, stack_policy_config
 from render.stack import PROJECT_DIR, load_stack
+from tests import mutation
 from tests.support import production_document, stack_from
 
 Resource = dict[str, Any]
@@ -75,7 +75,8 @@ def with_application(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
         {"name": "sophia-main", "path": "k8s/base", "namespace": "sophia-gitops"}
     ]
     stack = stack_from(tmp_path_factory.mktemp("gitops"), document)
-    return build(stack.stack, run_program(stack))
+    with mutation.render_fixture("with_application"):
+        return build(stack.stack, mutation.program(stack))
 
 
 # -- the production stack complies ------------------------------------------------------------------
@@ -136,6 +137,16 @@ def test_the_render_runs_every_policy(production: Rendered, production_checks: l
 def test_the_default_registry_is_the_production_registry() -> None:
     document = yaml.safe_load((PROJECT_DIR / "Pulumi.production.yaml").read_text())
     assert document["config"]["sophia-infra:images"]["registry"] == rules.DEFAULT_REGISTRY
+
+
+def test_a_policy_configuration_without_app_namespaces_judges_every_sophia_tier(production: Rendered) -> None:
+    """The pack's default (no policy config given): the namespaces the apps layer puts the tiers in.
+
+    Built here, not only read from DEFAULT_CONFIG, which is built once when the module is imported.
+    """
+    tiers = {n["metadata"]["name"] for n in production.objects("Namespace") if rules._is_sophia(n)}
+    assert tiers
+    assert PolicyConfig().app_namespaces == tiers
 
 
 # -- each policy fires on a broken resource --------------------------------------------------------
@@ -576,6 +587,42 @@ def _secret_data_not_a_mapping(p: Rendered) -> Resource:
     return r
 
 
+def _sophia_container_elsewhere_without_port_env(p: Rendered) -> Resource:
+    """A Sophia workload (by its label) outside the app namespaces is still held to PORT."""
+    r = _real(p, "Deployment", lambda d: _in_app_namespace(d) and rules._is_sophia(d["inputs"]))
+    r["inputs"]["metadata"]["namespace"] = "default"
+    _container(r)["env"] = [e for e in _container(r).get("env", []) if e.get("name") != "PORT"]
+    return r
+
+
+def _probe_on_a_port_by_its_name(p: Rendered) -> Resource:
+    """Kubernetes lets a probe name the containerPort it probes."""
+    r = _real(p, "Deployment", lambda d: any("name" in port for port in _container(d).get("ports", [])))
+    named = next(port["name"] for port in _container(r)["ports"] if "name" in port)
+    _container(r)["readinessProbe"] = {"tcpSocket": {"port": named}}
+    return r
+
+
+def _deployment_without_startup_probe(p: Rendered) -> Resource:
+    """A startup probe is for slow starters only: a container without one is not held to it."""
+    r = _real(p, "Deployment")
+    _container(r).pop("startupProbe", None)
+    return r
+
+
+def _service_target_port_empty(p: Rendered) -> Resource:
+    r = _real(p, "Service", lambda s: bool(s["inputs"]["spec"].get("selector")))
+    r["inputs"]["spec"]["ports"][0]["targetPort"] = ""
+    return r
+
+
+def _app_namespace_unlabelled_baseline(p: Rendered) -> Resource:
+    """An app namespace (by the policy's configuration) that lost the Sophia label is still one."""
+    r = _app_namespace_baseline(p)
+    del r["inputs"]["metadata"]["labels"][rules.PART_OF[0]]
+    return r
+
+
 def _app_namespace_without_enforce(p: Rendered) -> Resource:
     r = _real(p, "Namespace", lambda n: n["inputs"]["metadata"]["name"] in DEFAULT_CONFIG.app_namespaces)
     del r["inputs"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
@@ -694,18 +741,23 @@ CONDITIONS: list[tuple[str, Callable[[Rendered], Resource], str]] = [
     ("containers-have-requests-and-limits", _drop_amount("requests", "cpu"), "resources.requests: no cpu"),
     ("containers-have-requests-and-limits", _drop_amount("requests", "memory"), "resources.requests: no memory"),
     ("containers-have-requests-and-limits", _drop_amount("limits", "cpu"), "resources.limits: no cpu"),
+    ("containers-have-requests-and-limits", _set(["resources", "requests", "cpu"], 0), "resources.requests: no cpu"),
     ("containers-have-requests-and-limits", _init_container_without_resources, "initContainers[0].resources"),
     ("probes-on-a-declared-port", _no_readiness_probe, "readinessProbe: missing"),
     ("probes-on-a-declared-port", _liveness_probe_runs_a_command, "livenessProbe: probes a command"),
     ("probes-on-a-declared-port", _liveness_probe_on_undeclared_port, "livenessProbe: port 65001"),
     ("probes-on-a-declared-port", _startup_probe_on_undeclared_port, "startupProbe: port 65002"),
+    ("probes-on-a-declared-port", _sophia_container_elsewhere_without_port_env, "env: no PORT"),
     ("services-name-their-target-port", _service_target_port_zero, "targetPort: not set"),
+    ("services-name-their-target-port", _service_target_port_empty, "targetPort: not set"),
     ("gpu-pods-land-on-gpu-nodes", _gpu_requested_not_limited, "is requested but not limited"),
     ("gpu-pods-land-on-gpu-nodes", _gpu_node_selector_beside_a_limit, "nodeSelector"),
     ("gpu-pods-land-on-gpu-nodes", _gpu_tolerates_another_taint, "tolerations"),
     ("secrets-are-never-empty", _secret_without_values, "the Secret holds no value"),
     ("secrets-are-never-empty", _secret_data_not_a_mapping, "stringData: must be a mapping"),
     ("app-namespaces-enforce-restricted", _app_namespace_without_enforce, "None, must be 'restricted'"),
+    ("app-namespaces-enforce-restricted", _app_namespace_baseline, "'baseline', must be 'restricted'"),
+    ("app-namespaces-enforce-restricted", _app_namespace_unlabelled_baseline, "'baseline', must be 'restricted'"),
     ("app-pods-are-restricted", _set(["pod", "hostNetwork"], True), "hostNetwork: must not be true"),
     ("app-pods-are-restricted", _set(["pod", "hostPID"], True), "hostPID: must not be true"),
     ("app-pods-are-restricted", _set(["pod", "hostIPC"], True), "hostIPC: must not be true"),
@@ -730,8 +782,14 @@ CONDITIONS: list[tuple[str, Callable[[Rendered], Resource], str]] = [
     ("load-balancers-only-through-metallb", _load_balancer_without_annotation, f"annotations.{rules.METALLB_IPS}"),
     ("argocd-applications-follow-main", _application_without_path, "spec.source.path: missing"),
     ("argocd-applications-follow-main", _application_without_source, "spec.source: missing"),
-    ("argocd-applications-follow-main", _application_source_of_several_on_a_branch, "spec.sources[1].targetRevision"),
+    (
+        "argocd-applications-follow-main",
+        _application_source_of_several_on_a_branch,
+        "spec.sources[1].targetRevision: 'develop'",
+    ),
+    ("ingress-only-with-cert-manager-tls", _ingress_without_issuer, f"no {rules.CERT_MANAGER_ANNOTATIONS[0]}"),
     ("helm-releases-are-pinned", _release_from_plain_http, "repositoryOpts.repo: 'http://charts.example.com'"),
+    ("helm-releases-are-pinned", _release_with_a_version_range, "version: '0.16.x' is not an exact chart version"),
 ]
 
 
@@ -748,6 +806,49 @@ def test_each_condition_of_each_policy_fires_alone_and_names_its_field(
     fired = _judge(rule, broken)
     assert fired
     assert all(says in message for message in fired), fired
+
+
+def _service_without_selector(p: Rendered) -> Resource:
+    """A Service whose endpoints something else manages: no pods, so no target port to name."""
+    r = _service_without_target_port(p)
+    del r["inputs"]["spec"]["selector"]
+    return r
+
+
+def _external_name_service(p: Rendered) -> Resource:
+    """An ExternalName Service is a DNS alias: Kubernetes ignores a selector and ports left on it."""
+    r = _service_without_target_port(p)
+    r["inputs"]["spec"].update(type="ExternalName", externalName="db.example.com")
+    return r
+
+
+def _release_from(repository: str) -> Callable[[Rendered], Resource]:
+    def release(p: Rendered) -> Resource:
+        r = copy.deepcopy(p.by_type("kubernetes:helm.sh/v3:Release")[0])
+        r["inputs"]["repositoryOpts"] = {"repo": repository}
+        return r
+
+    release.__name__ = f"release_from_{repository.split(':', maxsplit=1)[0]}"
+    return release
+
+
+ALLOWED: list[tuple[str, Callable[[Rendered], Resource]]] = [
+    ("probes-on-a-declared-port", _deployment_without_startup_probe),
+    ("probes-on-a-declared-port", _probe_on_a_port_by_its_name),
+    ("services-name-their-target-port", _service_without_selector),
+    ("services-name-their-target-port", _external_name_service),
+    ("helm-releases-are-pinned", _release_from("https://charts.example.com")),
+    ("helm-releases-are-pinned", _release_from("oci://registry.example.com/charts")),
+    ("helm-releases-are-pinned", _release_from("http://127.0.0.1:8879/charts")),
+]
+
+
+@pytest.mark.parametrize(("rule", "change"), ALLOWED, ids=[f"{r}:{c.__name__.strip('_')}" for r, c in ALLOWED])
+def test_a_policy_lets_through_what_it_does_not_forbid(
+    production: Rendered, rule: str, change: Callable[[Rendered], Resource]
+) -> None:
+    """A policy that fires on a sound object blocks a deploy for nothing: each one it must allow passes."""
+    assert _judge(rule, change(production)) == []
 
 
 # -- the pack as the Pulumi CLI runs it ------------------------------------------------------------
@@ -949,6 +1050,13 @@ def _default_deny_of_some_pods(stack: Stack) -> Stack:
     return stack
 
 
+def _two_replica_statefulset_without_budget(stack: Stack) -> Stack:
+    """Two replicas are already replicated: a drain may take both unless a budget says otherwise."""
+    stack = _without(stack, "PodDisruptionBudget", "redis", "sophia-data")
+    _find(stack, "StatefulSet", "redis", "sophia-data")["spec"]["replicas"] = 2
+    return stack
+
+
 def _replicas_without_autoscaler(stack: Stack) -> Stack:
     stack = _without(stack, "HorizontalPodAutoscaler", "sophia-frontend", "sophia-apps")
     _find(stack, "Deployment", "sophia-frontend", "sophia-apps")["spec"]["replicas"] = 2
@@ -962,6 +1070,11 @@ STACK_CONDITIONS: list[tuple[str, Callable[[Stack], Stack], str]] = [
     ("replicated-services-have-budgets-and-autoscalers", _replicas_without_autoscaler, "2 replicas and no HPA"),
     ("replicated-services-have-budgets-and-autoscalers", _no_autoscaler, "leaves spec.replicas to an autoscaler"),
     ("replicated-services-have-budgets-and-autoscalers", _no_budget, "no PodDisruptionBudget selects its pods"),
+    (
+        "replicated-services-have-budgets-and-autoscalers",
+        _two_replica_statefulset_without_budget,
+        "redis: replicated, but no PodDisruptionBudget selects its pods",
+    ),
     ("replicated-services-have-budgets-and-autoscalers", _budget_demands_every_replica, "blocks every drain"),
     ("services-reach-the-port-they-name", _service_selects_nothing, "matches no workload of the stack"),
     ("services-reach-the-port-they-name", _service_port_without_a_name, "no name; name it after the port"),

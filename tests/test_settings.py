@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from components.settings.cluster import Arch, Role
+from components.settings.cluster import SUPPORTED_KUBERNETES_MINORS, Arch, Role
 from components.settings.stack import ConfigError
 from tests.support import problems_of, production_document, settings_from
 
@@ -245,6 +245,17 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
         " sophia-production-instance",
     ),
     (
+        "load-balancer blocks that overlap",
+        _set("sophia-infra:network.loadBalancerAddresses", ["198.51.100.0/30", "198.51.100.2-198.51.100.9"]),
+        "sophia-infra:network.loadBalancerAddresses: blocks 198.51.100.0/30 and 198.51.100.2-198.51.100.9 overlap",
+    ),
+    (
+        "load-balancer range that starts at a node's address",
+        _set("sophia-infra:network.loadBalancerAddresses", ["192.0.2.10-192.0.2.12"]),
+        "sophia-infra:network.loadBalancerAddresses[0]: 192.0.2.10-192.0.2.12 includes 192.0.2.10, the address of"
+        " node sophia-production-instance",
+    ),
+    (
         "image tag latest",
         _set("sophia-infra:images.tags", {"sophia-backend": "latest"}),
         "sophia-infra:images.tags.sophia-backend: must be a pinned tag, not 'latest'",
@@ -303,6 +314,43 @@ CASES: list[tuple[str, Callable[[Doc], None], str]] = [
         f" 0-9a-f, as in the release's sha256sum-arm64.txt), got 'sha256:{PIN_ARM64}'",
     ),
     (
+        "chart mirror that is no http(s) URL",
+        _set("sophia-infra:platform.chartMirror", "ftp://charts.internal.example/helm"),
+        "sophia-infra:platform.chartMirror: must be an https:// URL of a Helm repository (http:// only on"
+        " 127.0.0.0/8, localhost or [::1]), got 'ftp://charts.internal.example/helm'",
+    ),
+    *(
+        (
+            f"chart mirror on port {port}, which no server listens on",
+            _set("sophia-infra:platform.chartMirror", f"https://charts.internal.example:{port}/helm"),
+            "sophia-infra:platform.chartMirror: must be an https:// URL of a Helm repository (http:// only on"
+            f" 127.0.0.0/8, localhost or [::1]), got 'https://charts.internal.example:{port}/helm'",
+        )
+        for port in (0, 65536)
+    ),
+    (
+        "Argo CD application path that is not a relative path in the repository",
+        _set(
+            "sophia-infra:gitops.applications",
+            [{"name": "sophia-main", "path": "/etc/kubernetes", "namespace": "sophia-gitops"}],
+        ),
+        "sophia-infra:gitops.applications[0].path: must be a relative path in the repository, got '/etc/kubernetes'",
+    ),
+    (
+        "an LLM model name with spaces",
+        _set("sophia-infra:llmGateway.models", ["gpt-4o", "GPT 4o"]),
+        "sophia-infra:llmGateway.models[1]: must be a model name, got 'GPT 4o'",
+    ),
+    (
+        "Argo CD application into a namespace Pulumi manages",
+        _set(
+            "sophia-infra:gitops.applications",
+            [{"name": "sophia-main", "path": "k8s/base", "namespace": "sophia-apps"}],
+        ),
+        "sophia-infra:gitops.applications[0].namespace: 'sophia-apps' is managed by Pulumi; an Argo CD Application"
+        " needs a namespace of its own",
+    ),
+    (
         "K3s pin for an architecture K3s has no binary for here",
         _set("sophia-infra:cluster.k3sSha256", {"arm": PIN_AMD64}),
         "sophia-infra:cluster.k3sSha256.arm: unknown key",
@@ -339,6 +387,75 @@ def test_a_config_error_is_a_clean_pulumi_run_error(tmp_path: Path) -> None:
         settings_from(tmp_path, doc)
     assert isinstance(caught.value, pulumi.RunError)
     assert str(caught.value) == "sophia-infra:cluster.k3sVersion: is required"
+
+
+def test_what_pulumi_prints_for_a_config_error_is_each_problem_on_a_line_of_its_own(tmp_path: Path) -> None:
+    doc = production_document()
+    del cluster(doc)["k3sVersion"]
+    doc["config"]["sophia-infra:network"]["acmeEmail"] = "nobody"
+    with pytest.raises(ConfigError) as caught:
+        settings_from(tmp_path, doc)
+    assert str(caught.value).splitlines() == [str(p) for p in caught.value.problems]
+    assert len(caught.value.problems) == 2
+
+
+def test_load_balancer_blocks_side_by_side_or_of_both_ip_versions_do_not_overlap(tmp_path: Path) -> None:
+    blocks = ["198.51.100.0/30", "198.51.100.4-198.51.100.9", "2001:db8::/126"]
+    doc = production_document()
+    doc["config"]["sophia-infra:network"]["loadBalancerAddresses"] = blocks
+    assert [b.text for b in settings_from(tmp_path, doc).network.load_balancer_pool] == blocks
+
+
+def test_a_node_without_its_own_ssh_user_uses_the_clusters(tmp_path: Path) -> None:
+    doc = production_document()
+    cluster(doc)["sshUser"] = "deploy"
+    for entry in cluster(doc)["nodes"]:
+        entry.pop("sshUser", None)
+    assert {n.ssh_user for n in settings_from(tmp_path, doc).cluster.nodes} == {"deploy"}
+
+
+def test_what_a_stack_leaves_out_takes_its_documented_default(tmp_path: Path) -> None:
+    """etcd snapshots every 6 hours, 28 kept (docs/architecture.md); no Argo CD application."""
+    doc = production_document()
+    del cluster(doc)["etcdSnapshots"]
+    del doc["config"]["sophia-infra:gitops"]["applications"]
+    settings = settings_from(tmp_path, doc)
+    assert (settings.cluster.etcd_snapshots.schedule, settings.cluster.etcd_snapshots.retention) == ("0 */6 * * *", 28)
+    assert settings.gitops.applications == ()
+
+
+def test_the_oldest_supported_kubernetes_minor_is_accepted(tmp_path: Path) -> None:
+    doc = production_document()
+    cluster(doc)["k3sVersion"] = f"v1.{SUPPORTED_KUBERNETES_MINORS[0]}.0+k3s1"
+    assert settings_from(tmp_path, doc).cluster.k3s_version == cluster(doc)["k3sVersion"]
+
+
+def test_a_machine_that_repeats_another_ones_address_or_host_key_is_named(tmp_path: Path) -> None:
+    doc = production_document()
+    node(doc, 0)["privateIp"] = node(doc, 1)["privateIp"] = "10.19.0.2"
+    node(doc, 1)["hostKey"] = node(doc, 0)["hostKey"]
+    keys = {p.split(": ", 1)[0] for p in problems_of(tmp_path, doc)}
+    assert {"sophia-infra:cluster.nodes[1].privateIp", "sophia-infra:cluster.nodes[1].hostKey"} <= keys
+
+
+def test_a_node_label_in_k8s_io_is_refused_like_one_in_kubernetes_io(tmp_path: Path) -> None:
+    doc = production_document()
+    node(doc, 1)["labels"] = {"node-role.k8s.io/worker": "true"}
+    (problem,) = problems_of(tmp_path, doc)
+    assert problem.startswith(
+        "sophia-infra:cluster.nodes[1].labels.node-role.k8s.io/worker: is in the kubernetes.io/k8s.io namespace"
+    )
+
+
+def test_every_bad_key_of_a_mapping_is_reported(tmp_path: Path) -> None:
+    doc = production_document()
+    tags = doc["config"]["sophia-infra:images"]["tags"]
+    tags["Bad Name"] = tags["Other Bad"] = "v1"
+    bad_keys = [p for p in problems_of(tmp_path, doc) if "key must be" in p]
+    assert [p.split(": ", 1)[0] for p in bad_keys] == [
+        "sophia-infra:images.tags.Bad Name",
+        "sophia-infra:images.tags.Other Bad",
+    ]
 
 
 def test_three_servers_keep_quorum(tmp_path: Path) -> None:
@@ -379,7 +496,17 @@ def test_a_malformed_k3s_pin_is_one_problem_even_with_a_mirror(tmp_path: Path) -
     assert [p.split(":", 2)[1] for p in problems_of(tmp_path, doc)] == ["cluster.k3sSha256.arm64"]
 
 
-@pytest.mark.parametrize("mirror", ["https://mirror.internal.example/k3s/", "http://127.0.0.2:8080", "http://[::1]/r"])
+@pytest.mark.parametrize(
+    "mirror",
+    [
+        "https://mirror.internal.example/k3s/",
+        "http://127.0.0.2:8080",
+        "http://[::1]/r",
+        "http://localhost:5000/k3s",
+        "https://mirror.internal.example:1/k3s",
+        "https://mirror.internal.example:65535/k3s",
+    ],
+)
 def test_a_k3s_mirror_with_every_used_architecture_pinned_is_accepted(tmp_path: Path, mirror: str) -> None:
     doc = production_document()
     cluster(doc)["k3sMirror"] = mirror
