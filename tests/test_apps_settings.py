@@ -304,6 +304,14 @@ def test_an_unreadable_postgres_memory_limit_is_one_problem_not_a_crash(tmp_path
     assert [p.split(":")[1] for p in problems] == ["apps.services.postgres.resources.limits.memory"]
 
 
+@pytest.mark.parametrize("cpu", ["1m", 0.001])
+def test_the_smallest_cpu_quantity_kubernetes_takes_is_accepted(tmp_path: Path, cpu: str | float) -> None:
+    """One millicore is the smallest CPU quantity the API server keeps; a request of it is valid."""
+    doc = production_document()
+    _set(APPS, "services.redis.resources.requests.cpu", cpu)(doc)
+    assert problems_of(tmp_path, doc) == []
+
+
 def _catalogue_with(monkeypatch: pytest.MonkeyPatch, *services: Any) -> None:
     """The catalogue with `services` in place of the entries of the same name (or added)."""
     from components.settings import catalogue

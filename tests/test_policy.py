@@ -1266,3 +1266,14 @@ def test_a_placeholder_after_a_secret_value_is_still_found(production: Rendered)
     secret["inputs"].pop("data", None)
     secret["inputs"]["stringData"] = {"a-token": SECRET, "b-unknown": rules.UNKNOWN, "c-password": "changeme"}
     assert _judge("secrets-are-never-empty", secret) == ["stringData.c-password: is empty or a placeholder"]
+
+
+def test_a_service_port_not_known_at_preview_leaves_its_other_ports_judged(production: Rendered) -> None:
+    """At a preview one port's name may be unknown; the ports after it are still held to their names."""
+    stack = _stack(production)
+    ports = _find(stack, "Service", "redis", "sophia-data")["spec"]["ports"]
+    ports.insert(0, {"name": rules.UNKNOWN, "port": 1, "targetPort": 1})
+    assert STACK_BY_NAME["services-reach-the-port-they-name"].judge(stack, DEFAULT_CONFIG) == []
+    ports[-1]["targetPort"] = 1
+    fired = STACK_BY_NAME["services-reach-the-port-they-name"].judge(stack, DEFAULT_CONFIG)
+    assert [m for m in fired if f"spec.ports[{len(ports) - 1}].targetPort 1 is not" in m], fired
