@@ -157,7 +157,7 @@ def test_the_readme_names_exactly_the_versions_and_commits_the_e2e_builds() -> N
     versions = [k for k in pins if k.endswith("_VERSION") and not k.endswith("_STAGING_VERSION")]
     commits = [k for k in pins if k.endswith("_COMMIT")]
     assert {"PULUMI_CLI_VERSION", "COMMAND_VERSION", "RANDOM_VERSION", "PYTHON_HOST_VERSION"} <= set(versions)
-    for key in versions + ["PROMETHEUS_RELEASE"]:
+    for key in [*versions, "PROMETHEUS_RELEASE"]:
         assert pins[key].removeprefix("v") in table, f"README's e2e table lacks {key}={pins[key]}"
     for key in commits:
         assert pins[key][:8] in table, f"README's e2e table lacks {key} {pins[key][:8]}"
