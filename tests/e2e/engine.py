@@ -12,6 +12,7 @@ import enum
 import os
 import re
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,10 @@ class Run:
     """Events this record could not read: the SDK only warns about a failing callback, so they are kept."""
     events: list[str] = field(default_factory=list)
     """Every engine event, whole, as text: what a log of the run would hold (the secret checks read it)."""
+    started: dict[str, float] = field(default_factory=dict)
+    """URN -> when (time.time()) the engine started its step."""
+    finished: dict[str, float] = field(default_factory=dict)
+    """URN -> when its step finished and its outputs were recorded (a step that failed has none)."""
 
     def on_event(self, event: auto.EngineEvent) -> None:
         try:
@@ -104,8 +109,12 @@ class Run:
         if pre is not None:
             meta = pre.metadata
             self.steps.append((_text(meta.op), meta.type, meta.urn))
+            self.started[meta.urn] = time.time()
             if meta.diffs or meta.detailed_diff:
                 self.detailed[meta.urn] = sorted(set(meta.diffs or []) | set((meta.detailed_diff or {}).keys()))
+        outputs = event.res_outputs_event
+        if outputs is not None:
+            self.finished[outputs.metadata.urn] = time.time()
         diagnostic = event.diagnostic_event
         if diagnostic is not None and diagnostic.severity in ("warning", "error"):
             message = diagnostic.message.strip()
