@@ -23,10 +23,12 @@ Every fault is undone in a `finally`, also when the case fails.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -120,21 +122,35 @@ def ready_nodes(output: str) -> dict[str, str]:
     }
 
 
+@dataclass
+class TokenKnob:
+    """The first server's token-delay knob, set and cleared inside the machine: a file written into its
+    overlay's upper layer from outside may stay unseen by the machine (overlayfs caches lookups)."""
+
+    machine: Machine
+
+    def set(self, value: str) -> None:
+        self.machine.exec(f"printf '%s\\n' {shlex.quote(value)} > {TOKEN_DELAY}")
+
+    def clear(self) -> None:
+        self.machine.exec(f"rm -f {TOKEN_DELAY}")
+
+
 @pytest.fixture
-def token_knob(cluster: Cluster) -> Iterator[Path]:
-    """The first server's token-delay knob; gone after the case, whatever happened."""
-    knob = first_server(cluster).path(TOKEN_DELAY)
+def token_knob(cluster: Cluster) -> Iterator[TokenKnob]:
+    """The knob, cleared after the case whatever happened."""
+    knob = TokenKnob(first_server(cluster))
     try:
         yield knob
     finally:
-        knob.unlink(missing_ok=True)
+        knob.clear()
 
 
 def test_a_token_file_k3s_never_writes_fails_the_token_steps_naming_it_and_no_machine_joins(
-    cluster: Cluster, apiserver: ApiServer, token_knob: Path
+    cluster: Cluster, apiserver: ApiServer, token_knob: TokenKnob
 ) -> None:
     first = first_server(cluster)
-    token_knob.write_text("never\n")
+    token_knob.set("never")
     started = time.monotonic()
     with pytest.raises(auto.CommandError) as failure:
         cluster.engine.run("up")
@@ -169,15 +185,15 @@ def test_a_token_file_k3s_never_writes_fails_the_token_steps_naming_it_and_no_ma
 
 
 def test_the_missing_token_runbook_restarts_k3s_and_the_next_up_waits_for_the_late_files_and_converges(
-    cluster: Cluster, apiserver: ApiServer, bins: Path, token_knob: Path, tmp_path: Path
+    cluster: Cluster, apiserver: ApiServer, bins: Path, token_knob: TokenKnob, tmp_path: Path
 ) -> None:
     """docs/operations.md, "A join token file is missing". The restarted K3s writes its token files
     TOKEN_LATE_SECONDS after it is up (the knob): the `up` of step 2 finds them missing and waits."""
     first = first_server(cluster)
-    token_knob.write_text(f"{TOKEN_LATE_SECONDS}\n")
+    token_knob.set(str(TOKEN_LATE_SECONDS))
     # 1. On the first server: `sudo systemctl restart k3s`.
     ssh(cluster, first, "sudo systemctl restart k3s", tmp_path)
-    token_knob.unlink()  # read as K3s started; the next start writes them at once again
+    token_knob.clear()  # read as K3s started; the next start writes them at once again
     assert not first.path(SERVER_TOKEN_PATH).exists(), "the restarted K3s wrote its token file at once"
     # 2. `pulumi up`.
     run = cluster.engine.run("up")
@@ -254,7 +270,8 @@ def test_a_machine_that_goes_down_mid_install_fails_the_up_naming_it_and_the_run
             steady_done = step_names(STEADY, AGENT_STEPS)
             wait_until(
                 f"every step of {STEADY} done",
-                lambda: steady_done <= {name_of(u) for u in cluster.engine.runs[-1].finished} or bool(outcome),
+                # list(): one step of the C code, while the engine's thread adds to the dict
+                lambda: steady_done <= set(map(name_of, list(cluster.engine.runs[-1].finished))) or bool(outcome),
                 SETTLE_TIMEOUT,
             )
             assert not outcome, f"the up ended before the fault: {outcome}"
