@@ -162,6 +162,7 @@ def test_a_token_file_k3s_never_writes_fails_the_token_steps_naming_it_and_no_ma
         bound = TOKEN_FILE_TIMEOUT_SECONDS
         line = f"[{first.name}-{step}] FAILED: K3s did not write {path} on {first.name} within {bound}s"
         assert line in error, error[-4000:]
+        cluster.engine.log.append(f"    {line}")
     # Within the bound: each token step waited its TOKEN_FILE_TIMEOUT_SECONDS, and no longer.
     assert took < FIRST_SERVER_CHAIN_BOUND + TOKEN_FILE_TIMEOUT_SECONDS, f"the up took {took:.0f} s to fail"
     for step in TOKEN_STEPS:
@@ -282,7 +283,8 @@ def test_a_machine_that_goes_down_mid_install_fails_the_up_naming_it_and_the_run
         assert isinstance(error, auto.CommandError), error
         text = str(error)
         assert f"command:remote:Command ({VANISHING}-install)" in text, text[-4000:]
-        cluster.engine.log.append(f"    {VANISHING} down mid-install: the up failed {failed_after:.1f} s later")
+        said = next((line.strip()[:160] for line in text.splitlines() if "error: " in line and "running" in line), "?")
+        cluster.engine.log.append(f"    {VANISHING} down mid-install: the up failed {failed_after:.1f} s later: {said}")
         failed = cluster.engine.runs[-1]
         # Only the two new machines' steps ran, each a create; nothing else changed or was undone.
         changed = changed_steps(failed.steps)
