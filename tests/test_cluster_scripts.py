@@ -894,6 +894,57 @@ def test_the_token_step_refuses_a_token_that_pins_no_ca(tmp_path: Path, api: Pat
     assert "not a secure K10 token" in result.stderr
 
 
+def test_the_token_step_waits_for_a_file_k3s_writes_late_and_hands_it_out(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    """A K3s restarting under the step writes its token file a moment after the step started: the
+    step waits for it (within TOKEN_FILE_TIMEOUT) and prints what K3s wrote."""
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    first = scripts_for(cluster, SERVER)
+    bring_up(server, first)
+    token_file = server.root / "var/lib/rancher/k3s/server/agent-token"
+    written = token_file.read_text()
+    token_file.unlink()
+    assert first.agent_token is not None
+
+    step = server.start(with_exports(first.agent_token, TOKEN_FILE_TIMEOUT="30"))
+    try:
+        time.sleep(1.0)
+        assert step.poll() is None, "the step did not wait for the missing file"
+        token_file.write_text(written)
+        step.wait(timeout=30)
+        assert step.stdout is not None
+        output = step.stdout.read()
+    finally:
+        if step.poll() is None:
+            step.kill()
+            step.wait(timeout=10)
+
+    assert step.returncode == 0, output
+    assert output == written
+
+
+def test_the_token_step_fails_naming_the_file_and_the_machine_when_k3s_never_writes_it(
+    tmp_path: Path, api: Path, cluster: ClusterSettings
+) -> None:
+    server = machine(tmp_path, api, SERVER, gpus="Quadro RTX 6000\n")
+    first = scripts_for(cluster, SERVER)
+    bring_up(server, first)
+    (server.root / "var/lib/rancher/k3s/server/token").unlink()
+    assert first.server_token is not None
+
+    started = time.monotonic()
+    result = server.run(with_exports(first.server_token, TOKEN_FILE_TIMEOUT="1"))
+
+    assert result.returncode != 0
+    assert time.monotonic() - started < 20, "the wait is not bounded by TOKEN_FILE_TIMEOUT"
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"[{SERVER}-server-token] FAILED: K3s did not write /var/lib/rancher/k3s/server/token on {SERVER} "
+        'within 1s (see docs/operations.md, "A join token file is missing")'
+    ]
+
+
 def test_preflight_says_whether_the_public_address_is_on_an_interface(
     tmp_path: Path, api: Path, cluster: ClusterSettings
 ) -> None:

@@ -63,6 +63,15 @@ DRAIN_TIMEOUT_SECONDS: Final = 600
 # A server holding the restart lease gives it back when Ready again; one that died holding it keeps
 # it at most this long: longer than any restart that is still going to succeed.
 LEASE_SECONDS: Final = READY_TIMEOUT_SECONDS + 300
+# The token steps' wait for a join token file on the first server. K3s writes both files while it
+# starts, before its API server answers, so the steps (which run after `ready`) normally find them at
+# once; they wait only for a K3s that is restarting under them (an operator's restart, a crash and
+# systemd's `Restart=always` 5 s later). A K3s server gets from its start to the token files in
+# seconds (its bootstrap, before etcd and the API server): 60 s covers a slow start, or a crash and
+# several of systemd's restarts, and a file still missing then is not coming without someone looking
+# (docs/operations.md, "A join token file is missing"), so the step fails rather than holding every
+# joining node's `prepare` for the ten minutes of READY_TIMEOUT_SECONDS.
+TOKEN_FILE_TIMEOUT_SECONDS: Final = 60
 # One API request (kubectl --request-timeout); the waits above retry, so one slow answer is no failure.
 KUBE_REQUEST_TIMEOUT_SECONDS: Final = 30
 # One download (the K3s binary is about 70 MB).
@@ -393,6 +402,7 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
         "DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_SECONDS),
         "DRAINED_ANNOTATION": DRAINED_ANNOTATION,
     }
+    token_wait = {"TOKEN_FILE_TIMEOUT": str(TOKEN_FILE_TIMEOUT_SECONDS)}
     labels = node_labels(node)
     restore = None
     if node.role is Role.SERVER and cluster.backups is not None:
@@ -499,6 +509,10 @@ def node_scripts(cluster: ClusterSettings, node: Node) -> NodeScripts:
         if first
         else None,
         restore=restore,
-        server_token=on_node(Step.SERVER_TOKEN.value, "token.sh", {"TOKEN_PATH": SERVER_TOKEN_PATH}) if first else None,
-        agent_token=on_node(Step.AGENT_TOKEN.value, "token.sh", {"TOKEN_PATH": AGENT_TOKEN_PATH}) if first else None,
+        server_token=on_node(Step.SERVER_TOKEN.value, "token.sh", token_wait | {"TOKEN_PATH": SERVER_TOKEN_PATH})
+        if first
+        else None,
+        agent_token=on_node(Step.AGENT_TOKEN.value, "token.sh", token_wait | {"TOKEN_PATH": AGENT_TOKEN_PATH})
+        if first
+        else None,
     )

@@ -56,12 +56,33 @@ def stand_in_binary(version: str, arch: str, kubectl: Path) -> bytes:
     return f"#!{sys.executable}\n{text}".encode()
 
 
+HOLD_TIMEOUT: Final = 300.0
+"""The longest a held download waits (install.sh's own limit for one download is 300 s too)."""
+
+
 @dataclass
 class K3sMirror:
     url: str
     kubectl: Path
     fetched: list[str] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
+    held: dict[str, threading.Event] = field(default_factory=dict)
+    """Client address -> what releases it: a download of a K3s binary by that client waits (`hold`)."""
+    holding: list[str] = field(default_factory=list)
+    """The client addresses whose binary download is being held right now."""
+
+    @contextlib.contextmanager
+    def hold(self, address: str) -> Iterator[threading.Event]:
+        """While the block runs, the machine at `address` gets no K3s binary: its download waits until
+        the event is set, the block ends or HOLD_TIMEOUT passes, so a test knows its install is in
+        flight (`holding`) and can make something happen to the machine meanwhile."""
+        release = threading.Event()
+        self.held[address] = release
+        try:
+            yield release
+        finally:
+            release.set()
+            self.held.pop(address, None)
 
     def publish(self, version: str) -> dict[str, str]:
         """Serves `version` for every architecture; returns the sha256 of each binary (`cluster.k3sSha256`)."""
@@ -86,11 +107,22 @@ class _MirrorHandler(http.server.BaseHTTPRequestHandler):
         if data is None:
             self.send_error(404)
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        client = self.client_address[0]
+        release = self.mirror.held.get(client)
+        if release is not None and self.path.rsplit("/", 1)[-1] in ASSETS.values():
+            self.mirror.holding.append(client)
+            try:
+                release.wait(HOLD_TIMEOUT)
+            finally:
+                self.mirror.holding.remove(client)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:  # ssl.SSLError and a broken pipe among them
+            pass  # a held client that went away meanwhile (a machine that rebooted)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # `fetched` is the log

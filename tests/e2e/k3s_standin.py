@@ -48,6 +48,12 @@ Where it differs:
   client certificate and this node's kubelet certificate), where K3s mints them from the CA it
   creates or receives with the token.
 - `k3s etcd-snapshot` and the other subcommands are refused.
+- A fault the harness can inject (a knob, never set by the program): when the file
+  /opt/sophia-k3s-stand-in/token-delay exists as a server starts, it holds a number of seconds or
+  `never`, and the server writes its two token files that much later, in the background, or not at
+  all, while it registers its node and says READY=1 as usual. K3s writes them during its start,
+  before its API server answers; this stands for a K3s that is (re)starting under the token steps,
+  or one that failed to write them (tests/e2e/test_faults_machines.py).
 """
 
 from __future__ import annotations
@@ -86,6 +92,7 @@ ADMIN_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
 AGENT_KUBECONFIG = f"{DATA}/agent/kubelet.kubeconfig"
 CONTAINERD_CONFIG = f"{DATA}/agent/etc/containerd/config.toml"
 BOOTSTRAP_SECRET = "k3s-stand-in-bootstrap"
+TOKEN_DELAY = f"{STAND_IN}/token-delay"
 HEARTBEAT_SECONDS = 10
 POD_SYNC_SECONDS = 2
 LEASE_SECONDS = 40
@@ -361,6 +368,35 @@ def bootstrap(api: Api, server_password: str, agent_password: str) -> None:
         fatal(f"writing bootstrap data: {status} {body.get('message', '')}")
 
 
+def token_delay() -> float | None:
+    """The harness's knob (module docstring): seconds before the token files are written, None for never."""
+    if not Path(TOKEN_DELAY).exists():
+        return 0.0
+    text = read(TOKEN_DELAY).strip()
+    return None if text == "never" else float(text)
+
+
+def write_tokens(server_password: str, agent_password: str) -> None:
+    """The secure tokens K3s writes at start (both root-only), unless the knob delays or withholds them."""
+    pin = ca_hash()
+
+    def write_both() -> None:
+        write(f"{DATA}/server/token", f"K10{pin}::server:{server_password}\n", 0o600)
+        write(f"{DATA}/server/agent-token", f"K10{pin}::node:{agent_password}\n", 0o600)
+        log('level=info msg="wrote the token files"')
+
+    delay = token_delay()
+    if delay is None:
+        log(f'level=info msg="not writing the token files ({TOKEN_DELAY}: never)"')
+    elif delay > 0:
+        log(f'level=info msg="writing the token files in {delay:g} s ({TOKEN_DELAY})"')
+        later = threading.Timer(delay, write_both)
+        later.daemon = True  # a stop before then ends the process without them, as it would end K3s
+        later.start()
+    else:
+        write_both()
+
+
 def join(api: Api, server: str, token: str, role: str) -> None:
     """A joining node's checks: the server's CA against the token's pin, then the password."""
     # As K3s: the server's CA bundle from its /cacerts (insecurely: it is what the pin checks), then
@@ -546,9 +582,7 @@ def run(role: str) -> None:
             bootstrap(admin, password_of(token), password_of(agent_token))
         else:
             join(admin, str(config.get("server") or ""), token, role)
-        pin = ca_hash()
-        write(f"{DATA}/server/token", f"K10{pin}::server:{password_of(token)}\n", 0o600)
-        write(f"{DATA}/server/agent-token", f"K10{pin}::node:{password_of(agent_token)}\n", 0o600)
+        write_tokens(password_of(token), password_of(agent_token))
         supervise(("0.0.0.0", 6443), (upstream_host, int(upstream_port)))
         mode = int(str(config.get("write-kubeconfig-mode") or "0600"), 8)
         write(ADMIN_KUBECONFIG, kubeconfig("https://127.0.0.1:6443", "admin"), mode)

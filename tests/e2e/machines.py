@@ -476,6 +476,13 @@ def start_machine(machine: Machine) -> None:
     run([*inside, "ip", "link", "set", "eth0", "up"])
     # The only route out leads to the bridge, where the harness listens.
     run([*inside, "ip", "route", "add", "default", "via", gateway()])
+    boot_machine(machine)
+
+
+def boot_machine(machine: Machine) -> None:
+    """The machine's boot in its namespace: its own view of the filesystem, then sshd; awaited."""
+    ns = machine.namespace
+    inside = ["ip", "netns", "exec", ns]
     boot = machine.root / "boot.sh"
     boot.write_text(_boot_script(machine))
     log = (machine.root / "boot.log").open("wb")
@@ -500,6 +507,26 @@ def start_machine(machine: Machine) -> None:
         if any(Path(f"/proc/{p}/comm").read_text().strip() == "sshd" for p in pids if Path(f"/proc/{p}").exists()):
             break
         time.sleep(0.1)
+
+
+def halt_machine(machine: Machine) -> None:
+    """The machine goes down as in a reboot or a power cut: every process in it (sshd, each SSH
+    session and what it runs, K3s) is killed at once, so every connection to it ends. Its network
+    namespace, link and addresses and its disk (the overlays' upper layers) stay; what lived in /run
+    and /home (tmpfs, in its mount namespace) is gone. `boot_machine` brings it back."""
+    ns = machine.namespace
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while pids := [int(p) for p in run(["ip", "netns", "pids", ns], check=False).split()]:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            raise MachineError(f"{machine.name}: processes {pids} outlived SIGKILL for {STOP_TIMEOUT:.0f} s")
+        time.sleep(0.1)
+    if machine.sshd is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            machine.sshd.wait(STOP_TIMEOUT)
+    machine.sshd = None
 
 
 def _answers(host: str, port: int) -> bool:
