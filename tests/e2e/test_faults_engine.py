@@ -591,6 +591,13 @@ def test_a_run_cancelled_as_ci_cancels_it_in_the_middle_of_a_join_converges_afte
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="open finding (issue 22): CI's SIGINT cancels the provider, Helm records the install `failed`, the "
+    "provider keeps the release in the state (partial); refresh reads it as it is, and the next `up` compares "
+    "inputs only, so it changes nothing and the release stays `failed`. No runbook step or Release setting "
+    "handling it is tested yet (candidates: `atomic`, or `replace` with the release dropped from the state).",
+)
 def test_a_run_cancelled_as_ci_cancels_it_while_a_release_installs_converges_after_the_runbook(
     *, cluster: Cluster, apiserver: ApiServer, bins: Path, kubeconfig: Path, rendered: list[dict[str, Any]],
     report: list[str],
