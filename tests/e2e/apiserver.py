@@ -46,8 +46,10 @@ from typing import Any
 
 import yaml
 
+from tests.e2e.argocd import INTERVAL as ARGOCD_INTERVAL
 from tests.e2e.argocd import ArgoCdStandIn
 from tests.e2e.kwok import kwok_argv
+from tests.e2e.local_path import INTERVAL as LOCAL_PATH_INTERVAL
 from tests.e2e.local_path import LocalPathProvisioner
 from tests.e2e.machines import all_test_addresses
 from tests.e2e.third_party import verified
@@ -200,6 +202,14 @@ class ApiServer:
     kubeconfig: str
     version: str = ""
     _context: ssl.SSLContext = field(init=False, repr=False)
+    _restart: Callable[[], None] | None = field(default=None, init=False, repr=False)
+
+    def restart(self) -> None:
+        """Stops kube-apiserver and starts it again on the same port, flags and etcd; returns once it is
+        ready (`control_plane` sets how)."""
+        if self._restart is None:
+            raise ControlPlaneError("this API server was not started by control_plane: it cannot restart it")
+        self._restart()
 
     def __post_init__(self) -> None:
         self._context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
@@ -252,6 +262,7 @@ class _Process:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    argv: list[str] = field(default_factory=list)
 
     def tail(self, lines: int = 25) -> str:
         text = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
@@ -281,7 +292,7 @@ def _start(name: str, argv: list[str], workdir: Path) -> _Process:
         popen = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    return _Process(name, popen, log)
+    return _Process(name, popen, log, argv)
 
 
 def _healthy(url: str, context: ssl.SSLContext | None) -> bool:
@@ -449,6 +460,24 @@ def control_plane(bin_dir: Path, workdir: Path) -> Iterator[ApiServer]:
         provisioner, argocd = LocalPathProvisioner(server), ArgoCdStandIn(server)
         provisioner.start()
         argocd.start()
+
+        def restart() -> None:
+            # The same argv (port, flags, etcd, certificates): what a restarted K3s server's API server is.
+            nonlocal apiserver
+            stand_ins = (provisioner.errors, argocd.errors)
+            before = [len(errors) for errors in stand_ins]
+            apiserver.stop()
+            apiserver.log.rename(apiserver.log.with_name(f"kube-apiserver.{int(time.time())}.log"))
+            restarted = _start("kube-apiserver", apiserver.argv, workdir)
+            processes[processes.index(apiserver)] = restarted
+            apiserver = restarted
+            wait_until("kube-apiserver /readyz after its restart", apiserver_ready, START_TIMEOUT)
+            # The stand-ins' requests failed while it was away, as every client's did: not their errors.
+            time.sleep(2 * max(LOCAL_PATH_INTERVAL, ARGOCD_INTERVAL))
+            for errors, kept in zip(stand_ins, before, strict=True):
+                del errors[kept:]
+
+        server._restart = restart
         try:
             yield server
         finally:

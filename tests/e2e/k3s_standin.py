@@ -608,12 +608,16 @@ def run(role: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     last_heartbeat = time.monotonic()
     while not stopping.wait(POD_SYNC_SECONDS):
-        sync_pods(kubelet, name)
-        if role == "server":
-            remove_etcd_members(admin)
-        if time.monotonic() - last_heartbeat >= HEARTBEAT_SECONDS:
-            heartbeat(kubelet, node)
-            last_heartbeat = time.monotonic()
+        try:
+            sync_pods(kubelet, name)
+            if role == "server":
+                remove_etcd_members(admin)
+            if time.monotonic() - last_heartbeat >= HEARTBEAT_SECONDS:
+                heartbeat(kubelet, node)
+                last_heartbeat = time.monotonic()
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            # As a kubelet: an API server that is away (restarting) is tried again at the next sync.
+            log(f'level=error msg="API server unreachable: {type(error).__name__}: {error}"')
     log('level=info msg="shutting down"')
 
 
