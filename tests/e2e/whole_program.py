@@ -197,13 +197,13 @@ def cluster_on_machines(
     """The variant's machines on the test network and a stack for them; after the block, `destroy` (if
     anything is left), the machines stopped, and the cluster's datastore records gone."""
     report.append(f"whole program, {variant.name} ({len(machine_specs(variant))} machines over SSH):")
-    added: list[str] = []
+    # Every machine started while this cluster lives (its own and those its tests add) goes with it:
+    # the next module's cluster sees only its own machines on the shared network.
+    before = set(fleet.machines)
     engine: Engine | None = None
     try:
         for spec in machine_specs(variant):
-            machine = fleet.add(spec)
-            added.append(spec.name)
-            provision(machine, apiserver)
+            provision(fleet.add(spec), apiserver)
         version = k3s_version(variant.stack)
         pins = k3s.publish(version)
         nodes = variant_nodes(variant)
@@ -226,9 +226,8 @@ def cluster_on_machines(
                 engine.run("destroy")
             except Exception as error:  # the teardown goes on: machines and the datastore must go
                 report.append(f"    teardown: destroy failed: {error}")
-        for name in added:
-            if name in fleet.machines:
-                fleet.remove(name)
+        for name in [n for n in fleet.machines if n not in before]:
+            fleet.remove(name)
         # The cluster's datastore goes with its machines: the next cluster starts from nothing.
         apiserver.request("DELETE", BOOTSTRAP)
         for node in apiserver.items("/api/v1/nodes"):
