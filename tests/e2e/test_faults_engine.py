@@ -52,15 +52,14 @@ from pulumi import automation as auto
 
 from render.stack import PROJECT_DIR
 from tests.e2e.apiserver import ApiServer, wait_until
-from tests.e2e.charts import ChartRepository
 from tests.e2e.engine import Engine, Run, name_of
-from tests.e2e.k3s_cluster import K3sMirror, provision
-from tests.e2e.machines import Fleet, Machine, run
+from tests.e2e.k3s_cluster import provision
+from tests.e2e.machines import Machine, run
 from tests.e2e.test_kubernetes_layer import Object, path_of, warnings_of
 from tests.e2e.whole_program import (
     Cluster,
     Variant,
-    cluster_on_machines,
+    cluster_fixture,
     cluster_settings,
     machine_specs,
     stack_file,
@@ -114,29 +113,8 @@ INTERRUPTED = "A `pulumi up` was interrupted"
 API_RESTARTED = "The API server restarted during `pulumi up`"
 
 
-@pytest.fixture(scope="module")
-def cluster(
-    *,
-    bins: Path,
-    apiserver: ApiServer,
-    network: Fleet,
-    api_endpoint: str,
-    k3s: K3sMirror,
-    charts: ChartRepository,
-    tmp_path_factory: pytest.TempPathFactory,
-    report: list[str],
-) -> Iterator[Cluster]:
-    """The production stack's cluster (whole_program.cluster_on_machines); after its `destroy`, the
-    machine the second case added goes too."""
-    try:
-        with cluster_on_machines(
-            PRODUCTION, bins=bins, apiserver=apiserver, fleet=network, k3s=k3s, chart_mirror=charts.url,
-            root=tmp_path_factory.mktemp("faults"), report=report,
-        ) as made:  # fmt: skip
-            yield made
-    finally:
-        if JOINING in network.machines:
-            network.remove(JOINING)
+# Its `destroy` at the end takes every machine the cases added too (whole_program.cluster_on_machines).
+cluster = cluster_fixture(PRODUCTION)
 
 
 @pytest.fixture(scope="module")
