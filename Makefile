@@ -35,9 +35,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 render: $(VENV)/.installed
 	$(BIN)/python -m render --stack $(STACK) --out $(OUT)
 
-## test: lint, types and the whole test suite (with promtool, built first and cached)
+## test: lint, types and the whole test suite (with promtool, built first and cached), on every core
 test: lint promtool
-	SOPHIA_PROMTOOL="$$($(ENGINE) --promtool)" $(BIN)/python -m pytest
+	SOPHIA_PROMTOOL="$$($(ENGINE) --promtool)" $(BIN)/python -m pytest -n auto --dist worksteal
 
 ## engine: the Pulumi CLI, language host, plugins and ESC evaluator, from the module proxy and ../shared/third_party
 engine:
