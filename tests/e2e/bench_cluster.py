@@ -37,7 +37,7 @@ from tests.e2e.apiserver import ApiServer, control_plane
 from tests.e2e.charts import chart_repository
 from tests.e2e.engine import Run, bin_dir, name_of, open_engine
 from tests.e2e.k3s_cluster import K3sMirror, api_forwarder, k3s_mirror, provision
-from tests.e2e.machines import Fleet, test_network
+from tests.e2e.machines import Fleet, Machine, test_network
 from tests.e2e.whole_program import Variant, cluster_settings, k3s_version, machine_specs, variant_nodes
 
 SIZES = (Variant("3 machines", "production", agents=2), Variant("9 machines", "production", agents=8))
@@ -57,6 +57,12 @@ def cpu_ticks() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def machines_cpu(machines: list[Machine]) -> float | None:
+    """The CPU time the machines' processes have used so far, all together (None: not accounted)."""
+    used = [m.cpu_seconds() for m in machines]
+    return None if any(u is None for u in used) else sum(u for u in used if u is not None)
+
+
 @dataclass(frozen=True)
 class Up:
     """One first `up`: its wall time, and what the engine's events and /proc/stat say about it."""
@@ -74,17 +80,25 @@ class Up:
     """Fraction of the host's CPU time that was busy during the `up`."""
     cpu_seconds: float
     """CPU time the host spent during the `up` (every process: the engine, sshd, the machines' steps)."""
+    machines_cpu_seconds: float | None
+    """Of that, the test machines' own processes' (Machine.cpu_seconds: sshd, the sessions, the scripts,
+    sudo, kubectl, K3s's stand-in): work each machine does on its own CPUs in production. None where
+    the host has no cgroup CPU accounting."""
 
     def line(self) -> str:
+        used = self.machines_cpu_seconds
+        machines = "" if used is None else f", {used:.0f} of them the machines'"
         return (
             f"{self.variant.name}: first up {self.seconds:.1f} s; first server's steps done at "
             f"{self.first_server_done:.1f} s; {self.agents} agents' steps over {self.agents_phase:.1f} s, "
             f"their installs {self.concurrent_installs} at once; CPUs {self.cpu_busy:.0%} busy "
-            f"({os.cpu_count()} cores), {self.cpu_seconds:.0f} CPU-seconds"
+            f"({os.cpu_count()} cores), {self.cpu_seconds:.0f} CPU-seconds{machines}"
         )
 
 
-def timeline(variant: Variant, run: Run, started: float, seconds: float, *, busy: int, total: int) -> Up:
+def timeline(
+    variant: Variant, run: Run, started: float, seconds: float, *, busy: int, total: int, machines_cpu: float | None
+) -> Up:
     """The `up`'s shape from the remote commands' steps (`<node>-<step>`), `started` in time.time()."""
     nodes = [str(n["name"]) for n in variant_nodes(variant)]
     first, agents = nodes[0], set(nodes[1:])
@@ -118,6 +132,7 @@ def timeline(variant: Variant, run: Run, started: float, seconds: float, *, busy
         agents_phase=agent_end - agent_start,
         cpu_busy=busy / total,
         cpu_seconds=busy / os.sysconf("SC_CLK_TCK"),
+        machines_cpu_seconds=machines_cpu,
     )
 
 
@@ -145,13 +160,20 @@ def first_up(
             bins, root, program, log, stack_name=variant.stack, settings=settings,
             secrets={"sshPrivateKey": fleet.private_key},
         )  # fmt: skip
+        machines = [fleet.machines[name] for name in added]
         busy_before, total_before = cpu_ticks()
+        machines_before = machines_cpu(machines)
         started = time.time()
         run = engine.run("up")
         elapsed = time.time() - started
         busy_after, total_after = cpu_ticks()
+        machines_after = machines_cpu(machines)
         engine.run("destroy")
-        return timeline(variant, run, started, elapsed, busy=busy_after - busy_before, total=total_after - total_before)
+        used = None if machines_before is None or machines_after is None else machines_after - machines_before
+        return timeline(
+            variant, run, started, elapsed, busy=busy_after - busy_before, total=total_after - total_before,
+            machines_cpu=used,
+        )  # fmt: skip
     finally:
         for name in added:
             fleet.remove(name)
@@ -207,6 +229,8 @@ def main() -> int:
             print(f"| {up.variant.name}: agents' installs running at once | {up.concurrent_installs} of {up.agents} |")
             cpu = f"{up.cpu_busy:.0%} ({up.cpu_seconds:.0f} CPU-s)"
             print(f"| {up.variant.name}: host CPUs busy during the `up` | {cpu} |")
+            if (used := up.machines_cpu_seconds) is not None:
+                print(f"| {up.variant.name}: of that, the test machines' own processes | {used:.0f} CPU-s |")
     else:
         for up in ups:
             print(up.line())

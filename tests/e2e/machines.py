@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import os
 import shlex
 import signal
@@ -44,10 +45,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-# RFC 5737's TEST-NET-3 (public addresses) and TEST-NET-2 (private addresses): documentation ranges,
-# routed nowhere; here they exist only on the e2e's bridge.
-PUBLIC_PREFIX: Final = "203.0.113"
-PRIVATE_PREFIX: Final = "198.51.100"
+# Two /24s of RFC 2544's 198.18.0.0/15 (reserved for benchmarking network devices, routed nowhere):
+# public and private addresses; here they exist only on the e2e's bridge. Not RFC 5737's documentation
+# ranges: sandboxes and CI runners use those for themselves (this development machine has its
+# interface in 192.0.2.0/24 and reaches the Go module proxy, PyPI and Debian's mirror at 203.0.113.80,
+# so a bridge on 203.0.113.0/24 cut it off from all three while an e2e ran). `TestNetwork.create`
+# refuses ranges that meet the host's addresses, routes or name servers. (The bench's generated
+# machines, render only, use 198.18.0.0/23: no overlap.)
+PUBLIC_PREFIX: Final = "198.19.10"
+PRIVATE_PREFIX: Final = "198.19.20"
 BRIDGE: Final = "sophia-e2e0"
 GATEWAY_HOST: Final = 1
 FIRST_HOST: Final = 11
@@ -61,6 +67,10 @@ STAND_IN_DIR: Final = "/opt/sophia-k3s-stand-in"
 # that starts clears what an earlier one left behind. A second run (another checkout, CI beside a
 # developer) waits its turn on this lock instead of tearing down the first one's machines.
 NETWORK_LOCK: Final = Path("/run/lock/sophia-e2e-network.lock")
+CPU_ACCOUNTING: Final = Path("/sys/fs/cgroup/cpuacct")
+"""cgroup v1's CPU accounting: each machine's processes in a group of their own (named after its
+namespace), so `make bench` can tell the machines' CPU time from the runner's. Optional: without it
+`Machine.cpu_seconds` is None and nothing else changes."""
 NETWORK_LOCK_TIMEOUT: Final = 3600.0
 # The directories a machine sees through an overlay: its writes land in its own upper layer.
 OVERLAYS: Final = ("etc", "usr-bin", "usr-local", "var", "opt", "root")
@@ -151,6 +161,18 @@ class Machine:
             raise MachineError(f"{self.name} is not running")
         argv = ["nsenter", f"--target={pid}", "--net", "--mount", "--", "bash", "-c", command]
         return run(argv, timeout=timeout, check=check)
+
+    @property
+    def cpu_group(self) -> Path:
+        return CPU_ACCOUNTING / self.namespace
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time every process of the machine has used since it booted (its sshd, the sessions, what
+        they ran, K3s's stand-in), or None where the host has no cgroup v1 CPU accounting."""
+        try:
+            return int((self.cpu_group / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError):
+            return None
 
     def sessions(self) -> int:
         """How many SSH sessions sshd accepted (its log): a refused host key leaves this unchanged."""
@@ -358,6 +380,27 @@ print("\n".join(text[-lines:]))
 """
 
 
+def host_networks() -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
+    """What the host already reaches without the default route, and its name servers: the test network
+    must meet none of them (after clean_leftovers, so not an earlier run's bridge)."""
+    found: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
+    for line in run(["ip", "-4", "-o", "addr", "show"]).splitlines():
+        # `2: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0`
+        found.append((ipaddress.ip_interface(line.split()[3]).network, f"address on {line.split()[1]}"))
+    for line in run(["ip", "-4", "route", "show"]).splitlines():
+        words = line.split()
+        if words and words[0] != "default":
+            found.append((ipaddress.ip_network(words[0], strict=False), "route"))
+        if "via" in words:
+            found.append((ipaddress.ip_network(words[words.index("via") + 1]), "gateway"))
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            words = line.split()
+            if len(words) > 1 and words[0] == "nameserver" and ":" not in words[1]:
+                found.append((ipaddress.ip_network(words[1]), "name server"))
+    return found
+
+
 @dataclass
 class TestNetwork:
     """The bridge every machine's veth joins, with the gateway addresses the harness listens on."""
@@ -365,6 +408,13 @@ class TestNetwork:
     bridge: str = BRIDGE
 
     def create(self) -> None:
+        for prefix in (PUBLIC_PREFIX, PRIVATE_PREFIX):
+            ours = ipaddress.ip_network(f"{prefix}.0/24")
+            for theirs, what in host_networks():
+                if ours.overlaps(theirs):
+                    raise MachineError(
+                        f"the test network {ours} meets this host's {what} {theirs}: pick another prefix"
+                    )
         run(["ip", "link", "add", BRIDGE, "type", "bridge"])
         for prefix in (PUBLIC_PREFIX, PRIVATE_PREFIX):
             run(["ip", "addr", "add", f"{gateway(prefix)}/24", "dev", BRIDGE])
@@ -494,6 +544,12 @@ def boot_machine(machine: Machine) -> None:
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
+    # `ip netns exec`, unshare and bash each exec the next, so this pid becomes sshd's: in its group
+    # before it accepts a session, every process of the machine is counted.
+    if CPU_ACCOUNTING.is_dir():
+        with contextlib.suppress(OSError):
+            machine.cpu_group.mkdir(exist_ok=True)
+            (machine.cpu_group / "cgroup.procs").write_text(str(machine.sshd.pid))
     deadline = time.monotonic() + START_TIMEOUT
     while not _answers(machine.address, 22):
         if machine.sshd.poll() is not None:
@@ -551,6 +607,8 @@ def stop_machine(machine: Machine) -> None:
             machine.sshd.wait(STOP_TIMEOUT)
     run(["ip", "netns", "del", ns], check=False)
     run(["ip", "link", "del", f"se2e{machine.index}h"], check=False)
+    with contextlib.suppress(OSError):
+        machine.cpu_group.rmdir()
 
 
 def clean_leftovers() -> None:
@@ -562,6 +620,12 @@ def clean_leftovers() -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
             run(["ip", "netns", "del", name], check=False)
+    for group in CPU_ACCOUNTING.glob(f"{NAMESPACE_PREFIX}*") if CPU_ACCOUNTING.is_dir() else []:
+        with contextlib.suppress(OSError):
+            for pid in (group / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            group.rmdir()
     run(["ip", "link", "del", BRIDGE], check=False)
 
 
