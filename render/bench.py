@@ -25,6 +25,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -343,10 +344,20 @@ def benchmarks_document(command: str, sections: list[tuple[str, str]], load_befo
         f"- load average (1 minute): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
         "",
     ]
+    titles = [title for title, _ in sections] + [MEASURED]
+    lines += ["## Contents", "", *(f"- [{title}](#{_anchor(title)})" for title in titles), ""]
     for title, text in sections:
         lines += [f"## {title}", "", "```text", text.rstrip("\n"), "```", ""]
-    lines += ["## How it is measured", "", *(__doc__ or "").strip().splitlines(), ""]
+    lines += [f"## {MEASURED}", "", *(__doc__ or "").strip().splitlines(), ""]
     return "\n".join(lines)
+
+
+MEASURED = "How it is measured"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
 E2E_SCALES = "5,50"

@@ -161,7 +161,7 @@ def test_make_help_lists_every_target_from_its_comment_and_the_runbooks_and_plai
         "usage: make <target> [STACK=<stack>] [OUT=<dir>]   stacks: development production",
         "  make help      this list and the runbooks (plain `make` shows it too)",
         "  make render    the whole desired state of STACK, offline, into OUT; exit 0 valid, 1 invalid, 2 bad config",
-        "  make test      lint, types and the whole test suite (with promtool, built first and cached)",
+        "  make test      lint, types and the whole test suite (with promtool, built first and cached), on every core",
         "  make engine    the Pulumi CLI, language host, plugins and ESC evaluator, from the module proxy and "
         "../shared/third_party",
         "  make apiserver kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd and kwok, built the "
