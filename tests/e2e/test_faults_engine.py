@@ -600,11 +600,15 @@ def test_a_run_cancelled_as_ci_cancels_it_while_a_release_installs_converges_aft
         f"{said}; pending {pending}, locks {locks}, Helm records {records}; the run said: "
         + "; ".join(errors_of(up.run))[:600]
     )
+    # The cancel landed mid-install: Helm's newest record of it is not `deployed` (`failed`, as Helm writes
+    # a cancelled install's outcome, or pending if it could not), so the next `up` must install it again.
+    assert records, f"no Helm record of {UNWATCHED_RELEASE}: its install had not begun"
+    assert max(records, key=lambda r: int(r[0]))[1] != "deployed", records
     did = follow_runbook(cluster, bins, kubeconfig, INTERRUPTED)
     converged = engine.run("up")
     assert warnings_of(converged) == [], "\n".join(warnings_of(converged))
     changed = {name_of(urn) for _, _, urn in converged.changed()}
-    assert changed <= {UNWATCHED_RELEASE}, changed
+    assert changed == {UNWATCHED_RELEASE}, changed
     assert_converged(cluster, apiserver, rendered)
     again = assert_second_up_changes_nothing(engine)
     report.append(
