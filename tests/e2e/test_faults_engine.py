@@ -11,9 +11,10 @@ The cases run in order on one cluster of the production stack's shape (tests/e2e
    converges: every Kubernetes object the render has is on the API server and in the state, once,
    no other object carries the program's field manager, no Helm release is left pending, and a
    second `up` changes nothing.
-2. A machine is added, and CI cancels the `up` while that machine's `install` runs. The machine is
-   frozen (every process in it SIGSTOPped) for as long as the cancel takes, so the step outlasts the
-   grace CI gives and the interruption lands while it is in flight, every time.
+2. A machine is added, and CI cancels the `up` while that machine's `install` runs: the K3s mirror holds
+   its download of the binary (`K3sMirror.hold`), and the machine is frozen (every process in it
+   SIGSTOPped) for as long as the cancel takes, so the step outlasts the grace CI gives and the
+   interruption lands while it is in flight, every time.
 3. A release (the NVIDIA device plugin's, which nothing depends on) is installed again, and CI cancels
    the `up` while it installs: the GPU agents are frozen, so its DaemonSet's pods are not Ready and
    Helm's wait holds the install in flight.
@@ -542,20 +543,28 @@ def test_a_run_cancelled_as_ci_cancels_it_in_the_middle_of_a_join_converges_afte
     cluster.nodes.append({**node, "name": JOINING, "labels": {"sophia.ai/instance": "e2e-joining"}})
     cluster.write_settings()
     install = f"{JOINING}-install"
-    with in_background(engine, "up") as up:
+    # The mirror holds the machine's K3s download, so its install is in flight, not done, when the cancel
+    # comes: counting SSH sessions after the engine's event raced an install that had already finished.
+    with cluster.mirror.hold(machine.address), in_background(engine, "up") as up:
         started(up, f"{install} to start", lambda op, typ, urn: typ == COMMAND and name_of(urn) == install)
-        sessions = machine.sessions()
-        wait_until(f"{install}'s SSH session", lambda: machine.sessions() > sessions or up.done, SETTLE_TIMEOUT, 0.1)
+        wait_until(
+            f"{install} downloading K3s",
+            lambda: machine.address in cluster.mirror.holding or up.done,
+            SETTLE_TIMEOUT,
+            0.1,
+        )
+        assert not up.done, f"the up ended before {install} downloaded K3s: {up.error}"
         with frozen([machine]):
             signals = cancel_as_ci(cli_process(engine))
     assert isinstance(up.error, auto.CommandError), up.error
     said = cli_said(up)
-    # The cancel landed while the install ran (the machine was frozen throughout): it is not in the state.
+    # The cancel landed while the install ran (held, then frozen): it is not in the state.
     assert "install" not in node_steps(state(engine)).get(JOINING, set())
     pending, locks = pending_operations(engine), lock_files(engine)
     report.append(
-        f"    up cancelled as CI cancels it ({', '.join(signals)}) while {install} ran on the frozen machine; "
-        f"the CLI said {said}; pending {pending}, locks {locks}; the run said: " + "; ".join(errors_of(up.run))[:600]
+        f"    up cancelled as CI cancels it ({', '.join(signals)}) while {install} ran (its K3s download held, the "
+        f"machine frozen); the CLI said {said}; pending {pending}, locks {locks}; the run said: "
+        + "; ".join(errors_of(up.run))[:600]
     )
     did = follow_runbook(cluster, bins, kubeconfig, INTERRUPTED)
     converged = engine.run("up")
