@@ -16,8 +16,8 @@ The cases run in order on one cluster of the production stack's shape (tests/e2e
    SIGSTOPped) for as long as the cancel takes, so the step outlasts the grace CI gives and the
    interruption lands while it is in flight, every time.
 3. A release (the NVIDIA device plugin's, which nothing depends on) is installed again, and CI cancels
-   the `up` while it installs: the GPU agents are frozen, so its DaemonSet's pods are not Ready and
-   Helm's wait holds the install in flight.
+   the `up` once Helm has recorded the install: the GPU agents are frozen from before Helm creates
+   anything, so its DaemonSet's pods are not Ready and Helm's wait holds the install in flight.
 
 CI's cancel is GitHub Actions' (docs.github.com, "Workflow cancellation reference"): SIGINT, 7500 ms
 for the process to exit, SIGTERM, 2500 ms more, then the process tree is killed. `cancel_as_ci` sends
@@ -73,6 +73,7 @@ PRODUCTION = Variant("production, with faults", "production")
 STACK = PRODUCTION.stack
 COMMAND = "command:remote:Command"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+NVIDIA_COMPONENT = "sophia:platform:NvidiaGpu"
 # GitHub Actions' cancel (docs.github.com, "Workflow cancellation reference"): SIGINT to the step's
 # process, SIGTERM if it has not exited within 7500 ms, and the process tree killed 2500 ms later.
 SIGINT_GRACE = 7.5
@@ -596,9 +597,20 @@ def test_a_run_cancelled_as_ci_cancels_it_while_a_release_installs_converges_aft
     # keeps running: the provider reaches the API server through it.
     agents = [cluster.machine(n["name"]) for n in cluster.nodes[1:] if n.get("gpu")]
     assert agents
+    assert not [r for r in helm_records(apiserver) if r["name"] == UNWATCHED_RELEASE], "destroy left Helm records"
     with in_background(engine, "up") as up:
-        started(up, f"{UNWATCHED_RELEASE}'s install", lambda op, typ, urn: typ == HELM_RELEASE and op == "create")
+        # Frozen from the moment the engine reaches the release's component, before Helm creates anything:
+        # its pods can never be made Ready in time, however slow this host is to read the engine's events.
+        started(up, "the NVIDIA component", lambda op, typ, urn: typ == NVIDIA_COMPONENT)
         with frozen(agents):
+            started(up, f"{UNWATCHED_RELEASE}'s install", lambda op, typ, urn: typ == HELM_RELEASE and op == "create")
+            # Cancelled once Helm has recorded the install (pending-install): the install has begun.
+            wait_until(
+                f"Helm's record of {UNWATCHED_RELEASE}'s install",
+                lambda: any(r["name"] == UNWATCHED_RELEASE for r in helm_records(apiserver)) or up.done,
+                SETTLE_TIMEOUT,
+                0.1,
+            )
             signals = cancel_as_ci(cli_process(engine))
     assert isinstance(up.error, auto.CommandError), up.error
     said = cli_said(up)
