@@ -611,6 +611,7 @@ def test_a_run_cancelled_as_ci_cancels_it_while_a_release_installs_converges_aft
                 SETTLE_TIMEOUT,
                 0.1,
             )
+            assert not up.done, f"the up ended before Helm recorded {UNWATCHED_RELEASE}'s install: {up.error}"
             signals = cancel_as_ci(cli_process(engine))
     assert isinstance(up.error, auto.CommandError), up.error
     said = cli_said(up)
